@@ -1,0 +1,16 @@
+#pragma once
+// Start-up shared by every Celeriac binary: load settings (TOML file + environment) and set up
+// logging. Failures here are fatal: main() prints the message and exits non-zero.
+
+#include <optional>
+#include <string>
+
+#include "core/base/result.hpp"
+#include "core/config/settings.hpp"
+
+namespace celeriac::app {
+
+// `config_path` from --config, else the CELERIAC_CONFIG environment variable, else none.
+Result<Settings> Start(std::optional<std::string> config_path);
+
+}  // namespace celeriac::app

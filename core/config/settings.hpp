@@ -1,0 +1,104 @@
+#pragma once
+// Settings: every configuration key of every Celeriac process, in one TOML file.
+//
+// Each key `[section] key` can be overridden by the environment variable
+// CELERIAC_<SECTION>_<KEY> (upper case), e.g. CELERIAC_BROKER_URL, CELERIAC_DATABASE_URL.
+// Precedence: built-in default < TOML file < environment. Defaults work against the local
+// stack that `./dev up` starts on loopback.
+//
+// Loading fails, with a message naming the key and where its value came from, for an unknown
+// key in the file, a value of the wrong type, or a value out of range. Processes load settings
+// once at start-up and treat a failure as fatal.
+//
+// key                          default                                          meaning
+// database.url                 postgresql://celeriac:celeriac@127.0.0.1:16432/celeriac
+//                                                                               libpq URL
+// database.pool_size           4                                                connections kept open
+// database.connect_timeout_s   5                                                per connection attempt
+// database.max_attempts        5                                                tries of a transaction whose error is retryable
+// broker.url                   amqp://guest:guest@127.0.0.1:16672//             AMQP 0-9-1 URL, or memory://
+// log.level                    info                                             trace|debug|info|warn|error|critical|off
+// log.format                   text                                             text | json (one JSON object a line)
+// api.listen                   127.0.0.1:18080                                  admin API bind address
+// api.token                    (empty: admin routes refuse everyone)            bearer token for admin routes
+// discovery.url                http://127.0.0.1:18090                           Discovery service base URL
+// discovery.timeout_ms         10000                                            per POST /discover
+// worker.queue                 celery                                           queue the orchestrator worker consumes
+// worker.concurrency           0 (= number of CPUs)                             tasks run at once
+// worker.prefetch_multiplier   4                                                prefetch = concurrency * this
+// extractor.queue              extraction_queue                                 queue the extractor consumes
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/base/result.hpp"
+
+namespace celeriac {
+
+struct DatabaseSettings {
+  std::string url = "postgresql://celeriac:celeriac@127.0.0.1:16432/celeriac";
+  int64_t pool_size = 4;
+  int64_t connect_timeout_s = 5;
+  int64_t max_attempts = 5;
+};
+
+struct BrokerSettings {
+  std::string url = "amqp://guest:guest@127.0.0.1:16672//";
+};
+
+struct LogSettings {
+  std::string level = "info";
+  std::string format = "text";
+};
+
+struct ApiSettings {
+  std::string listen = "127.0.0.1:18080";
+  std::string token;
+};
+
+struct DiscoverySettings {
+  std::string url = "http://127.0.0.1:18090";
+  int64_t timeout_ms = 10'000;
+};
+
+struct WorkerSettings {
+  std::string queue = "celery";
+  int64_t concurrency = 0;
+  int64_t prefetch_multiplier = 4;
+};
+
+struct ExtractorSettings {
+  std::string queue = "extraction_queue";
+};
+
+struct Settings {
+  DatabaseSettings database;
+  BrokerSettings broker;
+  LogSettings log;
+  ApiSettings api;
+  DiscoverySettings discovery;
+  WorkerSettings worker;
+  ExtractorSettings extractor;
+
+  // Reads environment variables; tests pass their own.
+  using EnvLookup = std::function<std::optional<std::string>(const std::string& name)>;
+  static EnvLookup ProcessEnv();
+
+  // Defaults, then the TOML file at `path` (if given), then the environment.
+  static Result<Settings> Load(const std::optional<std::string>& path, const EnvLookup& env);
+  // Same, with the TOML document given as text (`origin` names it in errors).
+  static Result<Settings> Parse(std::string_view toml_text, std::string_view origin,
+                                const EnvLookup& env);
+
+  // "section.key = value" lines of the effective settings, secrets masked, for `config show`.
+  std::vector<std::string> Describe() const;
+};
+
+// Replaces the password in a URL ("postgresql://u:secret@h/db" -> "postgresql://u:***@h/db"),
+// so URLs can be logged.
+std::string MaskUrlPassword(const std::string& url);
+
+}  // namespace celeriac
