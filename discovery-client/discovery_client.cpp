@@ -1,0 +1,90 @@
+#include "discovery-client/discovery_client.hpp"
+
+#include <fmt/format.h>
+#include <httplib.h>
+
+namespace celeriac::discovery {
+namespace {
+
+std::string Snippet(const std::string& body) {
+  constexpr size_t kMax = 200;
+  std::string out = body.substr(0, kMax);
+  for (char& c : out)
+    if (static_cast<unsigned char>(c) < 0x20) c = ' ';
+  return body.size() > kMax ? out + "..." : out;
+}
+
+}  // namespace
+
+HttpDiscoveryClient::HttpDiscoveryClient(HttpDiscoveryOptions options)
+    : options_(std::move(options)) {
+  // Split "http://host:port/prefix" into the part httplib connects to and the path prefix.
+  const auto scheme_end = options_.base_url.find("://");
+  const auto path_start = options_.base_url.find(
+      '/', scheme_end == std::string::npos ? 0 : scheme_end + 3);
+  scheme_host_port_ = options_.base_url.substr(0, path_start);
+  if (path_start != std::string::npos) path_prefix_ = options_.base_url.substr(path_start);
+  while (!path_prefix_.empty() && path_prefix_.back() == '/') path_prefix_.pop_back();
+}
+
+Result<DiscoverResponse> HttpDiscoveryClient::Discover(const DiscoverRequest& request) {
+  httplib::Client client(scheme_host_port_);
+  if (!client.is_valid())
+    return Error(ErrorCode::kInvalidArgument,
+                 fmt::format("discovery.url '{}' is not a usable http URL", options_.base_url));
+  const auto ms = [](std::chrono::milliseconds d) {
+    return std::chrono::duration_cast<std::chrono::microseconds>(d);
+  };
+  client.set_connection_timeout(ms(options_.connect_timeout));
+  client.set_read_timeout(ms(options_.timeout));
+  client.set_write_timeout(ms(options_.timeout));
+
+  const nlohmann::json payload = {{"data_source_id", request.data_source_id},
+                                  {"theme_name", request.theme_name}};
+  const std::string url = path_prefix_ + "/discover";
+  auto res = client.Post(url, payload.dump(), "application/json");
+  if (!res) {
+    const auto err = res.error();
+    const bool timeout = err == httplib::Error::Read || err == httplib::Error::Write ||
+                         err == httplib::Error::ConnectionTimeout;
+    return Error(timeout ? ErrorCode::kTimeout : ErrorCode::kUnavailable,
+                 fmt::format("POST {}{}: {}", options_.base_url, "/discover",
+                             httplib::to_string(err)));
+  }
+  const int status = res->status;
+  if (status >= 500 || status == 429 || status == 408) {
+    return Error(ErrorCode::kUnavailable,
+                 fmt::format("POST {}/discover answered {}: {}", options_.base_url, status,
+                             Snippet(res->body)));
+  }
+  if (status < 200 || status >= 300) {
+    const auto code = status == 401 || status == 403 ? ErrorCode::kPermissionDenied
+                      : status == 404                ? ErrorCode::kNotFound
+                                                     : ErrorCode::kInvalidArgument;
+    return Error(code,
+                 fmt::format("POST {}/discover refused the request with {}: {}",
+                             options_.base_url, status, Snippet(res->body)),
+                 /*retryable=*/false);
+  }
+  DiscoverResponse out;
+  out.status = status;
+  if (res->body.empty()) return out;  // 202 Accepted with no body is fine
+  out.body = nlohmann::json::parse(res->body, nullptr, /*allow_exceptions=*/false);
+  if (out.body.is_discarded() || !out.body.is_object()) {
+    return Error(ErrorCode::kProtocol,
+                 fmt::format("POST {}/discover answered {} with a body that is not a JSON "
+                             "object: {}",
+                             options_.base_url, status, Snippet(res->body)),
+                 /*retryable=*/false);
+  }
+  for (const char* key : {"analysis_id", "id"}) {
+    auto it = out.body.find(key);
+    if (it == out.body.end()) continue;
+    if (it->is_string()) out.analysis_id = it->get<std::string>();
+    if (it->is_number_integer()) out.analysis_id = std::to_string(it->get<int64_t>());
+    if (out.analysis_id) break;
+  }
+  return out;
+}
+
+}  // namespace celeriac::discovery

@@ -1,0 +1,19 @@
+#pragma once
+// The orchestrator's subcommands. Each Register* adds one to the CLI11 app; the callback runs
+// after parsing and returns the process exit code through `exit_code`.
+
+#include <optional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+namespace celeriac::orchestrator {
+
+struct CommonOptions {
+  std::optional<std::string> config_path;  // --config
+};
+
+void RegisterMigrate(CLI::App& app, const CommonOptions& common, int& exit_code);
+void RegisterConfig(CLI::App& app, const CommonOptions& common, int& exit_code);
+
+}  // namespace celeriac::orchestrator

@@ -1,0 +1,30 @@
+// orchestrator: one binary, subcommands like the `celery` CLI.
+
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "orchestrator/commands/commands.hpp"
+
+int main(int argc, char** argv) {
+  using namespace celeriac::orchestrator;
+  CLI::App app{"Celeriac orchestrator: Celery-compatible worker, beat, admin API and ops tools"};
+  app.require_subcommand(1);
+  CommonOptions common;
+  app.add_option("-c,--config", common.config_path,
+                 "TOML settings file (default: $CELERIAC_CONFIG); every key can be overridden "
+                 "by CELERIAC_<SECTION>_<KEY>");
+  app.set_version_flag("--version", "orchestrator " CELERIAC_VERSION);
+  int exit_code = 0;
+  RegisterMigrate(app, common, exit_code);
+  RegisterConfig(app, common, exit_code);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const std::exception& e) {
+    std::cerr << "orchestrator: " << e.what() << "\n";
+    return 1;
+  }
+  return exit_code;
+}
