@@ -4,6 +4,8 @@
 // without sleeping.
 
 #include <chrono>
+#include <optional>
+#include <string_view>
 #include <string>
 
 namespace celeriac {
@@ -32,5 +34,10 @@ class SystemClock final : public Clock {
 // ISO-8601 in UTC with microseconds and an explicit offset, as Celery writes eta/expires:
 // "2026-11-22T15:31:56.871728+00:00".
 std::string FormatIso8601(Clock::WallTime t);
+
+// Parses ISO-8601 as Celery's workers accept it (dateutil.isoparse): "YYYY-MM-DD", then "T" or
+// a space and "HH:MM[:SS[.ffffff]]", then "Z", "+HH:MM", "+HHMM" or "+HH", or nothing. A time
+// without an offset is taken as UTC (Celery's default worker timezone). nullopt if malformed.
+std::optional<Clock::WallTime> ParseIso8601(std::string_view text);
 
 }  // namespace celeriac

@@ -1,0 +1,82 @@
+#pragma once
+// Broker: the narrow interface between Celeriac and its message transport (AMQP 0-9-1 through
+// rabbitmq-c in production, an in-memory broker for single-process use and unit tests).
+//
+// Delivery guarantee: at least once. A delivery stays unacknowledged until Ack() or Reject();
+// if the connection is lost first, the broker redelivers it (with redelivered = true), so
+// handlers must tolerate duplicates (Celery task ids make that possible).
+//
+// Threading: every method is thread-safe. The DeliveryHandler is called on the broker's own
+// consumer thread, one delivery at a time per consumer; it must not block for long (hand work
+// to a pool). Ack/Reject may be called from any thread, any time after the handler saw the
+// delivery.
+//
+// Reconnection: after the transport fails, the broker reconnects with backoff, re-declares what
+// was declared and resumes every consumer by itself; deliveries not yet acked when the
+// connection died are redelivered by the server, and Ack/Reject of a delivery from the dead
+// connection returns a non-retryable error (the message is already back in its queue).
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "core/base/result.hpp"
+#include "core/broker/message.hpp"
+
+namespace celeriac::broker {
+
+// Celery's topology for one queue: exchange `name` (direct, durable), queue `name` (durable,
+// no arguments) bound with routing key `name`. Exactly Celery's parameters: any difference makes
+// Python clients fail with 406 PRECONDITION_FAILED.
+struct QueueSpec {
+  std::string name;
+  std::string exchange;      // default: same as name
+  std::string routing_key;   // default: same as name
+  bool durable = true;
+  bool auto_delete = false;
+  bool exclusive = false;
+  nlohmann::ordered_json arguments = nlohmann::ordered_json::object();  // e.g. x-expires for rpc reply queues
+  bool bind = true;          // rpc reply queues are not bound to any exchange
+};
+
+// Celery's rpc:// reply queue for a client oid.
+QueueSpec ReplyQueueSpec(const std::string& name, std::chrono::milliseconds expires);
+
+using DeliveryHandler = std::function<void(Delivery&&)>;
+using ConsumerId = uint64_t;
+
+struct ConsumeOptions {
+  std::string queue;
+  uint16_t prefetch = 4;   // unacked deliveries the server sends ahead; 0 = unlimited
+  std::string consumer_tag;  // "" = server-generated
+};
+
+class Broker {
+ public:
+  virtual ~Broker() = default;
+
+  // Connects (or checks the connection); fails if the broker cannot be reached.
+  virtual Status Connect() = 0;
+
+  virtual Status Declare(const QueueSpec& spec) = 0;
+
+  // Publishes and waits until the broker has taken responsibility (publisher confirm for AMQP).
+  virtual Status Publish(const OutgoingMessage& message) = 0;
+
+  virtual Result<ConsumerId> Consume(const ConsumeOptions& options, DeliveryHandler handler) = 0;
+  // Stops new deliveries to this consumer; unacked ones stay unacked until acked or rejected.
+  virtual Status Cancel(ConsumerId consumer) = 0;
+
+  // Changes a consumer's prefetch (ETA tasks held unacked raise it, as Celery does).
+  virtual Status SetPrefetch(ConsumerId consumer, uint16_t prefetch) = 0;
+
+  virtual Status Ack(ConsumerId consumer, uint64_t delivery_tag) = 0;
+  // requeue = true puts it back in the queue; false drops it (we dead-letter in Postgres first).
+  virtual Status Reject(ConsumerId consumer, uint64_t delivery_tag, bool requeue) = 0;
+
+  // Closes everything; consumers stop, unacked deliveries go back to their queues.
+  virtual void Close() = 0;
+};
+
+}  // namespace celeriac::broker
