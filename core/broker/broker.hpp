@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "core/base/result.hpp"
 #include "core/broker/message.hpp"
@@ -63,6 +64,12 @@ class Broker {
 
   // Publishes and waits until the broker has taken responsibility (publisher confirm for AMQP).
   virtual Status Publish(const OutgoingMessage& message) = 0;
+
+  // Publishes every message, then waits until the broker has taken responsibility for all of
+  // them (one round of confirms instead of one per message). On error some messages may have
+  // been taken and others not: retrying the whole batch is safe (at least once). The default
+  // publishes one by one and stops at the first error.
+  virtual Status PublishBatch(const std::vector<OutgoingMessage>& messages);
 
   virtual Result<ConsumerId> Consume(const ConsumeOptions& options, DeliveryHandler handler) = 0;
   // Stops new deliveries to this consumer; unacked ones stay unacked until acked or rejected.

@@ -43,7 +43,7 @@ struct OutgoingMessage {
 // A message received from a queue; ack or reject it by `delivery_tag` on the broker that
 // delivered it.
 struct Delivery {
-  uint64_t delivery_tag = 0;
+  uint64_t delivery_tag = 0;  // opaque: AmqpBroker adds the generation of the delivering channel
   bool redelivered = false;
   std::string exchange;
   std::string routing_key;

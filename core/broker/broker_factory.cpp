@@ -1,0 +1,28 @@
+#include "core/broker/broker_factory.hpp"
+
+#include "core/broker/amqp_broker.hpp"
+#include "core/broker/memory_broker.hpp"
+
+namespace celeriac::broker {
+
+Result<std::unique_ptr<Broker>> MakeBroker(const std::string& url) {
+  const size_t colon = url.find("://");
+  const std::string scheme = colon == std::string::npos ? "" : url.substr(0, colon);
+  if (scheme == "memory") return std::unique_ptr<Broker>(std::make_unique<MemoryBroker>());
+  if (scheme == "amqps") {
+    return Error(ErrorCode::kInvalidArgument,
+                 "broker URL scheme amqps:// (AMQP over TLS) is not supported yet");
+  }
+  if (scheme == "amqp") {
+    AmqpBrokerOptions options;
+    options.url = url;
+    Result<std::unique_ptr<AmqpBroker>> broker = AmqpBroker::Create(std::move(options));
+    if (!broker.ok()) return broker.error();
+    return std::unique_ptr<Broker>(std::move(broker).value());
+  }
+  return Error(ErrorCode::kInvalidArgument,
+               "unsupported broker URL scheme '" + scheme +
+                   "': expected amqp:// or memory://");
+}
+
+}  // namespace celeriac::broker

@@ -1,0 +1,576 @@
+// AmqpBroker against the real RabbitMQ of ./dev up. Every wait is bounded; every queue is
+// unique to its test and deleted afterwards (AmqpTest).
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <limits>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "core/broker/amqp_broker.hpp"
+#include "tests/support/amqp_test.hpp"
+
+namespace celeriac::broker {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// Collects deliveries (on the broker's I/O thread); optionally acks them there.
+class Collector {
+ public:
+  // on_delivery runs on the I/O thread before the delivery is stored.
+  explicit Collector(std::function<void(const Delivery&)> on_delivery = nullptr)
+      : on_delivery_(std::move(on_delivery)) {}
+
+  DeliveryHandler Handler() {
+    return [this](Delivery&& d) {
+      if (on_delivery_) on_delivery_(d);
+      std::lock_guard lock(mu_);
+      deliveries_.push_back(std::move(d));
+      cv_.notify_all();
+    };
+  }
+  bool WaitFor(size_t n, std::chrono::milliseconds timeout = 30s) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return deliveries_.size() >= n; });
+  }
+  size_t size() {
+    std::lock_guard lock(mu_);
+    return deliveries_.size();
+  }
+  Delivery at(size_t i) {
+    std::lock_guard lock(mu_);
+    return deliveries_.at(i);
+  }
+  std::vector<Delivery> all() {
+    std::lock_guard lock(mu_);
+    return deliveries_;
+  }
+
+ private:
+  std::function<void(const Delivery&)> on_delivery_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Delivery> deliveries_;
+};
+
+OutgoingMessage Message(const std::string& queue, const std::string& body) {
+  OutgoingMessage m;
+  m.routing_key = queue;
+  m.body = body;
+  m.properties.content_type = "application/json";
+  m.properties.content_encoding = "utf-8";
+  m.properties.headers["id"] = body;
+  return m;
+}
+
+QueueSpec Spec(const std::string& name) {
+  QueueSpec spec;
+  spec.name = name;
+  return spec;
+}
+
+// Polls `cond` until it holds or `timeout` passes.
+bool Eventually(const std::function<bool()>& cond, std::chrono::milliseconds timeout = 20s) {
+  const auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return cond();
+}
+
+class AmqpBrokerTest : public testing::AmqpTest {};
+
+TEST_F(AmqpBrokerTest, ConnectAndDeclareTwice) {
+  auto broker = MakeBroker();
+  ASSERT_TRUE(broker->Connect().ok());
+  EXPECT_EQ(broker->connection_generation(), 1u);
+  const std::string q = QueueName();
+  ASSERT_TRUE(broker->Declare(Spec(q)).ok());
+  Status again = broker->Declare(Spec(q));
+  EXPECT_TRUE(again.ok()) << again.error().ToString();
+  const std::string reply = QueueName("reply");
+  EXPECT_TRUE(broker->Declare(ReplyQueueSpec(reply, 24h)).ok());
+  EXPECT_TRUE(broker->Declare(ReplyQueueSpec(reply, 24h)).ok());
+  EXPECT_EQ(raw().MessageCount(q), 0);
+}
+
+TEST_F(AmqpBrokerTest, DeclareOverDifferentArgumentsNames406AndTheBrokerCarriesOn) {
+  const std::string q = QueueName();
+  nlohmann::ordered_json args = nlohmann::ordered_json::object();
+  args["x-max-priority"] = 10;
+  ASSERT_EQ(raw().DeclareQueue(q, args), "");
+  auto broker = MakeBroker();
+  Status s = broker->Declare(Spec(q));
+  ASSERT_FALSE(s.ok());
+  const std::string& msg = s.error().message();
+  EXPECT_NE(msg.find("queue.declare " + q), std::string::npos) << msg;
+  EXPECT_NE(msg.find("406 PRECONDITION_FAILED"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("x-max-priority"), std::string::npos) << msg;
+  EXPECT_FALSE(s.error().retryable());
+  // Only the declaring channel died; the broker goes on.
+  const std::string other = QueueName("other");
+  EXPECT_TRUE(broker->Declare(Spec(other)).ok());
+  QueueSpec same = Spec(q);
+  same.arguments = args;
+  EXPECT_TRUE(broker->Declare(same).ok());
+  EXPECT_TRUE(broker->Publish(Message(other, "x")).ok());
+}
+
+TEST_F(AmqpBrokerTest, RoundTripPreservesEveryPropertyAndHeaderKind) {
+  const std::string q = QueueName();
+  auto broker = MakeBroker();
+  ASSERT_TRUE(broker->Declare(Spec(q)).ok());
+
+  OutgoingMessage m;
+  m.routing_key = q;
+  m.body = std::string("{\"args\": [1], \"bin\": \"\x01\x02\"}") + std::string(1, '\0') + "end";
+  Properties& p = m.properties;
+  p.content_type = "application/json";
+  p.content_encoding = "utf-8";
+  p.delivery_mode = 2;
+  p.priority = 7;
+  p.correlation_id = "9d5b7a8e-1f6a-4d62-9a55-3f1f1c3f6b21";
+  p.reply_to = "reply-oid";
+  p.expiration = "60000";
+  p.message_id = "mid-1";
+  p.timestamp = 1767225600;
+  p.type = "task";
+  p.app_id = "celeriac-test";
+  Headers& h = p.headers;
+  h["lang"] = "py";
+  h["task"] = "orchestrator.tasks.execute_crawl_task";
+  h["id"] = "9d5b7a8e-1f6a-4d62-9a55-3f1f1c3f6b21";
+  h["shadow"] = nullptr;
+  h["retries"] = 0;
+  h["timelimit"] = Headers::array({nullptr, 300});
+  h["big"] = int64_t{1} << 40;
+  h["huge"] = std::numeric_limits<int64_t>::max();
+  h["neg"] = -5;
+  h["negbig"] = -(int64_t{1} << 40);
+  h["int32min"] = std::numeric_limits<int32_t>::min();
+  h["ignore_result"] = false;
+  h["flag"] = true;
+  h["ratio"] = 0.25;
+  h["stamps"] = Headers::object();
+  h["nested"] = Headers::parse(R"({"a":[1,{"b":[null,"c",{"d":-1.5}]}],"e":{}})");
+  h["utf8"] = "h\u00e9llo \u65e5\u672c";
+  ASSERT_TRUE(broker->Publish(m).ok());
+
+  Collector inbox;
+  Result<ConsumerId> c = broker->Consume({q, 4, ""}, inbox.Handler());
+  ASSERT_TRUE(c.ok()) << c.error().ToString();
+  ASSERT_TRUE(inbox.WaitFor(1));
+  Delivery d = inbox.at(0);
+  EXPECT_EQ(d.body, m.body);
+  EXPECT_EQ(d.queue, q);
+  EXPECT_EQ(d.exchange, "");
+  EXPECT_EQ(d.routing_key, q);
+  EXPECT_FALSE(d.redelivered);
+  EXPECT_EQ(d.properties.content_type, p.content_type);
+  EXPECT_EQ(d.properties.content_encoding, p.content_encoding);
+  EXPECT_EQ(d.properties.delivery_mode, 2);
+  EXPECT_EQ(d.properties.priority, 7);
+  EXPECT_EQ(d.properties.correlation_id, p.correlation_id);
+  EXPECT_EQ(d.properties.reply_to, p.reply_to);
+  EXPECT_EQ(d.properties.expiration, p.expiration);
+  EXPECT_EQ(d.properties.message_id, p.message_id);
+  EXPECT_EQ(d.properties.timestamp, p.timestamp);
+  EXPECT_EQ(d.properties.type, p.type);
+  EXPECT_EQ(d.properties.app_id, p.app_id);
+  // Same order, same kinds, same values.
+  EXPECT_EQ(d.properties.headers.dump(), h.dump());
+  EXPECT_TRUE(d.properties.headers["ratio"].is_number_float());
+  EXPECT_TRUE(d.properties.headers["neg"].is_number_integer());
+  EXPECT_TRUE(broker->Ack(*c, d.delivery_tag).ok());
+
+  // Through the bound exchange too, with no optional properties and no headers.
+  OutgoingMessage plain;
+  plain.exchange = q;
+  plain.routing_key = q;
+  plain.body = "plain";
+  plain.properties.headers = Headers::object();
+  plain.properties.delivery_mode = 1;
+  ASSERT_TRUE(broker->Publish(plain).ok());
+  ASSERT_TRUE(inbox.WaitFor(2));
+  Delivery d2 = inbox.at(1);
+  EXPECT_EQ(d2.body, "plain");
+  EXPECT_EQ(d2.exchange, q);
+  EXPECT_EQ(d2.properties.delivery_mode, 1);
+  EXPECT_EQ(d2.properties.headers.dump(), "{}");
+  EXPECT_FALSE(d2.properties.message_id.has_value());
+  EXPECT_FALSE(d2.properties.expiration.has_value());
+  EXPECT_TRUE(broker->Ack(*c, d2.delivery_tag).ok());
+  EXPECT_FALSE(broker->Ack(*c, d2.delivery_tag).ok());  // twice
+}
+
+// celery#7718: with prefetch 1 a consumer must drain the queue, acking each as it goes.
+void DrainWithPrefetchOne(testing::RawAmqp& raw, AmqpBroker& broker, const std::string& q,
+                          bool ack_on_other_thread) {
+  constexpr int kCount = 2000;
+  ASSERT_TRUE(broker.Declare(Spec(q)).ok());
+  std::vector<OutgoingMessage> batch;
+  for (int i = 0; i < kCount; ++i) batch.push_back(Message(q, std::to_string(i)));
+  ASSERT_TRUE(broker.PublishBatch(batch).ok());
+
+  std::atomic<ConsumerId> id{0};
+  std::atomic<int> in_flight{0};
+  std::atomic<int> max_in_flight{0};
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<uint64_t> to_ack;
+  bool stop = false;
+  Collector inbox([&](const Delivery& d) {
+    const int now = ++in_flight;
+    int seen = max_in_flight.load();
+    while (now > seen && !max_in_flight.compare_exchange_weak(seen, now)) {
+    }
+    if (ack_on_other_thread) {
+      std::lock_guard lock(mu);
+      to_ack.push_back(d.delivery_tag);
+      cv.notify_all();
+    } else {
+      --in_flight;
+      EXPECT_TRUE(broker.Ack(id.load(), d.delivery_tag).ok());
+    }
+  });
+  std::thread acker([&] {
+    std::unique_lock lock(mu);
+    for (;;) {
+      cv.wait(lock, [&] { return stop || !to_ack.empty(); });
+      if (to_ack.empty()) return;
+      const uint64_t tag = to_ack.front();
+      to_ack.pop_front();
+      lock.unlock();
+      --in_flight;
+      EXPECT_TRUE(broker.Ack(id.load(), tag).ok());
+      lock.lock();
+    }
+  });
+  Result<ConsumerId> c = broker.Consume({q, 1, ""}, [&, h = inbox.Handler()](Delivery&& d) mutable {
+    while (id.load() == 0) std::this_thread::yield();  // Consume() returns right after consume-ok
+    h(std::move(d));
+  });
+  if (c.ok()) id = *c;
+  const bool drained = c.ok() && inbox.WaitFor(kCount, 60s);
+  {
+    std::lock_guard lock(mu);
+    stop = true;
+    cv.notify_all();
+  }
+  acker.join();
+  ASSERT_TRUE(c.ok()) << c.error().ToString();
+  ASSERT_TRUE(drained) << "stalled after " << inbox.size() << " of " << kCount;
+  EXPECT_LE(max_in_flight.load(), 1);
+  std::set<std::string> bodies;
+  for (const Delivery& d : inbox.all()) bodies.insert(d.body);
+  EXPECT_EQ(bodies.size(), static_cast<size_t>(kCount));
+  EXPECT_TRUE(Eventually([&] { return raw.MessageCount(q) == 0; }));
+}
+
+TEST_F(AmqpBrokerTest, PrefetchOneDrains2000MessagesAckedInTheHandler) {
+  auto broker = MakeBroker();
+  DrainWithPrefetchOne(raw(), *broker, QueueName(), /*ack_on_other_thread=*/false);
+}
+
+TEST_F(AmqpBrokerTest, PrefetchOneDrains2000MessagesAckedFromAnotherThread) {
+  auto broker = MakeBroker();
+  DrainWithPrefetchOne(raw(), *broker, QueueName(), /*ack_on_other_thread=*/true);
+}
+
+TEST_F(AmqpBrokerTest, UnackedDeliveriesAreRedeliveredAfterClose) {
+  const std::string q = QueueName();
+  auto first = MakeBroker();
+  ASSERT_TRUE(first->Declare(Spec(q)).ok());
+  for (const char* b : {"a", "b", "c"}) ASSERT_TRUE(first->Publish(Message(q, b)).ok());
+  Collector held;
+  ASSERT_TRUE(first->Consume({q, 5, ""}, held.Handler()).ok());
+  ASSERT_TRUE(held.WaitFor(3));
+  for (const Delivery& d : held.all()) EXPECT_FALSE(d.redelivered);
+  first->Close();
+  first->Close();  // twice is fine
+
+  auto second = MakeBroker();
+  Collector again;
+  Result<ConsumerId> c = second->Consume({q, 5, ""}, again.Handler());
+  ASSERT_TRUE(c.ok()) << c.error().ToString();
+  ASSERT_TRUE(again.WaitFor(3));
+  std::set<std::string> bodies;
+  for (const Delivery& d : again.all()) {
+    EXPECT_TRUE(d.redelivered) << d.body;
+    bodies.insert(d.body);
+    EXPECT_TRUE(second->Ack(*c, d.delivery_tag).ok());
+  }
+  EXPECT_EQ(bodies, (std::set<std::string>{"a", "b", "c"}));
+}
+
+TEST_F(AmqpBrokerTest, RejectWithoutRequeueDropsAndWithRequeueRedelivers) {
+  const std::string q = QueueName();
+  auto broker = MakeBroker();
+  ASSERT_TRUE(broker->Declare(Spec(q)).ok());
+  ASSERT_TRUE(broker->Publish(Message(q, "drop-me")).ok());
+  ASSERT_TRUE(broker->Publish(Message(q, "requeue-me")).ok());
+  Collector inbox;
+  Result<ConsumerId> c = broker->Consume({q, 1, ""}, inbox.Handler());
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(inbox.WaitFor(1));
+  EXPECT_EQ(inbox.at(0).body, "drop-me");
+  ASSERT_TRUE(broker->Reject(*c, inbox.at(0).delivery_tag, /*requeue=*/false).ok());
+  ASSERT_TRUE(inbox.WaitFor(2));
+  EXPECT_EQ(inbox.at(1).body, "requeue-me");
+  ASSERT_TRUE(broker->Reject(*c, inbox.at(1).delivery_tag, /*requeue=*/true).ok());
+  ASSERT_TRUE(inbox.WaitFor(3));
+  EXPECT_EQ(inbox.at(2).body, "requeue-me");
+  EXPECT_TRUE(inbox.at(2).redelivered);
+  EXPECT_FALSE(broker->Ack(*c, inbox.at(1).delivery_tag).ok());  // already rejected
+  ASSERT_TRUE(broker->Ack(*c, inbox.at(2).delivery_tag).ok());
+  ASSERT_TRUE(broker->Cancel(*c).ok());
+  EXPECT_TRUE(Eventually([&] { return raw().MessageCount(q) == 0; }));
+  EXPECT_EQ(inbox.size(), 3u);
+}
+
+TEST_F(AmqpBrokerTest, ReconnectsResumesAndRejectsAcksFromTheDeadConnection) {
+  const std::string q = QueueName();
+  auto broker = MakeBroker();
+  ASSERT_TRUE(broker->Declare(Spec(q)).ok());
+  std::atomic<ConsumerId> id{0};
+  std::mutex acked_mu;
+  std::set<std::string> acked;
+  // Acks everything but the message called "hold", which stays unacked across the reconnect.
+  Collector inbox([&](const Delivery& d) {
+    if (d.body == "hold") return;
+    if (broker->Ack(id.load(), d.delivery_tag).ok()) {
+      std::lock_guard lock(acked_mu);
+      acked.insert(d.body);
+    }
+  });
+  Result<ConsumerId> c = broker->Consume({q, 10, ""}, inbox.Handler());
+  ASSERT_TRUE(c.ok()) << c.error().ToString();
+  id = *c;
+  ASSERT_TRUE(broker->Publish(Message(q, "hold")).ok());
+  std::vector<OutgoingMessage> before;
+  for (int i = 0; i < 50; ++i) before.push_back(Message(q, "before-" + std::to_string(i)));
+  ASSERT_TRUE(broker->PublishBatch(before).ok());
+  ASSERT_TRUE(inbox.WaitFor(51));
+  const uint64_t old_tag = inbox.at(0).delivery_tag;
+  ASSERT_EQ(inbox.at(0).body, "hold");
+  // Every ack has reached the server: only "hold" is left, unacked.
+  ASSERT_TRUE(Eventually([&] {
+    testing::CommandResult r = Rabbitmqctl("-q list_queues --no-table-headers name messages");
+    return r.output.find(q + "\t1\n") != std::string::npos;
+  }));
+  const uint64_t generation = broker->connection_generation();
+
+  ASSERT_EQ(CloseConnectionsNamed(broker->consumer_connection_name()), 1);
+  ASSERT_TRUE(Eventually([&] { return broker->connection_generation() > generation; }));
+  // "hold" comes back (redelivered) on the new connection.
+  ASSERT_TRUE(inbox.WaitFor(52));
+  const Delivery back = inbox.at(51);
+  EXPECT_EQ(back.body, "hold");
+  EXPECT_TRUE(back.redelivered);
+  Status stale = broker->Ack(*c, old_tag);
+  ASSERT_FALSE(stale.ok());
+  EXPECT_FALSE(stale.error().retryable());
+  EXPECT_TRUE(broker->Ack(*c, back.delivery_tag).ok());
+
+  std::vector<OutgoingMessage> after;
+  for (int i = 0; i < 50; ++i) after.push_back(Message(q, "after-" + std::to_string(i)));
+  ASSERT_TRUE(broker->PublishBatch(after).ok());
+  ASSERT_TRUE(inbox.WaitFor(102)) << inbox.size();
+  std::this_thread::sleep_for(200ms);  // nothing else may arrive
+  std::multiset<std::string> seen;
+  for (const Delivery& d : inbox.all()) seen.insert(d.body);
+  EXPECT_EQ(inbox.size(), 102u);
+  for (int i = 0; i < 50; ++i) {
+    EXPECT_EQ(seen.count("before-" + std::to_string(i)), 1u);
+    EXPECT_EQ(seen.count("after-" + std::to_string(i)), 1u);
+  }
+  EXPECT_TRUE(Eventually([&] { return raw().MessageCount(q) == 0; }));
+}
+
+TEST_F(AmqpBrokerTest, ConsumerComesBackWhenItsQueueIsDeletedUnderIt) {
+  const std::string q = QueueName();
+  auto broker = MakeBroker();
+  ASSERT_TRUE(broker->Declare(Spec(q)).ok());
+  std::atomic<ConsumerId> id{0};
+  Collector inbox([&](const Delivery& d) { EXPECT_TRUE(broker->Ack(id.load(), d.delivery_tag).ok()); });
+  Result<ConsumerId> c = broker->Consume({q, 4, ""}, inbox.Handler());
+  ASSERT_TRUE(c.ok());
+  id = *c;
+  ASSERT_TRUE(broker->Publish(Message(q, "before")).ok());
+  ASSERT_TRUE(inbox.WaitFor(1));
+  raw().DeleteQueue(q);  // the server cancels our consumer (consumer_cancel_notify)
+  // The broker declares the queue again and re-subscribes; a message published then arrives.
+  ASSERT_TRUE(Eventually([&] { return raw().MessageCount(q) >= 0; }));
+  ASSERT_TRUE(Eventually([&] {
+    if (!broker->Publish(Message(q, "after")).ok()) return false;
+    return inbox.WaitFor(2, 300ms);
+  }));
+  EXPECT_EQ(inbox.at(1).body, "after");
+  EXPECT_EQ(broker->connection_generation(), 1u);  // the connection itself stayed up
+}
+
+TEST_F(AmqpBrokerTest, HeartbeatsKeepIdleConnectionsAlive) {
+  const std::string q = QueueName();
+  AmqpBrokerOptions options = Options();
+  options.heartbeat = 1s;  // the server drops a peer silent for two intervals
+  auto broker = MakeBroker(options);
+  ASSERT_TRUE(broker->Declare(Spec(q)).ok());
+  ASSERT_TRUE(broker->Publish(Message(q, "1")).ok());
+  Collector inbox;
+  Result<ConsumerId> c = broker->Consume({q, 4, ""}, inbox.Handler());
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(inbox.WaitFor(1));
+  const std::vector<std::string> publisher = ConnectionPids(broker->publisher_connection_name());
+  ASSERT_EQ(publisher.size(), 1u);
+  std::this_thread::sleep_for(3500ms);  // idle on both connections
+  EXPECT_EQ(ConnectionPids(broker->publisher_connection_name()), publisher);
+  ASSERT_TRUE(broker->Publish(Message(q, "2")).ok());
+  ASSERT_TRUE(inbox.WaitFor(2));
+  EXPECT_EQ(broker->connection_generation(), 1u);
+  EXPECT_EQ(ConnectionPids(broker->publisher_connection_name()), publisher);
+  EXPECT_TRUE(broker->Ack(*c, inbox.at(0).delivery_tag).ok());
+  EXPECT_TRUE(broker->Ack(*c, inbox.at(1).delivery_tag).ok());
+}
+
+TEST_F(AmqpBrokerTest, PublisherReconnectsAfterItsConnectionIsClosed) {
+  const std::string q = QueueName();
+  auto broker = MakeBroker();
+  ASSERT_TRUE(broker->Connect().ok());
+  ASSERT_TRUE(broker->Declare(Spec(q)).ok());
+  ASSERT_TRUE(broker->Publish(Message(q, "1")).ok());
+  ASSERT_EQ(CloseConnectionsNamed(broker->publisher_connection_name()), 1);
+  Status s = broker->Publish(Message(q, "2"));
+  EXPECT_TRUE(s.ok()) << s.error().ToString();
+  ASSERT_TRUE(broker->Publish(Message(q, "3")).ok());
+  EXPECT_TRUE(Eventually([&] { return raw().MessageCount(q) >= 3; }));
+}
+
+TEST_F(AmqpBrokerTest, PublishBatchOf1000IsConfirmedAndConsumed) {
+  const std::string q = QueueName();
+  auto broker = MakeBroker();
+  ASSERT_TRUE(broker->Declare(Spec(q)).ok());
+  std::vector<OutgoingMessage> batch;
+  for (int i = 0; i < 1000; ++i) batch.push_back(Message(q, "extract-" + std::to_string(i)));
+  ASSERT_TRUE(broker->PublishBatch(batch).ok());
+  EXPECT_EQ(raw().MessageCount(q), 1000);  // confirmed means enqueued
+  std::atomic<ConsumerId> id{0};
+  Collector inbox([&](const Delivery& d) { EXPECT_TRUE(broker->Ack(id.load(), d.delivery_tag).ok()); });
+  Result<ConsumerId> c = broker->Consume({q, 100, ""}, [&, h = inbox.Handler()](Delivery&& d) mutable {
+    while (id.load() == 0) std::this_thread::yield();  // Consume() returns right after consume-ok
+    h(std::move(d));
+  });
+  ASSERT_TRUE(c.ok());
+  id = *c;
+  ASSERT_TRUE(inbox.WaitFor(1000));
+  std::set<std::string> bodies;
+  for (const Delivery& d : inbox.all()) bodies.insert(d.body);
+  EXPECT_EQ(bodies.size(), 1000u);
+  EXPECT_EQ(inbox.at(0).body, "extract-0");
+  EXPECT_EQ(inbox.at(999).body, "extract-999");
+  EXPECT_TRUE(Eventually([&] { return raw().MessageCount(q) == 0; }));
+}
+
+TEST_F(AmqpBrokerTest, SetPrefetchRaisesTheLimitOfARunningConsumer) {
+  const std::string q = QueueName();
+  auto broker = MakeBroker();
+  ASSERT_TRUE(broker->Declare(Spec(q)).ok());
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(broker->Publish(Message(q, std::to_string(i))).ok());
+  Collector inbox;
+  Result<ConsumerId> c = broker->Consume({q, 1, ""}, inbox.Handler());
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(inbox.WaitFor(1));
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(inbox.size(), 1u);
+  ASSERT_TRUE(broker->SetPrefetch(*c, 3).ok());
+  ASSERT_TRUE(inbox.WaitFor(4));  // the held one no longer counts against the new limit
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(inbox.size(), 4u);
+  for (const Delivery& d : inbox.all()) EXPECT_TRUE(broker->Ack(*c, d.delivery_tag).ok());
+  ASSERT_TRUE(inbox.WaitFor(5));
+  EXPECT_TRUE(broker->Ack(*c, inbox.at(4).delivery_tag).ok());
+}
+
+TEST_F(AmqpBrokerTest, CancelStopsDeliveriesAndUnackedOnesCanStillBeAcked) {
+  const std::string q = QueueName();
+  auto broker = MakeBroker();
+  ASSERT_TRUE(broker->Declare(Spec(q)).ok());
+  ASSERT_TRUE(broker->Publish(Message(q, "1")).ok());
+  Collector inbox;
+  Result<ConsumerId> c = broker->Consume({q, 1, ""}, inbox.Handler());
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(inbox.WaitFor(1));
+  ASSERT_TRUE(broker->Cancel(*c).ok());
+  ASSERT_TRUE(broker->Publish(Message(q, "2")).ok());
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(inbox.size(), 1u);
+  EXPECT_TRUE(broker->Ack(*c, inbox.at(0).delivery_tag).ok());
+  EXPECT_TRUE(Eventually([&] { return raw().MessageCount(q) == 1; }));
+  EXPECT_FALSE(broker->Cancel(*c).ok());
+}
+
+TEST_F(AmqpBrokerTest, ConsumeOfAMissingQueueAndPublishToAMissingExchangeFailClearly) {
+  auto broker = MakeBroker();
+  const std::string missing = QueueName("missing");
+  Collector inbox;
+  Result<ConsumerId> c = broker->Consume({missing, 1, ""}, inbox.Handler());
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error().code(), ErrorCode::kNotFound);
+  EXPECT_NE(c.error().message().find("404"), std::string::npos) << c.error().message();
+
+  OutgoingMessage m = Message("x", "x");
+  m.exchange = missing;  // no such exchange
+  Status s = broker->Publish(m);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code(), ErrorCode::kNotFound);
+  EXPECT_NE(s.error().message().find("404"), std::string::npos) << s.error().message();
+  // The publisher recovers.
+  const std::string q = QueueName();
+  ASSERT_TRUE(broker->Declare(Spec(q)).ok());
+  EXPECT_TRUE(broker->Publish(Message(q, "ok")).ok());
+}
+
+TEST_F(AmqpBrokerTest, UnreachableBrokerIsARetryableErrorInBoundedTime) {
+  AmqpBrokerOptions options = Options();
+  options.url = "amqp://guest:guest@127.0.0.1:1//";
+  options.publish_timeout = 1s;
+  options.rpc_timeout = 1s;
+  auto broker = MakeBroker(options);
+  const auto start = Clock::now();
+  Status connect = broker->Connect();
+  ASSERT_FALSE(connect.ok());
+  EXPECT_EQ(connect.error().code(), ErrorCode::kUnavailable);
+  EXPECT_TRUE(connect.error().retryable());
+  Status publish = broker->Publish(Message("q", "x"));
+  ASSERT_FALSE(publish.ok());
+  EXPECT_TRUE(publish.error().retryable());
+  Status declare = broker->Declare(Spec("q"));
+  ASSERT_FALSE(declare.ok());
+  EXPECT_TRUE(declare.error().retryable());
+  EXPECT_LT(Clock::now() - start, 10s);
+}
+
+TEST_F(AmqpBrokerTest, WrongPasswordIsNotRetryable) {
+  AmqpBrokerOptions options = Options();
+  Result<AmqpUrl> url = ParseAmqpUrl(url_);
+  ASSERT_TRUE(url.ok());
+  options.url = "amqp://" + url->user + ":wrong-password@" + url->host + ":" +
+                std::to_string(url->port) + "//";
+  auto broker = MakeBroker(options);
+  Status s = broker->Connect();
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code(), ErrorCode::kPermissionDenied) << s.error().ToString();
+  EXPECT_FALSE(s.error().retryable());
+}
+
+}  // namespace
+}  // namespace celeriac::broker

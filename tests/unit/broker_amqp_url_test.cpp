@@ -1,0 +1,92 @@
+// amqp:// URLs read the way kombu reads them (no network).
+#include <gtest/gtest.h>
+
+#include "core/broker/amqp_broker.hpp"
+
+namespace celeriac::broker {
+namespace {
+
+AmqpUrl Parse(const std::string& url) {
+  Result<AmqpUrl> r = ParseAmqpUrl(url);
+  EXPECT_TRUE(r.ok()) << url << ": " << (r.ok() ? "" : r.error().ToString());
+  return r.ok() ? *r : AmqpUrl{};
+}
+
+TEST(AmqpUrl, CeleryDoubleSlashMeansTheRootVhost) {
+  AmqpUrl u = Parse("amqp://guest:secret@127.0.0.1:16672//");
+  EXPECT_EQ(u.host, "127.0.0.1");
+  EXPECT_EQ(u.port, 16672);
+  EXPECT_EQ(u.user, "guest");
+  EXPECT_EQ(u.password, "secret");
+  EXPECT_EQ(u.vhost, "/");
+  EXPECT_FALSE(u.tls);
+}
+
+TEST(AmqpUrl, SingleSlashAndNoPathAlsoMeanTheRootVhost) {
+  EXPECT_EQ(Parse("amqp://h:1234/").vhost, "/");
+  EXPECT_EQ(Parse("amqp://h:1234").vhost, "/");
+  EXPECT_EQ(Parse("amqp://h:1234/%2F").vhost, "/");
+  EXPECT_EQ(Parse("amqp://h:1234").port, 1234);
+}
+
+TEST(AmqpUrl, NamedVhostAndDefaults) {
+  AmqpUrl u = Parse("amqp://broker/prod");
+  EXPECT_EQ(u.host, "broker");
+  EXPECT_EQ(u.port, 5672);
+  EXPECT_EQ(u.user, "guest");
+  EXPECT_EQ(u.password, "guest");
+  EXPECT_EQ(u.vhost, "prod");
+  EXPECT_EQ(Parse("amqp://broker/a%2Fb").vhost, "a/b");
+}
+
+TEST(AmqpUrl, PercentEncodedCredentials) {
+  AmqpUrl u = Parse("amqp://us%40er:p%2Fw%3Ad@h:1//");
+  EXPECT_EQ(u.user, "us@er");
+  EXPECT_EQ(u.password, "p/w:d");
+}
+
+TEST(AmqpUrl, HeartbeatParameter) {
+  EXPECT_EQ(Parse("amqp://h//?heartbeat=10").heartbeat.count(), 10);
+  EXPECT_EQ(Parse("amqp://h//").heartbeat.count(), -1);
+  EXPECT_FALSE(ParseAmqpUrl("amqp://h//?heartbeat=x").ok());
+  EXPECT_FALSE(ParseAmqpUrl("amqp://h//?ssl=1").ok());
+}
+
+TEST(AmqpUrl, RejectsOtherSchemesAndTls) {
+  Result<AmqpUrl> redis = ParseAmqpUrl("redis://h:6379/0");
+  ASSERT_FALSE(redis.ok());
+  EXPECT_NE(redis.error().message().find("'redis'"), std::string::npos);
+  EXPECT_TRUE(ParseAmqpUrl("amqps://h//")->tls);
+  AmqpBrokerOptions options;
+  options.url = "amqps://h//";
+  EXPECT_FALSE(AmqpBroker::Create(options).ok());
+  options.url = "amqp://h:notaport//";
+  EXPECT_FALSE(AmqpBroker::Create(options).ok());
+}
+
+TEST(AmqpBroker, CreateDoesNotConnectAndCloseTwiceIsFine) {
+  AmqpBrokerOptions options;
+  options.url = "amqp://guest:guest@127.0.0.1:1//";
+  options.connection_name = "unit";
+  Result<std::unique_ptr<AmqpBroker>> broker = AmqpBroker::Create(options);
+  ASSERT_TRUE(broker.ok());
+  EXPECT_EQ((*broker)->connection_generation(), 0u);
+  EXPECT_EQ((*broker)->consumer_connection_name(), "unit consumer");
+  (*broker)->Close();
+  (*broker)->Close();
+  EXPECT_FALSE((*broker)->Publish(OutgoingMessage{}).ok());
+  EXPECT_FALSE((*broker)->Ack(1, 1).ok());
+}
+
+TEST(ReplyQueueSpec, IsCeleryRpcReplyQueue) {
+  QueueSpec spec = ReplyQueueSpec("6c1d0f1e-oid", std::chrono::hours(24));
+  EXPECT_EQ(spec.name, "6c1d0f1e-oid");
+  EXPECT_FALSE(spec.durable);
+  EXPECT_TRUE(spec.auto_delete);
+  EXPECT_FALSE(spec.exclusive);
+  EXPECT_FALSE(spec.bind);
+  EXPECT_EQ(spec.arguments.dump(), R"({"x-expires":86400000})");
+}
+
+}  // namespace
+}  // namespace celeriac::broker
