@@ -84,13 +84,15 @@ CREATE TABLE extracted_items (
 );
 
 -- The source of truth for ops: the original message whole, written before it is acked.
+-- headers and properties are json, not jsonb, so their key order and number text survive for a
+-- replay; the body is the original bytes.
 CREATE TABLE dead_letters (
   id               bigserial PRIMARY KEY,
   queue            text NOT NULL,
   task_name        text NULL,          -- NULL when the message did not decode far enough
   task_id          text NULL,
-  headers          jsonb NOT NULL DEFAULT '{}',
-  properties       jsonb NOT NULL DEFAULT '{}',
+  headers          json NOT NULL DEFAULT '{}',
+  properties       json NOT NULL DEFAULT '{}',
   body             bytea NOT NULL,
   error_class      text NOT NULL,
   error_message    text NOT NULL,

@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   RegisterMigrate(app, common, exit_code);
   RegisterConfig(app, common, exit_code);
+  RegisterWorker(app, common, exit_code);
+  RegisterSendTask(app, common, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,5 +1,6 @@
 #include "core/celery/codec.hpp"
 
+#include <cmath>
 #include <set>
 
 #include <fmt/format.h>
@@ -252,8 +253,13 @@ broker::OutgoingMessage EncodeTask(const TaskMessage& m, const std::string& queu
   h["group"] = opt(m.group);
   h["group_index"] = m.group_index ? json(*m.group_index) : json(nullptr);
   h["retries"] = m.retries;
-  h["timelimit"] = json::array({m.time_limit ? json(*m.time_limit) : json(nullptr),
-                                m.soft_time_limit ? json(*m.soft_time_limit) : json(nullptr)});
+  // Whole seconds go out as integers, as Python writes time_limit=30.
+  auto seconds = [](const std::optional<double>& v) {
+    if (!v) return json(nullptr);
+    if (*v == std::floor(*v) && std::abs(*v) < 2147483647.0) return json(static_cast<int64_t>(*v));
+    return json(*v);
+  };
+  h["timelimit"] = json::array({seconds(m.time_limit), seconds(m.soft_time_limit)});
   h["root_id"] = m.root_id.empty() ? m.id : m.root_id;
   h["parent_id"] = opt(m.parent_id);
   h["argsrepr"] = m.argsrepr.empty() ? PyRepr(m.args) : m.argsrepr;

@@ -15,5 +15,7 @@ struct CommonOptions {
 
 void RegisterMigrate(CLI::App& app, const CommonOptions& common, int& exit_code);
 void RegisterConfig(CLI::App& app, const CommonOptions& common, int& exit_code);
+void RegisterWorker(CLI::App& app, const CommonOptions& common, int& exit_code);
+void RegisterSendTask(CLI::App& app, const CommonOptions& common, int& exit_code);
 
 }  // namespace celeriac::orchestrator

@@ -1,0 +1,109 @@
+// `orchestrator worker`: a Celery worker for the orchestrator's queue.
+
+#include <unistd.h>
+
+#include <iostream>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "core/app/startup.hpp"
+#include "core/broker/broker_factory.hpp"
+#include "core/loop/loop.hpp"
+#include "orchestrator/commands/commands.hpp"
+#include "orchestrator/store/pg_stores.hpp"
+#include "orchestrator/worker/worker.hpp"
+#include "schemas/schemas.hpp"
+
+namespace celeriac::orchestrator {
+namespace {
+
+struct WorkerFlags {
+  std::string queue;
+  int concurrency = -1;
+  int prefetch_multiplier = -1;
+  std::string hostname;
+};
+
+int RunWorker(const CommonOptions& common, const WorkerFlags& flags) {
+  auto settings = app::Start(common.config_path);
+  if (!settings) {
+    std::cerr << "orchestrator worker: " << settings.error().message() << "\n";
+    return 2;
+  }
+  WorkerOptions options;
+  options.queue = flags.queue.empty() ? settings->worker.queue : flags.queue;
+  const int64_t concurrency =
+      flags.concurrency >= 0 ? flags.concurrency : settings->worker.concurrency;
+  options.concurrency =
+      concurrency > 0 ? static_cast<int>(concurrency)
+                      : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  options.prefetch_multiplier = static_cast<int>(
+      flags.prefetch_multiplier >= 0 ? flags.prefetch_multiplier
+                                     : settings->worker.prefetch_multiplier);
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  options.hostname = flags.hostname.empty() ? std::string("celeriac@") + host : flags.hostname;
+  options.body_schema = [](const std::string& task) -> std::shared_ptr<const schema::SchemaValidator> {
+    auto v = schemas::Get("tasks/" + task + ".body");
+    return v ? v.value() : nullptr;
+  };
+
+  pg::PoolOptions pg_options;
+  pg_options.url = settings->database.url;
+  pg_options.size = static_cast<size_t>(settings->database.pool_size);
+  pg_options.connect_timeout_s = static_cast<int>(settings->database.connect_timeout_s);
+  pg_options.max_attempts = static_cast<int>(settings->database.max_attempts);
+  pg::Pool pool(pg_options);
+  if (auto st = pool.Ping(); !st) {
+    std::cerr << "orchestrator worker: database " << MaskUrlPassword(settings->database.url)
+              << ": " << st.error().message() << "\n";
+    return 1;
+  }
+  PgDeadLetterStore dead_letters(pool);
+  PgTaskStateStore states(pool);
+
+  auto broker = broker::MakeBroker(settings->broker.url);
+  if (!broker) {
+    std::cerr << "orchestrator worker: " << broker.error().message() << "\n";
+    return 2;
+  }
+  if (auto st = (*broker)->Connect(); !st) {
+    std::cerr << "orchestrator worker: broker " << MaskUrlPassword(settings->broker.url) << ": "
+              << st.error().message() << "\n";
+    return 1;
+  }
+
+  TaskRegistry registry;
+  RegisterBuiltinTasks(registry, [&states] { return states.Cleanup(std::chrono::hours(24)); });
+
+  Loop loop;
+  Worker worker(**broker, registry, dead_letters, &states, SystemClock::Instance(), loop, options);
+  if (auto st = worker.Start(); !st) {
+    std::cerr << "orchestrator worker: " << st.error().message() << "\n";
+    return 1;
+  }
+  loop.HandleShutdownSignals([&](int) { worker.BeginShutdown([&] { loop.Stop(); }); });
+  loop.Run();
+  (*broker)->Close();
+  const auto s = worker.stats();
+  spdlog::info("worker stopped: {} received, {} succeeded, {} failed, {} retried", s.received,
+               s.succeeded, s.failed, s.retried);
+  return 0;
+}
+
+}  // namespace
+
+void RegisterWorker(CLI::App& app, const CommonOptions& common, int& exit_code) {
+  auto* cmd = app.add_subcommand("worker", "Run a Celery worker for the orchestrator's tasks");
+  auto flags = std::make_shared<WorkerFlags>();
+  cmd->add_option("-Q,--queue", flags->queue, "Queue to consume (default: worker.queue)");
+  cmd->add_option("-c,--concurrency", flags->concurrency,
+                  "Tasks run at once (default: worker.concurrency; 0 = CPUs)");
+  cmd->add_option("--prefetch-multiplier", flags->prefetch_multiplier,
+                  "Prefetch = concurrency x this (default: worker.prefetch_multiplier)");
+  cmd->add_option("-n,--hostname", flags->hostname, "Node name (default: celeriac@<host>)");
+  cmd->callback([&common, &exit_code, flags] { exit_code = RunWorker(common, *flags); });
+}
+
+}  // namespace celeriac::orchestrator

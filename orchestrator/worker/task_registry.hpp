@@ -1,0 +1,99 @@
+#pragma once
+// TaskRegistry: C++ functions registered under Celery task names, with Celery's task options.
+//
+// A task function receives a TaskContext and returns a TaskOutcome:
+//   - a value: SUCCESS, the value is the result (JSON);
+//   - an Error that is retryable: RETRY with the task's backoff, until max_retries, then FAILURE;
+//   - an Error that is not retryable: FAILURE at once;
+//   - ctx.Retry(error, countdown): RETRY after exactly that countdown (Celery's self.retry()).
+// Every FAILURE also becomes a dead letter. Tasks run on the worker's pool threads; they should
+// check ctx.cancelled() in long loops (set at the soft time limit and at shutdown deadlines).
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/base/backoff.hpp"
+#include "core/base/error.hpp"
+#include "core/base/result.hpp"
+#include "core/celery/result.hpp"
+#include "core/celery/task_message.hpp"
+
+namespace celeriac::orchestrator {
+
+using Json = nlohmann::ordered_json;
+
+// A failure as the Python side will see it: exception class, module and message.
+struct TaskError {
+  celery::ExceptionInfo exception;
+  bool retryable = false;
+  std::optional<std::chrono::milliseconds> countdown;  // explicit retry delay (ctx.Retry)
+
+  static TaskError FromError(const Error& error);
+  // TypeError / ValueError style failures for bad arguments; never retried.
+  static TaskError BadArguments(std::string message);
+};
+
+using TaskOutcome = std::variant<Json, TaskError>;
+
+class TaskContext {
+ public:
+  TaskContext(const celery::TaskMessage& request, const std::atomic<bool>& cancelled)
+      : request_(request), cancelled_(cancelled) {}
+  const celery::TaskMessage& request() const { return request_; }
+  const Json& args() const { return request_.args; }
+  const Json& kwargs() const { return request_.kwargs; }
+  bool cancelled() const { return cancelled_.load(std::memory_order_relaxed); }
+
+  // Celery's self.retry(exc=..., countdown=...).
+  TaskOutcome Retry(const Error& error, std::chrono::milliseconds countdown) const;
+
+ private:
+  const celery::TaskMessage& request_;
+  const std::atomic<bool>& cancelled_;
+};
+
+using TaskFunction = std::function<TaskOutcome(TaskContext&)>;
+
+struct TaskOptions {
+  int max_retries = 3;                                    // Celery's default
+  std::chrono::milliseconds default_retry_delay{180'000};  // Celery's default, 3 minutes
+  // Exponential backoff with jitter instead of the fixed delay (Celery's retry_backoff).
+  std::optional<BackoffPolicy> retry_backoff;
+  bool acks_late = false;                                 // Celery's default: ack when started
+  bool ignore_result = false;
+  std::optional<std::chrono::milliseconds> soft_time_limit;
+  std::optional<std::chrono::milliseconds> time_limit;    // hard
+};
+
+struct RegisteredTask {
+  std::string name;
+  TaskFunction fn;
+  TaskOptions options;
+};
+
+class TaskRegistry {
+ public:
+  void Register(std::string name, TaskFunction fn, TaskOptions options = {});
+  const RegisteredTask* Find(const std::string& name) const;
+  std::vector<std::string> Names() const;
+
+ private:
+  std::map<std::string, std::shared_ptr<RegisteredTask>> tasks_;
+};
+
+// celeriac.ping -> "pong", celeriac.echo -> [args, kwargs], celeriac.noop -> null (health
+// checks, benchmarks); celeriac.fail(message) fails, celeriac.flaky(n) retries n times then
+// succeeds, celeriac.sleep(seconds) sleeps (diagnostics of failure, retry and time limits); and
+// Celery's celery.backend_cleanup (django-celery-beat schedules it daily), which runs `cleanup`.
+void RegisterBuiltinTasks(TaskRegistry& registry, std::function<Status()> cleanup);
+
+}  // namespace celeriac::orchestrator

@@ -1,0 +1,600 @@
+#include "orchestrator/worker/worker.hpp"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "core/celery/codec.hpp"
+#include "core/log/log.hpp"
+
+namespace celeriac::orchestrator {
+namespace {
+
+using namespace std::chrono;
+
+enum Phase : int { kQueued = 0, kRunning = 1, kFinished = 2, kAbandoned = 3 };
+
+std::optional<milliseconds> Seconds(std::optional<double> s) {
+  if (!s || *s <= 0) return std::nullopt;
+  return milliseconds(static_cast<int64_t>(*s * 1000));
+}
+
+}  // namespace
+
+struct Worker::Job {
+  enum class Kind { kRun, kUndecodable, kUnknownTask };
+  Kind kind = Kind::kRun;
+  broker::Delivery delivery;
+  celery::TaskMessage msg;
+  celery::DecodeFailure failure;  // kUndecodable
+  const RegisteredTask* task = nullptr;
+  std::atomic<bool> cancelled{false};
+  std::atomic<int> phase{kQueued};
+  std::atomic<bool> acked{false};
+  Loop::TimerId soft_timer = 0;
+  Loop::TimerId hard_timer = 0;
+
+  bool acks_late() const { return task != nullptr && task->options.acks_late; }
+  bool ignore_result() const {
+    return msg.ignore_result || (task != nullptr && task->options.ignore_result);
+  }
+};
+
+// Fixed-size thread pool whose threads can be abandoned (a task past its hard time limit) and
+// replaced. Threads are detached and share the state, so an abandoned one may outlive the pool.
+class Worker::Pool {
+ public:
+  Pool(int threads, std::function<void(const std::shared_ptr<Job>&)> run)
+      : state_(std::make_shared<State>()) {
+    state_->run = std::move(run);
+    for (int i = 0; i < threads; ++i) Spawn();
+  }
+
+  void Submit(std::shared_ptr<Job> job) {
+    {
+      std::lock_guard lock(state_->mutex);
+      state_->queue.push_back(std::move(job));
+    }
+    state_->cv.notify_one();
+  }
+
+  // Jobs not yet started, for handing back at shutdown.
+  std::deque<std::shared_ptr<Job>> TakeQueued() {
+    std::lock_guard lock(state_->mutex);
+    return std::exchange(state_->queue, {});
+  }
+
+  // One thread is stuck in an abandoned task: add one so concurrency stays the same, and let
+  // the stuck one exit when its task finally returns.
+  void ReplaceAbandoned() {
+    {
+      std::lock_guard lock(state_->mutex);
+      ++state_->excess;
+    }
+    Spawn();
+  }
+
+  // Stops the threads once the queue is empty; waits for those not stuck in abandoned tasks.
+  void Stop(milliseconds timeout) {
+    std::unique_lock lock(state_->mutex);
+    state_->stopping = true;
+    state_->cv.notify_all();
+    state_->cv.wait_for(lock, timeout, [&] { return state_->live <= state_->excess; });
+  }
+
+ private:
+  struct State {
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::deque<std::shared_ptr<Job>> queue;
+    std::function<void(const std::shared_ptr<Job>&)> run;
+    bool stopping = false;
+    int live = 0;
+    int excess = 0;
+  };
+
+  void Spawn() {
+    {
+      std::lock_guard lock(state_->mutex);
+      ++state_->live;
+    }
+    std::thread([state = state_] {
+      std::unique_lock lock(state->mutex);
+      for (;;) {
+        state->cv.wait(lock, [&] { return state->stopping || !state->queue.empty(); });
+        if (state->queue.empty()) break;  // stopping
+        auto job = std::move(state->queue.front());
+        state->queue.pop_front();
+        lock.unlock();
+        state->run(job);
+        lock.lock();
+        if (state->excess > 0 && job->phase.load() == kAbandoned) {
+          --state->excess;
+          break;
+        }
+      }
+      --state->live;
+      state->cv.notify_all();
+    }).detach();
+  }
+
+  std::shared_ptr<State> state_;
+};
+
+Worker::Worker(broker::Broker& broker, const TaskRegistry& registry, DeadLetterSink& dead_letters,
+               TaskStateSink* states, const Clock& clock, Loop& loop, WorkerOptions options)
+    : broker_(broker),
+      registry_(registry),
+      dead_letters_(dead_letters),
+      states_(states),
+      clock_(clock),
+      loop_(loop),
+      options_(std::move(options)) {
+  options_.concurrency = std::max(options_.concurrency, 1);
+  pool_ = std::make_unique<Pool>(options_.concurrency,
+                                 [this](const std::shared_ptr<Job>& job) { Run(job); });
+}
+
+Worker::~Worker() { pool_->Stop(options_.shutdown_timeout); }
+
+Status Worker::Start() {
+  broker::QueueSpec spec;
+  spec.name = options_.queue;
+  spec.exchange = options_.queue;
+  spec.routing_key = options_.queue;
+  if (auto st = broker_.Declare(spec); !st) return st;
+  const int64_t prefetch =
+      static_cast<int64_t>(options_.concurrency) * std::max(options_.prefetch_multiplier, 1);
+  base_prefetch_ = static_cast<uint16_t>(std::min<int64_t>(prefetch, 65535));
+  broker::ConsumeOptions consume;
+  consume.queue = options_.queue;
+  consume.prefetch = base_prefetch_;
+  auto id = broker_.Consume(consume, [this](broker::Delivery&& d) { OnDelivery(std::move(d)); });
+  if (!id) return id.error();
+  {
+    std::lock_guard lock(consumer_mutex_);
+    consumer_ = *id;
+  }
+  consumer_ready_.notify_all();
+  spdlog::info("worker {} consuming queue '{}' with concurrency {} and prefetch {}",
+               options_.hostname, options_.queue, options_.concurrency, base_prefetch_);
+  return Ok();
+}
+
+broker::ConsumerId Worker::Consumer() {
+  std::unique_lock lock(consumer_mutex_);
+  consumer_ready_.wait(lock, [&] { return consumer_.has_value(); });
+  return *consumer_;
+}
+
+WorkerStats Worker::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+void Worker::OnDelivery(broker::Delivery&& delivery) {
+  auto job = std::make_shared<Job>();
+  job->delivery = std::move(delivery);
+  {
+    std::lock_guard lock(mutex_);
+    ++stats_.received;
+  }
+  auto decoded = celery::DecodeTask(job->delivery.properties, job->delivery.body);
+  if (!decoded.ok()) {
+    job->kind = Job::Kind::kUndecodable;
+    job->failure = decoded.failure();
+    job->msg.task = job->failure.task;
+    job->msg.id = job->failure.id;
+    job->msg.reply_to = job->delivery.properties.reply_to;
+    job->msg.correlation_id = job->delivery.properties.correlation_id;
+    Dispatch(std::move(job));
+    return;
+  }
+  job->msg = std::move(decoded.message());
+  job->task = registry_.Find(job->msg.task);
+  if (job->task == nullptr) {
+    job->kind = Job::Kind::kUnknownTask;
+    Dispatch(std::move(job));
+    return;
+  }
+  const auto now = clock_.Now();
+  const bool expired = job->msg.expires_time && *job->msg.expires_time <= now;
+  if (!expired && job->msg.eta_time && *job->msg.eta_time > now) {
+    const auto delay = duration_cast<milliseconds>(*job->msg.eta_time - now);
+    const uint64_t tag = job->delivery.delivery_tag;
+    {
+      std::lock_guard lock(mutex_);
+      if (shutting_down_) {
+        if (auto st = broker_.Reject(Consumer(), tag, /*requeue=*/true); !st)
+          spdlog::warn("cannot hand back task {}: {}", job->msg.id, st.error().message());
+        return;
+      }
+      held_[tag] = job;
+      ++stats_.held_eta;
+    }
+    // On the loop thread: the broker's thread must never wait for Consumer().
+    loop_.Post([this, job, delay, tag] {
+      AdjustPrefetch();
+      loop_.AddTimer(delay, [this, job, tag] {
+        {
+          std::lock_guard lock(mutex_);
+          if (held_.erase(tag) == 0) return;  // handed back at shutdown
+          --stats_.held_eta;
+        }
+        AdjustPrefetch();
+        Dispatch(job);
+      });
+    });
+    return;
+  }
+  Dispatch(std::move(job));
+}
+
+void Worker::AdjustPrefetch() {
+  int64_t held = 0;
+  {
+    std::lock_guard lock(mutex_);
+    held = stats_.held_eta;
+  }
+  const auto prefetch = static_cast<uint16_t>(std::min<int64_t>(base_prefetch_ + held, 65535));
+  if (auto st = broker_.SetPrefetch(Consumer(), prefetch); !st)
+    spdlog::warn("cannot change prefetch to {}: {}", prefetch, st.error().message());
+}
+
+void Worker::Dispatch(std::shared_ptr<Job> job) { pool_->Submit(std::move(job)); }
+
+void Worker::Run(const std::shared_ptr<Job>& job) {
+  int queued = kQueued;
+  if (!job->phase.compare_exchange_strong(queued, kRunning)) return;  // handed back
+  log::ScopedLogContext ctx({{"task_id", job->msg.id}, {"task", job->msg.task}});
+  {
+    std::lock_guard lock(mutex_);
+    ++stats_.active;
+    running_[job.get()] = job;
+  }
+  auto leave = [&] {
+    bool shutting_down = false;
+    {
+      std::lock_guard lock(mutex_);
+      --stats_.active;
+      running_.erase(job.get());
+      shutting_down = shutting_down_;
+    }
+    if (shutting_down) MaybeFinishShutdown();  // not on the hot path otherwise
+  };
+
+  if (job->kind == Job::Kind::kUndecodable) {
+    spdlog::error("cannot decode message on '{}' ({}): {}", options_.queue, job->failure.exc_type,
+                  job->failure.message);
+    job->phase = kFinished;
+    Fail(job, celery::ExceptionInfo::Make(job->failure.exc_type, "kombu.exceptions",
+                                          job->failure.message),
+         job->failure.exc_type);
+    return leave();
+  }
+  if (job->kind == Job::Kind::kUnknownTask) {
+    spdlog::error("Received unregistered task of type '{}'", job->msg.task);
+    job->phase = kFinished;
+    Fail(job,
+         celery::ExceptionInfo::Make("NotRegistered", "celery.exceptions",
+                                     celery::PyRepr(Json(job->msg.task))),
+         "NotRegistered");
+    return leave();
+  }
+  if (job->msg.expires_time && *job->msg.expires_time <= clock_.Now()) {
+    spdlog::info("task {} expired at {}; revoked", job->msg.id, job->msg.expires.value_or(""));
+    job->phase = kFinished;
+    {
+      std::lock_guard lock(mutex_);
+      ++stats_.revoked;
+    }
+    ReplyAndRecord(job, celery::State::kRevoked,
+                   celery::ExceptionInfo::Make("TaskRevokedError", "celery.exceptions", "expired")
+                       .ToJson(),
+                   std::nullopt);
+    Ack(job);
+    return leave();
+  }
+
+  if (!job->acks_late()) Ack(job);
+  StartTimeLimits(job);
+
+  TaskOutcome outcome = Json(nullptr);
+  std::shared_ptr<const schema::SchemaValidator> body_schema;
+  if (options_.body_schema) body_schema = options_.body_schema(job->msg.task);
+  Status args_ok;
+  if (body_schema) {
+    const auto body = nlohmann::json::parse(
+        Json::array({job->msg.args, job->msg.kwargs, Json::object()}).dump());
+    args_ok = body_schema->Validate(body);
+  }
+  if (!args_ok) {
+    outcome = TaskError::BadArguments(fmt::format("{}() called with bad arguments: {}",
+                                                  job->msg.task, args_ok.error().message()));
+  } else {
+    TaskContext context(job->msg, job->cancelled);
+    try {
+      outcome = job->task->fn(context);
+    } catch (const std::exception& e) {
+      TaskError err;
+      err.exception = celery::ExceptionInfo::Make("RuntimeError", "builtins", e.what());
+      outcome = std::move(err);
+    } catch (...) {
+      TaskError err;
+      err.exception = celery::ExceptionInfo::Make("RuntimeError", "builtins", "unknown C++ exception");
+      outcome = std::move(err);
+    }
+  }
+
+  int running = kRunning;
+  if (!job->phase.compare_exchange_strong(running, kFinished)) {
+    // Abandoned at its hard time limit (its message is already finished) or at shutdown.
+    spdlog::warn("task {} returned after it was abandoned; its result is dropped", job->msg.id);
+    return;
+  }
+  if (job->soft_timer != 0 || job->hard_timer != 0) {
+    loop_.Post([this, job] {
+      loop_.CancelTimer(job->soft_timer);
+      loop_.CancelTimer(job->hard_timer);
+    });
+  }
+  Finish(job, outcome);
+  leave();
+}
+
+void Worker::StartTimeLimits(const std::shared_ptr<Job>& job) {
+  const auto soft = Seconds(job->msg.soft_time_limit) ? Seconds(job->msg.soft_time_limit)
+                                                      : job->task->options.soft_time_limit;
+  const auto hard = Seconds(job->msg.time_limit) ? Seconds(job->msg.time_limit)
+                                                 : job->task->options.time_limit;
+  if (!soft && !hard) return;
+  // Timer ids are written on the loop thread and read there when cancelling.
+  loop_.Post([this, job, soft, hard] {
+    if (job->phase.load() != kRunning) return;
+    if (soft) {
+      job->soft_timer = loop_.AddTimer(*soft, [job] {
+        spdlog::warn("task {} passed its soft time limit; asking it to stop", job->msg.id);
+        job->cancelled = true;
+      });
+    }
+    if (hard) job->hard_timer = loop_.AddTimer(*hard, [this, job] { OnHardTimeLimit(job); });
+  });
+}
+
+void Worker::OnHardTimeLimit(const std::shared_ptr<Job>& job) {
+  int running = kRunning;
+  if (!job->phase.compare_exchange_strong(running, kAbandoned)) return;
+  job->cancelled = true;
+  loop_.CancelTimer(job->soft_timer);
+  const double limit = job->msg.time_limit.value_or(
+      job->task->options.time_limit ? job->task->options.time_limit->count() / 1000.0 : 0);
+  spdlog::error("task {} passed its hard time limit ({} s); abandoning its thread", job->msg.id,
+                limit);
+  pool_->ReplaceAbandoned();
+  {
+    std::lock_guard lock(mutex_);
+    --stats_.active;
+    running_.erase(job.get());
+  }
+  Fail(job,
+       celery::ExceptionInfo::Make("TimeLimitExceeded", "billiard.exceptions",
+                                   fmt::format("TimeLimitExceeded({})", limit)),
+       "TimeLimitExceeded");
+  MaybeFinishShutdown();
+}
+
+void Worker::Finish(const std::shared_ptr<Job>& job, const TaskOutcome& outcome) {
+  if (const auto* value = std::get_if<Json>(&outcome)) return Succeed(job, *value);
+  const auto& err = std::get<TaskError>(outcome);
+  const auto& opts = job->task->options;
+  if (err.retryable && job->msg.retries < opts.max_retries) {
+    milliseconds countdown = opts.default_retry_delay;
+    if (err.countdown) {
+      countdown = *err.countdown;
+    } else if (opts.retry_backoff) {
+      countdown = Backoff(*opts.retry_backoff).Delay(static_cast<int>(job->msg.retries));
+    }
+    if (Republish(job, countdown)) {
+      {
+        std::lock_guard lock(mutex_);
+        ++stats_.retried;
+      }
+      spdlog::info("task {} retry {}/{} in {} ms: {}", job->msg.id, job->msg.retries + 1,
+                   opts.max_retries, countdown.count(), err.exception.exc_message.dump());
+      ReplyAndRecord(job, celery::State::kRetry, err.exception.ToJson(), std::nullopt);
+      Ack(job);
+      return;
+    }
+    if (!job->acked) return HandBack(job);  // the broker keeps it; nothing lost
+  }
+  Fail(job, err.exception, err.exception.exc_type);
+}
+
+void Worker::Succeed(const std::shared_ptr<Job>& job, const Json& value) {
+  {
+    std::lock_guard lock(mutex_);
+    ++stats_.succeeded;
+  }
+  ReplyAndRecord(job, celery::State::kSuccess, value, std::nullopt);
+  Ack(job);
+}
+
+void Worker::Fail(const std::shared_ptr<Job>& job, const celery::ExceptionInfo& exc,
+                  const std::string& error_class) {
+  std::string message;
+  for (const auto& part : exc.exc_message)
+    message += (message.empty() ? "" : ", ") + (part.is_string() ? part.get<std::string>() : part.dump());
+  DeadLetter letter = MakeDeadLetter(*job, error_class, message);
+  auto written = dead_letters_.Write(letter);
+  if (!written) {
+    spdlog::error("cannot write dead letter for task {} ({}); handing the message back in {} ms: "
+                  "{}",
+                  job->msg.id, error_class, options_.dead_letter_retry_pause.count(),
+                  written.error().message());
+    if (!job->acked) {
+      loop_.Post([this, job] {
+        loop_.AddTimer(options_.dead_letter_retry_pause, [this, job] { HandBack(job); });
+      });
+      return;
+    }
+    // Acked when it started (ack-early): the message is gone, as in Celery; still tell the
+    // caller how it ended.
+    spdlog::critical("dead letter of early-acked task {} is lost: {}", job->msg.id,
+                     written.error().message());
+    ReplyAndRecord(job, celery::State::kFailure, exc.ToJson(),
+                   exc.traceback.empty() ? std::nullopt : std::optional(exc.traceback));
+    return;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    ++stats_.failed;
+    ++stats_.dead_lettered;
+  }
+  spdlog::error("task {} ({}) failed with {}: {}; dead letter {}", job->msg.id, job->msg.task,
+                error_class, message, *written);
+  ReplyAndRecord(job, celery::State::kFailure, exc.ToJson(),
+                 exc.traceback.empty() ? std::nullopt : std::optional(exc.traceback));
+  Ack(job);
+}
+
+DeadLetter Worker::MakeDeadLetter(const Job& job, const std::string& error_class,
+                                  const std::string& message) const {
+  DeadLetter letter;
+  letter.queue = job.delivery.queue.empty() ? options_.queue : job.delivery.queue;
+  if (!job.msg.task.empty()) letter.task_name = job.msg.task;
+  if (!job.msg.id.empty()) letter.task_id = job.msg.id;
+  letter.properties = job.delivery.properties;
+  letter.body = job.delivery.body;
+  letter.error_class = error_class;
+  letter.error_message = message;
+  letter.attempts = static_cast<int>(job.msg.retries) + 1;
+  letter.context = {{"worker", options_.hostname},
+                    {"exchange", job.delivery.exchange},
+                    {"routing_key", job.delivery.routing_key},
+                    {"redelivered", job.delivery.redelivered},
+                    {"retries", job.msg.retries}};
+  return letter;
+}
+
+bool Worker::Republish(const std::shared_ptr<Job>& job, milliseconds countdown) {
+  celery::TaskMessage copy = job->msg;
+  copy.retries += 1;
+  copy.eta_time = clock_.Now() + countdown;
+  copy.eta.reset();
+  copy.argsrepr.clear();
+  copy.kwargsrepr.clear();
+  copy.priority = job->delivery.properties.priority;
+  // Delivered through the default exchange: back to the same queue by name; otherwise through
+  // the exchange and routing key it came by (as Celery's retry does).
+  auto out = celery::EncodeTask(copy, job->delivery.routing_key.empty() ? options_.queue
+                                                                         : job->delivery.routing_key,
+                                clock_.Now());
+  out.exchange = job->delivery.exchange;
+  if (auto st = broker_.Publish(out); !st) {
+    spdlog::error("cannot republish task {} for retry: {}", job->msg.id, st.error().message());
+    return false;
+  }
+  return true;
+}
+
+void Worker::ReplyAndRecord(const std::shared_ptr<Job>& job, celery::State state,
+                            const Json& result, const std::optional<std::string>& traceback) {
+  const bool is_failure = state == celery::State::kFailure;
+  // Celery stores a failure of an unknown task even when the client asked to ignore results.
+  if (job->ignore_result() && !(is_failure && job->kind != Job::Kind::kRun)) return;
+  if (!job->msg.reply_to.empty() && !job->msg.id.empty()) {
+    if (auto st = broker_.Publish(celery::MakeResultMessage(job->msg, state, result, traceback));
+        !st) {
+      spdlog::warn("cannot send {} result of task {} to '{}': {}", celery::ToString(state),
+                   job->msg.id, job->msg.reply_to, st.error().message());
+    }
+  }
+  if (states_ != nullptr && !job->msg.id.empty()) {
+    TaskStateRecord record;
+    record.task_id = job->msg.id;
+    record.task_name = job->msg.task;
+    record.state = state;
+    record.result = result;
+    record.traceback = traceback;
+    record.retries = job->msg.retries;
+    record.queue = options_.queue;
+    record.worker = options_.hostname;
+    if (auto st = states_->Record(record); !st)
+      spdlog::warn("cannot record state {} of task {}: {}", celery::ToString(state), job->msg.id,
+                   st.error().message());
+  }
+}
+
+void Worker::Ack(const std::shared_ptr<Job>& job) {
+  if (job->acked.exchange(true)) return;
+  if (auto st = broker_.Ack(Consumer(), job->delivery.delivery_tag); !st)
+    spdlog::warn("cannot ack task {}: {}", job->msg.id, st.error().message());
+}
+
+void Worker::HandBack(const std::shared_ptr<Job>& job) {
+  if (job->acked.exchange(true)) return;
+  if (auto st = broker_.Reject(Consumer(), job->delivery.delivery_tag, /*requeue=*/true); !st)
+    spdlog::warn("cannot hand back task {}: {}", job->msg.id, st.error().message());
+}
+
+void Worker::BeginShutdown(std::function<void()> done) {
+  std::vector<std::shared_ptr<Job>> held;
+  {
+    std::lock_guard lock(mutex_);
+    if (shutting_down_) return;
+    shutting_down_ = true;
+    shutdown_done_ = std::move(done);
+    for (auto& [tag, job] : held_) held.push_back(job);
+    held_.clear();
+    stats_.held_eta = 0;
+  }
+  spdlog::info("worker {}: warm shutdown: stop consuming, finish running tasks (up to {} ms)",
+               options_.hostname, options_.shutdown_timeout.count());
+  if (auto st = broker_.Cancel(Consumer()); !st)
+    spdlog::warn("cannot cancel consumer: {}", st.error().message());
+  for (auto& job : held) HandBack(job);
+  for (auto& job : pool_->TakeQueued()) {
+    int queued = kQueued;
+    if (job->phase.compare_exchange_strong(queued, kAbandoned)) HandBack(job);
+  }
+  shutdown_timer_ = loop_.AddTimer(options_.shutdown_timeout, [this] {
+    std::vector<std::shared_ptr<Job>> still;
+    {
+      std::lock_guard lock(mutex_);
+      for (auto& [ptr, job] : running_) still.push_back(job);
+    }
+    for (auto& job : still) {
+      int running = kRunning;
+      if (!job->phase.compare_exchange_strong(running, kAbandoned)) continue;
+      job->cancelled = true;
+      spdlog::warn("task {} still running at the shutdown deadline; handing it back",
+                   job->msg.id);
+      HandBack(job);  // no-op if it was acked early
+    }
+    std::function<void()> done;
+    {
+      std::lock_guard lock(mutex_);
+      running_.clear();
+      done = std::move(shutdown_done_);
+    }
+    if (done) done();
+  });
+  MaybeFinishShutdown();
+}
+
+void Worker::MaybeFinishShutdown() {
+  loop_.Post([this] {
+    std::function<void()> done;
+    {
+      std::lock_guard lock(mutex_);
+      if (!shutting_down_ || !running_.empty() || !shutdown_done_) return;
+      done = std::move(shutdown_done_);
+    }
+    loop_.CancelTimer(shutdown_timer_);
+    pool_->Stop(milliseconds(100));
+    done();
+  });
+}
+
+}  // namespace celeriac::orchestrator

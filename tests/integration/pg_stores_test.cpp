@@ -1,0 +1,110 @@
+// The worker's Postgres sinks: a dead letter keeps the original message whole, and task states
+// follow Celery's rule that SUCCESS is never overwritten.
+
+#include <gtest/gtest.h>
+
+#include "core/pg/migrations.hpp"
+#include "migrations/migrations.hpp"
+#include "orchestrator/store/pg_stores.hpp"
+#include "tests/support/pg_test.hpp"
+
+namespace celeriac::orchestrator {
+namespace {
+
+using json = nlohmann::ordered_json;
+
+class PgStoresTest : public testing::PgTest {
+ protected:
+  void SetUp() override {
+    PgTest::SetUp();
+    if (IsSkipped() || HasFailure()) return;
+    auto migs = pg::LoadMigrations(EmbeddedMigrations());
+    ASSERT_TRUE(migs.ok());
+    auto report = pg::Migrate(pool(), *migs);
+    ASSERT_TRUE(report.ok()) << report.error().message();
+  }
+};
+
+TEST_F(PgStoresTest, DeadLetterKeepsTheMessageWhole) {
+  DeadLetter letter;
+  letter.queue = "celery";
+  letter.task_name = "orchestrator.tasks.trigger_site_analysis";
+  letter.task_id = "t-1";
+  letter.properties.content_type = "application/json";
+  letter.properties.content_encoding = "utf-8";
+  letter.properties.correlation_id = "t-1";
+  letter.properties.reply_to = "oid";
+  letter.properties.priority = 3;
+  letter.properties.expiration = "60000";
+  letter.properties.headers = json::parse(
+      R"({"lang": "py", "task": "x", "id": "t-1", "retries": 3, "big": 1099511627776, "f": 1.0, "nested": {"z": 1, "a": [null]}})");
+  letter.body = std::string("[[7, \"pricing\"], {}, {}]\x00\xff", 27);
+  letter.error_class = "UnavailableError";
+  letter.error_message = "discovery down";
+  letter.context = {{"worker", "w1"}, {"retries", 3}};
+  letter.attempts = 4;
+  PgDeadLetterStore store(pool());
+  auto id = store.Write(letter);
+  ASSERT_TRUE(id.ok()) << id.error().message();
+
+  auto row = pool().Transact<json>([&](pqxx::transaction_base& tx) -> Result<json> {
+    const auto r = tx.exec_params1(
+        "SELECT queue, task_name, task_id, headers::text, properties::text, body, error_class, "
+        "error_message, error_context::text, attempts, replay_count FROM dead_letters WHERE id = $1",
+        *id);
+    const pqxx::binarystring body(r[5]);
+    return json{{"queue", r[0].as<std::string>()},
+                {"task_name", r[1].as<std::string>()},
+                {"task_id", r[2].as<std::string>()},
+                {"headers", r[3].as<std::string>()},
+                {"properties", json::parse(r[4].as<std::string>())},
+                {"body", body.str()},
+                {"error_class", r[6].as<std::string>()},
+                {"error_message", r[7].as<std::string>()},
+                {"context", json::parse(r[8].as<std::string>())},
+                {"attempts", r[9].as<int>()},
+                {"replay_count", r[10].as<int>()}};
+  });
+  ASSERT_TRUE(row.ok()) << row.error().message();
+  EXPECT_EQ((*row)["queue"], "celery");
+  EXPECT_EQ((*row)["task_name"], "orchestrator.tasks.trigger_site_analysis");
+  EXPECT_EQ((*row)["headers"], letter.properties.headers.dump())
+      << "header order and number forms survive for a replay";
+  EXPECT_EQ((*row)["body"].get<std::string>(), letter.body) << "the original bytes";
+  const auto back = PropertiesFromJson((*row)["properties"], letter.properties.headers);
+  EXPECT_EQ(back.priority, 3);
+  EXPECT_EQ(back.expiration, "60000");
+  EXPECT_EQ(back.reply_to, "oid");
+  EXPECT_EQ((*row)["error_class"], "UnavailableError");
+  EXPECT_EQ((*row)["context"]["worker"], "w1");
+  EXPECT_EQ((*row)["attempts"], 4);
+  EXPECT_EQ((*row)["replay_count"], 0);
+}
+
+TEST_F(PgStoresTest, SuccessIsNeverOverwritten) {
+  PgTaskStateStore store(pool());
+  TaskStateRecord r;
+  r.task_id = "t-2";
+  r.task_name = "celeriac.ping";
+  r.queue = "celery";
+  r.worker = "w";
+  r.state = celery::State::kRetry;
+  ASSERT_TRUE(store.Record(r).ok());
+  r.state = celery::State::kSuccess;
+  r.result = "pong";
+  ASSERT_TRUE(store.Record(r).ok());
+  r.state = celery::State::kFailure;  // a late duplicate delivery's failure
+  r.result = json{{"exc_type", "X"}};
+  ASSERT_TRUE(store.Record(r).ok());
+  auto state = pool().Transact<std::string>([](pqxx::transaction_base& tx) -> Result<std::string> {
+    const auto row = tx.exec1("SELECT status || ' ' || result::text || ' ' || (date_done IS NOT NULL)::text "
+                              "FROM task_results WHERE task_id = 't-2'");
+    return row[0].as<std::string>();
+  });
+  ASSERT_TRUE(state.ok()) << state.error().message();
+  EXPECT_EQ(*state, "SUCCESS \"pong\" true");
+  EXPECT_TRUE(store.Cleanup(std::chrono::seconds(3600)).ok());
+}
+
+}  // namespace
+}  // namespace celeriac::orchestrator

@@ -1,0 +1,54 @@
+#pragma once
+// Fakes for the worker's sinks: they keep what was written, and a test can make them fail.
+
+#include <mutex>
+#include <vector>
+
+#include "orchestrator/worker/sinks.hpp"
+
+namespace celeriac::testing {
+
+class FakeDeadLetterSink final : public orchestrator::DeadLetterSink {
+ public:
+  Result<int64_t> Write(const orchestrator::DeadLetter& letter) override {
+    std::lock_guard lock(mutex_);
+    if (fail_next_ > 0) {
+      --fail_next_;
+      return Error(ErrorCode::kUnavailable, "fake dead-letter store is down");
+    }
+    letters_.push_back(letter);
+    return static_cast<int64_t>(letters_.size());
+  }
+  void FailNext(int n) {
+    std::lock_guard lock(mutex_);
+    fail_next_ = n;
+  }
+  std::vector<orchestrator::DeadLetter> letters() const {
+    std::lock_guard lock(mutex_);
+    return letters_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<orchestrator::DeadLetter> letters_;
+  int fail_next_ = 0;
+};
+
+class FakeTaskStateSink final : public orchestrator::TaskStateSink {
+ public:
+  Status Record(const orchestrator::TaskStateRecord& record) override {
+    std::lock_guard lock(mutex_);
+    records_.push_back(record);
+    return Ok();
+  }
+  std::vector<orchestrator::TaskStateRecord> records() const {
+    std::lock_guard lock(mutex_);
+    return records_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<orchestrator::TaskStateRecord> records_;
+};
+
+}  // namespace celeriac::testing
