@@ -75,6 +75,7 @@ class InteropCase(unittest.TestCase):
     """Fresh schema, migrated, and a C++ worker on a queue of its own."""
 
     cpp_concurrency = "2"
+    cpp_extra_args = []
 
     @classmethod
     def setUpClass(cls):
@@ -87,7 +88,8 @@ class InteropCase(unittest.TestCase):
                        capture_output=True)
         cls.queue = "e2e-" + uuid.uuid4().hex[:10]
         cls.worker = Process([os.path.join(BIN, "orchestrator"), "worker", "-Q", cls.queue,
-                              "-c", cls.cpp_concurrency, "-n", "cpp@e2e"], cls.env, "cpp-worker")
+                              "-c", cls.cpp_concurrency, "-n", "cpp@e2e", *cls.cpp_extra_args],
+                             cls.env, "cpp-worker")
         # Ready once it answers a ping.
         deadline = time.time() + 30
         while True:
@@ -227,6 +229,20 @@ class CppProducerToPythonWorker(unittest.TestCase):
         task_id = self.send("interop.record", "--countdown", "1")
         seen = self.wait_record(task_id)
         self.assertIsNotNone(seen["eta"])
+
+
+class PrefetchOne(InteropCase):
+    """A full queue drains at prefetch 1 (Celery's solo and threads pools stall here at their
+    default prefetch: celery#7718, kombu#1587)."""
+
+    cpp_concurrency = "1"
+    cpp_extra_args = ["--prefetch-multiplier", "1"]
+
+    def test_full_queue_drains(self):
+        results = [self.app.send_task("celeriac.echo", args=[i], queue=self.queue)
+                   for i in range(1000)]
+        values = [r.get(timeout=60) for r in results]
+        self.assertEqual([v[0][0] for v in values], list(range(1000)))
 
 
 class SideBySide(InteropCase):
