@@ -51,7 +51,8 @@ CREATE TABLE extraction_jobs (
   crawl_config_id bigint NOT NULL,
   config_version  integer NOT NULL,
   data_source_id  bigint NOT NULL,
-  celery_task_id  text NOT NULL UNIQUE,
+  celery_task_id  text NOT NULL UNIQUE,  -- of its extractor.tasks.extract message
+  published_at    timestamptz NULL,       -- when the broker confirmed that message
   status          text NOT NULL DEFAULT 'pending'
     CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'aborted')),
   status_reason   text NULL,

@@ -71,6 +71,12 @@ std::vector<KeySpec> Keys(Settings& s) {
   keys.push_back(num("worker", "concurrency", &s.worker.concurrency, 0, 4096));
   keys.push_back(num("worker", "prefetch_multiplier", &s.worker.prefetch_multiplier, 1, 65535));
   keys.push_back(str("extractor", "queue", &s.extractor.queue));
+  keys.push_back(num("tasks", "site_analysis_max_retries", &s.tasks.site_analysis_max_retries, 0,
+                     1000));
+  keys.push_back(num("tasks", "site_analysis_retry_delay_s", &s.tasks.site_analysis_retry_delay_s,
+                     0, 86'400));
+  keys.push_back(num("tasks", "site_analysis_backoff_max_s", &s.tasks.site_analysis_backoff_max_s,
+                     0, 86'400));
   return keys;
 }
 

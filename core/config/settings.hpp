@@ -27,6 +27,10 @@
 // worker.concurrency           0 (= number of CPUs)                             tasks run at once
 // worker.prefetch_multiplier   4                                                prefetch = concurrency * this
 // extractor.queue              extraction_queue                                 queue the extractor consumes
+// tasks.site_analysis_max_retries    3                                          trigger_site_analysis retries
+// tasks.site_analysis_retry_delay_s  60                                         delay before each retry
+// tasks.site_analysis_backoff_max_s  0 (= fixed delay)                          > 0: exponential backoff with
+//                                                                               jitter from the delay up to this
 
 #include <cstdint>
 #include <functional>
@@ -74,6 +78,12 @@ struct ExtractorSettings {
   std::string queue = "extraction_queue";
 };
 
+struct TaskSettings {
+  int64_t site_analysis_max_retries = 3;
+  int64_t site_analysis_retry_delay_s = 60;
+  int64_t site_analysis_backoff_max_s = 0;
+};
+
 struct Settings {
   DatabaseSettings database;
   BrokerSettings broker;
@@ -82,6 +92,7 @@ struct Settings {
   DiscoverySettings discovery;
   WorkerSettings worker;
   ExtractorSettings extractor;
+  TaskSettings tasks;
 
   // Reads environment variables; tests pass their own.
   using EnvLookup = std::function<std::optional<std::string>(const std::string& name)>;

@@ -12,6 +12,7 @@
 #include "core/loop/loop.hpp"
 #include "orchestrator/commands/commands.hpp"
 #include "orchestrator/store/pg_stores.hpp"
+#include "orchestrator/tasks/crawl_tasks.hpp"
 #include "orchestrator/worker/worker.hpp"
 #include "schemas/schemas.hpp"
 
@@ -76,6 +77,20 @@ int RunWorker(const CommonOptions& common, const WorkerFlags& flags) {
 
   TaskRegistry registry;
   RegisterBuiltinTasks(registry, [&states] { return states.Cleanup(std::chrono::hours(24)); });
+  discovery::HttpDiscoveryClient discovery(
+      {settings->discovery.url, std::chrono::milliseconds(settings->discovery.timeout_ms),
+       std::chrono::milliseconds(std::min<int64_t>(settings->discovery.timeout_ms, 5000))});
+  CrawlTaskOptions task_options;
+  task_options.extraction_queue = settings->extractor.queue;
+  task_options.site_analysis_max_retries =
+      static_cast<int>(settings->tasks.site_analysis_max_retries);
+  task_options.site_analysis_retry_delay =
+      std::chrono::seconds(settings->tasks.site_analysis_retry_delay_s);
+  if (settings->tasks.site_analysis_backoff_max_s > 0)
+    task_options.site_analysis_backoff_max =
+        std::chrono::seconds(settings->tasks.site_analysis_backoff_max_s);
+  CrawlTasks crawl_tasks(pool, **broker, discovery, task_options);
+  crawl_tasks.Register(registry);
 
   Loop loop;
   Worker worker(**broker, registry, dead_letters, &states, SystemClock::Instance(), loop, options);

@@ -1,0 +1,251 @@
+#include "orchestrator/tasks/crawl_tasks.hpp"
+
+#include <set>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "core/base/ids.hpp"
+#include "core/celery/codec.hpp"
+
+namespace celeriac::orchestrator {
+namespace {
+
+struct Dispatch {
+  int64_t data_source_id = 0;
+  int64_t crawl_config_id = 0;
+  int64_t config_version = 0;
+  int64_t job_id = 0;
+  std::string extract_task_id;
+  bool published = false;
+};
+
+struct RunPlan {
+  int64_t run_id = 0;
+  std::string trigger;
+  std::vector<Dispatch> dispatched;
+  Json skipped = Json::array();
+};
+
+// A Postgres array literal of the given values ({1,2,3} or {"a","b"}).
+template <typename T>
+std::string ArrayLiteral(const std::vector<T>& values) {
+  std::string out = "{";
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i > 0) out += ',';
+    if constexpr (std::is_same_v<T, std::string>) {
+      out += '"' + values[i] + '"';  // uuids: nothing to escape
+    } else {
+      out += std::to_string(values[i]);
+    }
+  }
+  return out + "}";
+}
+
+TaskOutcome Fail(const Error& error) { return TaskError::FromError(error); }
+
+}  // namespace
+
+std::string TriggerOf(const celery::TaskMessage& message) {
+  const auto& h = message.custom_headers;
+  if (h.contains(kScheduleHeader)) return "beat";
+  if (auto it = h.find(kTriggerHeader); it != h.end() && *it == "run-now") return "run-now";
+  return "bff";
+}
+
+std::optional<Json> Argument(const TaskContext& ctx, size_t index, const char* name) {
+  if (ctx.args().size() > index) return ctx.args()[index];
+  if (auto it = ctx.kwargs().find(name); it != ctx.kwargs().end()) return *it;
+  return std::nullopt;
+}
+
+void CrawlTasks::Register(TaskRegistry& registry) {
+  TaskOptions crawl;
+  crawl.acks_late = true;  // idempotent by task id, so a redelivery after a crash is safe
+  crawl.max_retries = 5;
+  crawl.retry_backoff = BackoffPolicy{std::chrono::milliseconds(1000),
+                                      std::chrono::milliseconds(60'000), 2.0, true};
+  registry.Register(kExecuteCrawlTask, [this](TaskContext& ctx) { return ExecuteCrawlTask(ctx); },
+                    crawl);
+
+  TaskOptions analysis;
+  analysis.max_retries = options_.site_analysis_max_retries;
+  analysis.default_retry_delay = options_.site_analysis_retry_delay;
+  if (options_.site_analysis_backoff_max)
+    analysis.retry_backoff = BackoffPolicy{options_.site_analysis_retry_delay,
+                                           *options_.site_analysis_backoff_max, 2.0, true};
+  analysis.acks_late = true;
+  registry.Register(kTriggerSiteAnalysis,
+                    [this](TaskContext& ctx) { return TriggerSiteAnalysis(ctx); }, analysis);
+}
+
+TaskOutcome CrawlTasks::ExecuteCrawlTask(TaskContext& ctx) {
+  const auto arg = Argument(ctx, 0, "task_id");
+  if (!arg || !arg->is_number_integer())
+    return TaskError::BadArguments("execute_crawl_task() needs an integer task_id");
+  const int64_t crawl_task_id = arg->get<int64_t>();
+  const auto& request = ctx.request();
+  const std::string trigger = TriggerOf(request);
+
+  // 1. The run and its plan, decided once per Celery task id.
+  auto plan = pool_.Transact<RunPlan>([&](pqxx::transaction_base& tx) -> Result<RunPlan> {
+    const auto task = tx.exec_params(
+        "SELECT enabled FROM crawl_tasks WHERE id = $1 FOR SHARE", crawl_task_id);
+    if (task.empty())
+      return Error(ErrorCode::kNotFound,
+                   fmt::format("crawl task {} does not exist", crawl_task_id), false);
+    if (!task[0][0].as<bool>())
+      return Error(ErrorCode::kInvalidArgument,
+                   fmt::format("crawl task {} is disabled", crawl_task_id), false);
+    tx.exec_params(
+        "INSERT INTO crawl_runs (crawl_task_id, celery_task_id, trigger) VALUES ($1, $2, $3) "
+        "ON CONFLICT (celery_task_id) DO NOTHING",
+        crawl_task_id, request.id, trigger);
+    const auto run = tx.exec_params1(
+        "SELECT id, status, trigger, sources_skipped::text FROM crawl_runs "
+        "WHERE celery_task_id = $1 FOR UPDATE",
+        request.id);
+    RunPlan out;
+    out.run_id = run[0].as<int64_t>();
+    out.trigger = run[2].as<std::string>();
+    if (run[1].as<std::string>() == "pending") {
+      // First time: decide which config each data source dispatches.
+      const auto rows = tx.exec_params(
+          "SELECT s.ds, ds.id IS NOT NULL, c.id, c.version "
+          "FROM crawl_tasks t, unnest(t.data_source_ids) WITH ORDINALITY AS s(ds, ord) "
+          "LEFT JOIN data_sources ds ON ds.id = s.ds "
+          "LEFT JOIN LATERAL (SELECT id, version FROM crawl_configs "
+          "                    WHERE data_source_id = s.ds AND status = 'active' "
+          "                    ORDER BY version DESC LIMIT 1) c ON true "
+          "WHERE t.id = $1 ORDER BY s.ord",
+          crawl_task_id);
+      std::set<int64_t> seen;
+      std::vector<int64_t> run_ids, config_ids, versions, source_ids;
+      std::vector<std::string> task_ids;
+      for (const auto& r : rows) {
+        const int64_t ds = r[0].as<int64_t>();
+        if (!seen.insert(ds).second) continue;  // listed twice: dispatched once
+        if (!r[1].as<bool>()) {
+          out.skipped.push_back({{"data_source_id", ds}, {"reason", "data_source_not_found"}});
+          continue;
+        }
+        if (r[2].is_null()) {
+          out.skipped.push_back({{"data_source_id", ds}, {"reason", "no_active_config"}});
+          continue;
+        }
+        run_ids.push_back(out.run_id);
+        config_ids.push_back(r[2].as<int64_t>());
+        versions.push_back(r[3].as<int64_t>());
+        source_ids.push_back(ds);
+        task_ids.push_back(NewUuid4());
+      }
+      if (!config_ids.empty()) {
+        tx.exec_params(
+            "INSERT INTO extraction_jobs (run_id, crawl_config_id, config_version, "
+            " data_source_id, celery_task_id) "
+            "SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::bigint[], $5::text[]) "
+            "ON CONFLICT (run_id, crawl_config_id) DO NOTHING",
+            ArrayLiteral(run_ids), ArrayLiteral(config_ids), ArrayLiteral(versions),
+            ArrayLiteral(source_ids), ArrayLiteral(task_ids));
+      }
+      tx.exec_params(
+          "UPDATE crawl_runs SET status = CASE WHEN $2 = 0 THEN 'succeeded' ELSE 'running' END, "
+          " status_reason = CASE WHEN $2 = 0 THEN 'no active config for any data source' END, "
+          " configs_dispatched = $2, sources_skipped = $3::jsonb, started_at = now(), "
+          " finished_at = CASE WHEN $2 = 0 THEN now() END "
+          "WHERE id = $1",
+          out.run_id, static_cast<int64_t>(config_ids.size()), out.skipped.dump());
+    } else {
+      // Rebuilt field by field: jsonb does not keep key order.
+      for (const auto& s : Json::parse(run[3].as<std::string>()))
+        out.skipped.push_back({{"data_source_id", s["data_source_id"]}, {"reason", s["reason"]}});
+    }
+    for (const auto& r : tx.exec_params(
+             "SELECT data_source_id, crawl_config_id, config_version, id, celery_task_id, "
+             " published_at IS NOT NULL FROM extraction_jobs WHERE run_id = $1 ORDER BY id",
+             out.run_id)) {
+      out.dispatched.push_back({r[0].as<int64_t>(), r[1].as<int64_t>(), r[2].as<int64_t>(),
+                                r[3].as<int64_t>(), r[4].as<std::string>(), r[5].as<bool>()});
+    }
+    return out;
+  });
+  if (!plan) return Fail(plan.error());
+
+  for (const auto& s : plan->skipped)
+    spdlog::warn("crawl task {} run {}: skipping data source {}: {}", crawl_task_id, plan->run_id,
+                 s["data_source_id"].get<int64_t>(), s["reason"].get<std::string>());
+
+  // 2. Publish what was never confirmed, then record that it was.
+  std::vector<broker::OutgoingMessage> messages;
+  std::vector<int64_t> publishing;
+  for (const auto& d : plan->dispatched) {
+    if (d.published) continue;
+    auto m = celery::NewTask(kExtractTask, Json::array({d.crawl_config_id}),
+                             Json{{"run_id", plan->run_id},
+                                  {"crawl_task_id", crawl_task_id},
+                                  {"data_source_id", d.data_source_id},
+                                  {"job_id", d.job_id}});
+    m.id = m.correlation_id = d.extract_task_id;
+    m.root_id = request.root_id.empty() ? request.id : request.root_id;
+    m.parent_id = request.id;
+    m.origin = "celeriac-orchestrator";
+    messages.push_back(celery::EncodeTask(m, options_.extraction_queue));
+    publishing.push_back(d.job_id);
+  }
+  if (!messages.empty()) {
+    std::call_once(declared_, [&] {
+      broker::QueueSpec spec;
+      spec.name = spec.exchange = spec.routing_key = options_.extraction_queue;
+      declare_status_ = broker_.Declare(spec);
+    });
+    if (!declare_status_) return Fail(declare_status_.error());
+    if (auto st = broker_.PublishBatch(messages); !st) return Fail(st.error());
+    auto marked = pool_.Execute([&](pqxx::transaction_base& tx) -> Status {
+      tx.exec_params("UPDATE extraction_jobs SET published_at = now() WHERE id = ANY($1::bigint[])",
+                     ArrayLiteral(publishing));
+      return Ok();
+    });
+    // Not fatal: a redelivery would publish these again under the same task ids, which the
+    // extractor treats as one job.
+    if (!marked) spdlog::warn("run {}: cannot mark jobs published: {}", plan->run_id,
+                              marked.error().message());
+  }
+  spdlog::info("crawl task {} run {} ({}): {} extraction jobs dispatched, {} sources skipped",
+               crawl_task_id, plan->run_id, plan->trigger, plan->dispatched.size(),
+               plan->skipped.size());
+
+  Json dispatched = Json::array();
+  for (const auto& d : plan->dispatched)
+    dispatched.push_back({{"data_source_id", d.data_source_id},
+                          {"crawl_config_id", d.crawl_config_id},
+                          {"config_version", d.config_version},
+                          {"job_id", d.job_id},
+                          {"extract_task_id", d.extract_task_id}});
+  return Json{{"run_id", plan->run_id},
+              {"crawl_task_id", crawl_task_id},
+              {"trigger", plan->trigger},
+              {"dispatched", std::move(dispatched)},
+              {"skipped", plan->skipped}};
+}
+
+TaskOutcome CrawlTasks::TriggerSiteAnalysis(TaskContext& ctx) {
+  const auto source = Argument(ctx, 0, "data_source_id");
+  const auto theme = Argument(ctx, 1, "theme_name");
+  if (!source || !source->is_number_integer() || !theme || !theme->is_string())
+    return TaskError::BadArguments(
+        "trigger_site_analysis() needs data_source_id: int and theme_name: str");
+  discovery::DiscoverRequest req{source->get<int64_t>(), theme->get<std::string>()};
+  auto res = discovery_.Discover(req);
+  if (!res) {
+    spdlog::warn("trigger_site_analysis({}, {}): {}", req.data_source_id, req.theme_name,
+                 res.error().ToString());
+    return Fail(res.error());
+  }
+  return Json{{"data_source_id", req.data_source_id},
+              {"theme_name", req.theme_name},
+              {"accepted", true},
+              {"status_code", res->status},
+              {"analysis_id", res->analysis_id ? Json(*res->analysis_id) : Json(nullptr)}};
+}
+
+}  // namespace celeriac::orchestrator
