@@ -20,10 +20,16 @@ int main(int argc, char** argv) {
   RegisterConfig(app, common, exit_code);
   RegisterWorker(app, common, exit_code);
   RegisterSendTask(app, common, exit_code);
+  RegisterRunNow(app, common, exit_code);
+  RegisterRuns(app, common, exit_code);
+  RegisterDlq(app, common, exit_code);
+  RegisterApi(app, common, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // A usage error exits 2, as other command-line tools do (CLI11's own codes are 100 and
+    // up); --help and --version exit 0.
+    return app.exit(e) == 0 ? 0 : 2;
   } catch (const std::exception& e) {
     std::cerr << "orchestrator: " << e.what() << "\n";
     return 1;

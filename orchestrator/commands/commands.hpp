@@ -17,5 +17,9 @@ void RegisterMigrate(CLI::App& app, const CommonOptions& common, int& exit_code)
 void RegisterConfig(CLI::App& app, const CommonOptions& common, int& exit_code);
 void RegisterWorker(CLI::App& app, const CommonOptions& common, int& exit_code);
 void RegisterSendTask(CLI::App& app, const CommonOptions& common, int& exit_code);
+void RegisterRunNow(CLI::App& app, const CommonOptions& common, int& exit_code);
+void RegisterRuns(CLI::App& app, const CommonOptions& common, int& exit_code);
+void RegisterDlq(CLI::App& app, const CommonOptions& common, int& exit_code);
+void RegisterApi(CLI::App& app, const CommonOptions& common, int& exit_code);
 
 }  // namespace celeriac::orchestrator

@@ -1,0 +1,80 @@
+#pragma once
+// AdminApi: the admin HTTP API (`orchestrator api`), JSON over HTTP/1.1 on cpp-httplib.
+//
+//   GET  /healthz  /readyz  /metrics  /openapi.json               no auth
+//   POST /api/v1/crawl-tasks/{id}/run-now                          bearer token
+//   POST /api/v1/site-analysis
+//   GET  /api/v1/runs   /api/v1/runs/{id}
+//   GET  /api/v1/dead-letters   /api/v1/dead-letters/{id}
+//   POST /api/v1/dead-letters/{id}/replay   /api/v1/dead-letters/replay
+//   POST /api/v1/dead-letters/purge   DELETE /api/v1/dead-letters/{id}
+//
+// The routes, their parameters and answers are described in openapi.json next to this file;
+// Routes() lists what is implemented so a test holds the two together. What each admin route
+// does is orchestrator/ops' job; this layer parses, checks, authenticates and maps errors:
+//
+//   - Admin routes need `Authorization: Bearer <token>`, compared in constant time; a missing
+//     or wrong token gets 401 with `WWW-Authenticate: Bearer`. An empty token refuses everyone.
+//   - Bad input gets 4xx {"error": "...", "field": "<name>"}; unknown query parameters and body
+//     fields are rejected (400 naming them) rather than ignored, so a misspelt filter never
+//     widens a replay or a purge. Bodies are read as JSON whatever their Content-Type (curl -d
+//     sends a form type).
+//   - Postgres or broker outages get 503 {"error": ...}; nothing a handler throws escapes it.
+//   - Every request is logged (method, path, status, duration, request id; never headers or
+//     bodies) and counted in /metrics; X-Request-Id is echoed, or generated and returned.
+//
+// Threading: requests are served on httplib's thread pool; the pool and broker are thread-safe.
+// Start() and Stop() are called from one thread. Stop() stops accepting, lets requests in
+// flight finish, and returns; the destructor stops too.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/base/result.hpp"
+#include "core/broker/broker.hpp"
+#include "core/pg/pool.hpp"
+
+namespace celeriac::orchestrator::api {
+
+struct AdminApiOptions {
+  std::string worker_queue = "celery";  // where run-now and site analysis publish (worker.queue)
+  std::chrono::seconds read_timeout{10};
+  std::chrono::seconds write_timeout{10};
+  size_t max_body_bytes = 1 << 20;  // larger bodies get 413
+  int64_t max_list_limit = 1000;    // `limit` of list routes
+};
+
+// One implemented route, as the OpenAPI document names it.
+struct RouteInfo {
+  std::string method;  // "GET", "POST", "DELETE"
+  std::string path;    // OpenAPI path template, e.g. "/api/v1/runs/{id}"
+  bool admin = false;  // needs the bearer token
+};
+
+class AdminApi {
+ public:
+  AdminApi(pg::Pool& pool, broker::Broker& broker, std::string token,
+           AdminApiOptions options = {});
+  ~AdminApi();
+  AdminApi(const AdminApi&) = delete;
+  AdminApi& operator=(const AdminApi&) = delete;
+
+  // Binds `listen` ("host:port", "[v6]:port"; port 0 = any free port) and serves on a thread of
+  // its own. Returns the bound port; Unavailable if the address cannot be bound.
+  Result<int> Start(const std::string& listen);
+  void Stop();
+
+  static const std::vector<RouteInfo>& Routes();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Splits "host:port" / "[v6]:port"; InvalidArgument naming the problem.
+Result<std::pair<std::string, int>> ParseListenAddress(const std::string& listen);
+
+}  // namespace celeriac::orchestrator::api

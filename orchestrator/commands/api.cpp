@@ -1,0 +1,90 @@
+// `orchestrator api`: the admin HTTP API on api.listen (orchestrator/api/admin_api.hpp).
+//
+// It starts even when Postgres or the broker is down, so that /healthz answers and /readyz says
+// which one is missing; both reconnect by themselves. SIGTERM or SIGINT: stop accepting, let
+// the requests in flight finish, exit 0.
+
+#include <iostream>
+
+#include <spdlog/spdlog.h>
+
+#include "core/app/startup.hpp"
+#include "core/broker/broker_factory.hpp"
+#include "core/loop/loop.hpp"
+#include "orchestrator/api/admin_api.hpp"
+#include "orchestrator/commands/commands.hpp"
+
+namespace celeriac::orchestrator {
+namespace {
+
+struct ApiFlags {
+  std::string listen;
+};
+
+int RunApi(const CommonOptions& common, const ApiFlags& flags) {
+  const char* me = "orchestrator api";
+  auto settings = app::Start(common.config_path);
+  if (!settings) {
+    std::cerr << me << ": " << settings.error().message() << "\n";
+    return 2;
+  }
+  const std::string listen = flags.listen.empty() ? settings->api.listen : flags.listen;
+  if (auto address = api::ParseListenAddress(listen); !address) {
+    std::cerr << me << ": " << address.error().message() << "\n";
+    return 2;
+  }
+
+  pg::PoolOptions pg_options;
+  pg_options.url = settings->database.url;
+  pg_options.size = static_cast<size_t>(settings->database.pool_size);
+  pg_options.connect_timeout_s = static_cast<int>(settings->database.connect_timeout_s);
+  pg_options.max_attempts = static_cast<int>(settings->database.max_attempts);
+  pg::Pool pool(pg_options);
+  if (auto st = pool.Ping(); !st) {
+    spdlog::warn("admin API: database {} not reachable yet: {}",
+                 MaskUrlPassword(settings->database.url), st.error().message());
+  }
+
+  auto broker = broker::MakeBroker(settings->broker.url);
+  if (!broker) {
+    std::cerr << me << ": " << broker.error().message() << "\n";
+    return 2;
+  }
+  if (auto st = (*broker)->Connect(); !st) {
+    spdlog::warn("admin API: broker {} not reachable yet: {}",
+                 MaskUrlPassword(settings->broker.url), st.error().message());
+  }
+
+  api::AdminApiOptions options;
+  options.worker_queue = settings->worker.queue;
+  api::AdminApi server(pool, **broker, settings->api.token, options);
+  auto port = server.Start(listen);
+  if (!port) {
+    std::cerr << me << ": " << port.error().message() << "\n";
+    return 1;
+  }
+
+  Loop loop;
+  loop.HandleShutdownSignals([&](int signum) {
+    spdlog::info("admin API: signal {}, stopping", signum);
+    server.Stop();
+    loop.Stop();
+  });
+  loop.Run();
+  server.Stop();
+  (*broker)->Close();
+  return 0;
+}
+
+}  // namespace
+
+void RegisterApi(CLI::App& app, const CommonOptions& common, int& exit_code) {
+  auto* cmd = app.add_subcommand("api", "Serve the admin HTTP API (run-now, runs, dead letters, "
+                                        "health, readiness, metrics) on api.listen");
+  auto flags = std::make_shared<ApiFlags>();
+  cmd->add_option("-l,--listen", flags->listen,
+                  "host:port to listen on (default: api.listen; port 0 = any free port)");
+  cmd->callback([&common, &exit_code, flags] { exit_code = RunApi(common, *flags); });
+}
+
+}  // namespace celeriac::orchestrator
