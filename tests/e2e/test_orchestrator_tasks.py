@@ -5,6 +5,7 @@ fails, recovers, refuses and stays down (issue 4, points 1, 3 and 7).
 import http.server
 import json
 import os
+import subprocess
 import threading
 import time
 import unittest
@@ -24,11 +25,14 @@ class FlakyDiscovery(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self.calls = {}
         self.lock = threading.Lock()
+        self.outage = True  # theme 'outage' answers 503 while this is set
 
     def answer(self, body):
         theme = body.get("theme_name", "")
         with self.lock:
             n = self.calls[theme] = self.calls.get(theme, 0) + 1
+        if theme == "outage" and self.outage:
+            return 503, {"error": "down for maintenance"}
         if theme == "refuse":
             return 422, {"error": "unknown theme"}
         if theme == "down":
@@ -147,6 +151,41 @@ class OrchestratorTasks(InteropCase):
         self.assertEqual(len(letters), 1, letters)
         self.assertEqual(letters[0]["attempts"], 4)
         self.assertEqual(letters[0]["task_name"], "orchestrator.tasks.trigger_site_analysis")
+
+    def test_dead_letter_replayed_after_discovery_comes_back(self):
+        r = self.app.send_task("orchestrator.tasks.trigger_site_analysis", args=[9, "outage"],
+                               queue=self.queue)
+        with self.assertRaises(Exception):
+            r.get(timeout=30)
+        letters = self.dead_letters("task_id = '%s'" % r.id)
+        self.assertEqual(len(letters), 1, letters)
+        dead_letter_id = psql(self.env["CELERIAC_DATABASE_URL"],
+                              "SELECT id FROM dead_letters WHERE task_id = '%s'" % r.id)
+
+        self.discovery.outage = False
+        # Ops replays it from the command line, as the README shows.
+        replay = subprocess.run([os.path.join(BIN, "orchestrator"), "dlq", "replay",
+                                 dead_letter_id, "--json"], env=self.env, capture_output=True,
+                                text=True)
+        self.assertEqual(replay.returncode, 0, replay.stdout + replay.stderr)
+        self.assertEqual(json.loads(replay.stdout)["outcomes"][0]["status"], "replayed")
+
+        url = self.env["CELERIAC_DATABASE_URL"]
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            state = psql(url, "SELECT status FROM task_results WHERE task_id = '%s'" % r.id)
+            if state == "SUCCESS":
+                break
+            time.sleep(0.1)
+        self.assertEqual(state, "SUCCESS", "the replayed task did not succeed")
+        row = psql(url, "SELECT replay_count || ' ' || replayed_task_id FROM dead_letters "
+                        "WHERE id = %s" % dead_letter_id)
+        self.assertEqual(row, "1 " + r.id)
+        again = subprocess.run([os.path.join(BIN, "orchestrator"), "dlq", "replay",
+                                dead_letter_id, "--json"], env=self.env, capture_output=True,
+                               text=True)
+        self.assertNotEqual(again.returncode, 0, "a second replay must be refused")
+        self.assertEqual(json.loads(again.stdout)["outcomes"][0]["status"], "already_replayed")
 
     def test_wrong_argument_types_fail_with_type_error(self):
         r = self.app.send_task("orchestrator.tasks.trigger_site_analysis", args=["7", 5],
