@@ -58,58 +58,6 @@ void DumpString(const std::string& s, std::string& out) {
   out += '"';
 }
 
-void Dump(const json& v, std::string& out) {
-  switch (v.type()) {
-    case json::value_t::object: {
-      out += '{';
-      bool first = true;
-      for (const auto& [key, value] : v.items()) {
-        if (!first) out += ", ";
-        first = false;
-        DumpString(key, out);
-        out += ": ";
-        Dump(value, out);
-      }
-      out += '}';
-      break;
-    }
-    case json::value_t::array: {
-      out += '[';
-      bool first = true;
-      for (const auto& e : v) {
-        if (!first) out += ", ";
-        first = false;
-        Dump(e, out);
-      }
-      out += ']';
-      break;
-    }
-    case json::value_t::string:
-      DumpString(v.get_ref<const std::string&>(), out);
-      break;
-    case json::value_t::boolean:
-      out += v.get<bool>() ? "true" : "false";
-      break;
-    case json::value_t::null:
-    case json::value_t::discarded:
-      out += "null";
-      break;
-    case json::value_t::number_float: {
-      const double d = v.get<double>();
-      if (std::isnan(d)) {
-        out += "NaN";
-      } else if (std::isinf(d)) {
-        out += d > 0 ? "Infinity" : "-Infinity";
-      } else {
-        out += v.dump();
-      }
-      break;
-    }
-    default:
-      out += v.dump();  // integers
-  }
-}
-
 // repr() of a str: single quotes unless the text has ' and no ", then double quotes.
 void ReprString(const std::string& s, std::string& out) {
   const bool has_single = s.find('\'') != std::string::npos;
@@ -137,7 +85,20 @@ void ReprString(const std::string& s, std::string& out) {
   out += quote;
 }
 
-void Repr(const json& v, std::string& out) {
+// How one language spells values: json.dumps and repr() share separators and structure.
+struct Style {
+  const char* true_text;
+  const char* false_text;
+  const char* null_text;
+  const char* nan_text;
+  const char* inf_text;
+  void (*string)(const std::string&, std::string&);
+};
+
+constexpr Style kJsonStyle{"true", "false", "null", "NaN", "Infinity", &DumpString};
+constexpr Style kReprStyle{"True", "False", "None", "nan", "inf", &ReprString};
+
+void Write(const json& v, const Style& style, std::string& out) {
   switch (v.type()) {
     case json::value_t::object: {
       out += '{';
@@ -145,9 +106,9 @@ void Repr(const json& v, std::string& out) {
       for (const auto& [key, value] : v.items()) {
         if (!first) out += ", ";
         first = false;
-        ReprString(key, out);
+        style.string(key, out);
         out += ": ";
-        Repr(value, out);
+        Write(value, style, out);
       }
       out += '}';
       break;
@@ -158,34 +119,35 @@ void Repr(const json& v, std::string& out) {
       for (const auto& e : v) {
         if (!first) out += ", ";
         first = false;
-        Repr(e, out);
+        Write(e, style, out);
       }
       out += ']';
       break;
     }
     case json::value_t::string:
-      ReprString(v.get_ref<const std::string&>(), out);
+      style.string(v.get_ref<const std::string&>(), out);
       break;
     case json::value_t::boolean:
-      out += v.get<bool>() ? "True" : "False";
+      out += v.get<bool>() ? style.true_text : style.false_text;
       break;
     case json::value_t::null:
     case json::value_t::discarded:
-      out += "None";
+      out += style.null_text;
       break;
     case json::value_t::number_float: {
       const double d = v.get<double>();
       if (std::isnan(d)) {
-        out += "nan";
+        out += style.nan_text;
       } else if (std::isinf(d)) {
-        out += d > 0 ? "inf" : "-inf";
+        if (d < 0) out += '-';
+        out += style.inf_text;
       } else {
         out += v.dump();
       }
       break;
     }
     default:
-      out += v.dump();
+      out += v.dump();  // integers
   }
 }
 
@@ -193,13 +155,13 @@ void Repr(const json& v, std::string& out) {
 
 std::string PyJsonDump(const json& value) {
   std::string out;
-  Dump(value, out);
+  Write(value, kJsonStyle, out);
   return out;
 }
 
 std::string PyRepr(const json& value, size_t max_chars) {
   std::string out;
-  Repr(value, out);
+  Write(value, kReprStyle, out);
   if (out.size() > max_chars) {
     out.resize(max_chars);
     // Do not cut a UTF-8 sequence in half.

@@ -1,5 +1,9 @@
 #include "orchestrator/commands/cli_support.hpp"
 
+#include <iostream>
+
+#include "core/app/startup.hpp"
+
 #include <algorithm>
 #include <iostream>
 
@@ -125,6 +129,21 @@ CLI::Validator NonNegative() {
 void PrintJson(const nlohmann::ordered_json& doc) {
   std::cout << doc.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n"
             << std::flush;
+}
+
+std::variant<Opened, int> OpenSettingsAndDatabase(const std::optional<std::string>& config_path,
+                                                  const std::string& me) {
+  auto settings = app::Start(config_path);
+  if (!settings) {
+    std::cerr << me << ": " << settings.error().message() << "\n";
+    return kExitUsage;
+  }
+  auto pool = OpenDatabase(*settings);
+  if (!pool) {
+    std::cerr << me << ": " << pool.error().message() << "\n";
+    return kExitFailed;
+  }
+  return Opened{std::move(*settings), std::move(*pool)};
 }
 
 }  // namespace celeriac::orchestrator::cli

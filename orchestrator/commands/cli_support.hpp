@@ -17,6 +17,9 @@
 
 #include "core/base/clock.hpp"
 #include "core/base/result.hpp"
+#include <optional>
+#include <variant>
+
 #include "core/broker/broker.hpp"
 #include "core/config/settings.hpp"
 #include "core/pg/pool.hpp"
@@ -33,6 +36,18 @@ Result<std::unique_ptr<pg::Pool>> OpenDatabase(const Settings& settings);
 
 // The broker of broker.url, connected; the error names the URL, password masked.
 Result<std::unique_ptr<broker::Broker>> OpenBroker(const Settings& settings);
+
+// Settings and a database for an ops command.
+struct Opened {
+  Settings settings;
+  std::unique_ptr<pg::Pool> pool;
+};
+
+// Loads settings (--config / environment) and opens the database; on failure prints
+// "<me>: <why>" to stderr and returns the exit code (kExitUsage for bad settings, kExitFailed
+// for an unreachable database).
+std::variant<Opened, int> OpenSettingsAndDatabase(const std::optional<std::string>& config_path,
+                                                  const std::string& me);
 
 // Columns padded to their widest cell, two spaces apart; the last column is not padded.
 class Table {

@@ -111,26 +111,6 @@ std::string State(const ops::DeadLetterRow& d) {
   return "new";
 }
 
-// Settings and database for a dlq subcommand, or the exit code to return.
-struct Opened {
-  Settings settings;
-  std::unique_ptr<pg::Pool> pool;
-};
-
-std::variant<Opened, int> Open(const CommonOptions& common, const std::string& me) {
-  auto settings = app::Start(common.config_path);
-  if (!settings) {
-    std::cerr << me << ": " << settings.error().message() << "\n";
-    return cli::kExitUsage;
-  }
-  auto pool = cli::OpenDatabase(*settings);
-  if (!pool) {
-    std::cerr << me << ": " << pool.error().message() << "\n";
-    return cli::kExitFailed;
-  }
-  return Opened{std::move(*settings), std::move(*pool)};
-}
-
 int List(const CommonOptions& common, const DlqFlags& f) {
   const std::string me = "orchestrator dlq list";
   auto filter = MakeFilter(f);
@@ -138,9 +118,9 @@ int List(const CommonOptions& common, const DlqFlags& f) {
     std::cerr << me << ": " << filter.error().message() << "\n";
     return cli::kExitUsage;
   }
-  auto opened = Open(common, me);
+  auto opened = cli::OpenSettingsAndDatabase(common.config_path, me);
   if (auto* code = std::get_if<int>(&opened)) return *code;
-  auto& db = std::get<Opened>(opened);
+  auto& db = std::get<cli::Opened>(opened);
   auto rows = ops::ListDeadLetters(*db.pool, *filter);
   if (!rows) {
     std::cerr << me << ": " << rows.error().message() << "\n";
@@ -169,9 +149,9 @@ int List(const CommonOptions& common, const DlqFlags& f) {
 
 int Show(const CommonOptions& common, const DlqFlags& f) {
   const std::string me = "orchestrator dlq show";
-  auto opened = Open(common, me);
+  auto opened = cli::OpenSettingsAndDatabase(common.config_path, me);
   if (auto* code = std::get_if<int>(&opened)) return *code;
-  auto& db = std::get<Opened>(opened);
+  auto& db = std::get<cli::Opened>(opened);
   auto row = ops::ShowDeadLetter(*db.pool, f.id);
   if (!row) {
     std::cerr << me << ": " << row.error().message() << "\n";
@@ -230,9 +210,9 @@ int Replay(const CommonOptions& common, const DlqFlags& f) {
     std::cerr << me << ": " << filter.error().message() << "\n";
     return cli::kExitUsage;
   }
-  auto opened = Open(common, me);
+  auto opened = cli::OpenSettingsAndDatabase(common.config_path, me);
   if (auto* code = std::get_if<int>(&opened)) return *code;
-  auto& db = std::get<Opened>(opened);
+  auto& db = std::get<cli::Opened>(opened);
   std::unique_ptr<broker::Broker> broker;
   if (f.dry_run) {
     broker = std::make_unique<NoBroker>();
@@ -294,9 +274,9 @@ int Purge(const CommonOptions& common, const DlqFlags& f) {
     std::cerr << me << ": " << filter.error().message() << "\n";
     return cli::kExitUsage;
   }
-  auto opened = Open(common, me);
+  auto opened = cli::OpenSettingsAndDatabase(common.config_path, me);
   if (auto* code = std::get_if<int>(&opened)) return *code;
-  auto& db = std::get<Opened>(opened);
+  auto& db = std::get<cli::Opened>(opened);
   auto result = ops::PurgeDeadLetters(*db.pool, *filter, f.dry_run);
   if (!result) {
     std::cerr << me << ": " << result.error().message() << "\n";

@@ -56,25 +56,19 @@ int RunNowCommand(const CommonOptions& common, const RunNowFlags& f) {
     std::cerr << me << ": --timeout must be 0 (no limit) or more seconds\n";
     return cli::kExitUsage;
   }
-  auto settings = app::Start(common.config_path);
-  if (!settings) {
-    std::cerr << me << ": " << settings.error().message() << "\n";
-    return cli::kExitUsage;
-  }
-  auto pool = cli::OpenDatabase(*settings);
-  if (!pool) {
-    std::cerr << me << ": " << pool.error().message() << "\n";
-    return cli::kExitFailed;
-  }
-  auto broker = cli::OpenBroker(*settings);
+  auto opened = cli::OpenSettingsAndDatabase(common.config_path, me);
+  if (auto* code = std::get_if<int>(&opened)) return *code;
+  auto& settings = std::get<cli::Opened>(opened).settings;
+  auto& pool = std::get<cli::Opened>(opened).pool;
+  auto broker = cli::OpenBroker(settings);
   if (!broker) {
     std::cerr << me << ": " << broker.error().message() << "\n";
     return broker.error().code() == ErrorCode::kInvalidArgument ? cli::kExitUsage
                                                                 : cli::kExitFailed;
   }
   ops::RunNowOptions options;
-  options.queue = f.queue.empty() ? settings->worker.queue : f.queue;
-  auto started = ops::RunNow(**pool, **broker, f.crawl_task_id, options);
+  options.queue = f.queue.empty() ? settings.worker.queue : f.queue;
+  auto started = ops::RunNow(*pool, **broker, f.crawl_task_id, options);
   (*broker)->Close();
   if (!started) {
     std::cerr << me << ": " << started.error().message() << "\n";
@@ -101,7 +95,7 @@ int RunNowCommand(const CommonOptions& common, const RunNowFlags& f) {
   std::optional<ops::RunRow> run;
   bool timed_out = false;
   while (true) {
-    auto shown = ops::ShowRun(**pool, started->run_id);
+    auto shown = ops::ShowRun(*pool, started->run_id);
     const auto elapsed = std::chrono::steady_clock::now() - t0;
     const double secs = std::chrono::duration<double>(elapsed).count();
     if (!shown) {

@@ -38,23 +38,16 @@ std::string Items(int64_t n, int64_t u, int64_t c) { return fmt::format("{}/{}/{
 
 int ListRunsCommand(const CommonOptions& common, const RunsFlags& f) {
   const char* me = "orchestrator runs";
-  auto settings = app::Start(common.config_path);
-  if (!settings) {
-    std::cerr << me << ": " << settings.error().message() << "\n";
-    return cli::kExitUsage;
-  }
-  auto pool = cli::OpenDatabase(*settings);
-  if (!pool) {
-    std::cerr << me << ": " << pool.error().message() << "\n";
-    return cli::kExitFailed;
-  }
+  auto opened = cli::OpenSettingsAndDatabase(common.config_path, me);
+  if (auto* code = std::get_if<int>(&opened)) return *code;
+  auto& pool = std::get<cli::Opened>(opened).pool;
   ops::RunFilter filter;
   if (f.crawl_task_id > 0) filter.crawl_task_id = f.crawl_task_id;
   if (!f.status.empty()) filter.status = f.status;
   if (!f.trigger.empty()) filter.trigger = f.trigger;
   if (f.before > 0) filter.before_id = f.before;
   filter.limit = f.limit;
-  auto runs = ops::ListRuns(**pool, filter);
+  auto runs = ops::ListRuns(*pool, filter);
   if (!runs) {
     std::cerr << me << ": " << runs.error().message() << "\n";
     return cli::kExitFailed;
@@ -82,17 +75,10 @@ int ListRunsCommand(const CommonOptions& common, const RunsFlags& f) {
 
 int ShowRunCommand(const CommonOptions& common, const RunsFlags& f) {
   const char* me = "orchestrator runs show";
-  auto settings = app::Start(common.config_path);
-  if (!settings) {
-    std::cerr << me << ": " << settings.error().message() << "\n";
-    return cli::kExitUsage;
-  }
-  auto pool = cli::OpenDatabase(*settings);
-  if (!pool) {
-    std::cerr << me << ": " << pool.error().message() << "\n";
-    return cli::kExitFailed;
-  }
-  auto shown = ops::ShowRun(**pool, f.run_id);
+  auto opened = cli::OpenSettingsAndDatabase(common.config_path, me);
+  if (auto* code = std::get_if<int>(&opened)) return *code;
+  auto& pool = std::get<cli::Opened>(opened).pool;
+  auto shown = ops::ShowRun(*pool, f.run_id);
   if (!shown) {
     std::cerr << me << ": " << shown.error().message() << "\n";
     return cli::kExitFailed;

@@ -121,9 +121,8 @@ class AdminApiTest : public testing::PgTest {
   void SetUp() override {
     PgTest::SetUp();
     if (IsSkipped() || HasFailure()) return;
-    auto migs = pg::LoadMigrations(EmbeddedMigrations());
-    ASSERT_TRUE(migs.ok());
-    ASSERT_TRUE(pg::Migrate(pool(), *migs).ok());
+    MigrateSchema();
+    if (HasFatalFailure()) return;
     Exec(R"(
       INSERT INTO data_sources (id, name) VALUES (1, 'shop');
       INSERT INTO crawl_configs (id, data_source_id, version, status, config)

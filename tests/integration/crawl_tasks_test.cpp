@@ -36,9 +36,8 @@ class CrawlTasksTest : public testing::PgTest {
   void SetUp() override {
     PgTest::SetUp();
     if (IsSkipped() || HasFailure()) return;
-    auto migs = pg::LoadMigrations(EmbeddedMigrations());
-    ASSERT_TRUE(migs.ok());
-    ASSERT_TRUE(pg::Migrate(pool(), *migs).ok());
+    MigrateSchema();
+    if (HasFatalFailure()) return;
     Exec(R"(
       INSERT INTO data_sources (id, name) VALUES (1, 'shop'), (2, 'blog'), (3, 'empty');
       INSERT INTO crawl_configs (id, data_source_id, version, status, config) VALUES

@@ -16,10 +16,8 @@ namespace {
 class DemoSeedTest : public testing::PgTest {};
 
 TEST_F(DemoSeedTest, LoadsIdempotentlyWithValidConfigs) {
-  auto migs = pg::LoadMigrations(EmbeddedMigrations());
-  ASSERT_TRUE(migs.ok());
-  auto report = pg::Migrate(pool(), *migs);
-  ASSERT_TRUE(report.ok()) << report.error().message();
+  MigrateSchema();
+  ASSERT_FALSE(HasFatalFailure());
   const std::string seed = testing::ReadFile(testing::SourceDir() / "demo" / "seed.sql");
   ASSERT_NO_THROW(Exec(seed));
   ASSERT_NO_THROW(Exec(seed)) << "seed.sql must be safe to load twice";

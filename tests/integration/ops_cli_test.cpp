@@ -29,10 +29,8 @@ class OpsCliTest : public testing::PgTest {
   void SetUp() override {
     PgTest::SetUp();
     if (IsSkipped() || HasFailure()) return;
-    auto migs = pg::LoadMigrations(EmbeddedMigrations());
-    ASSERT_TRUE(migs.ok());
-    auto report = pg::Migrate(pool(), *migs);
-    ASSERT_TRUE(report.ok()) << report.error().message();
+    MigrateSchema();
+    if (HasFatalFailure()) return;
   }
 
   void TearDown() override {

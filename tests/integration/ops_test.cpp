@@ -74,10 +74,8 @@ class OpsTest : public testing::PgTest {
   void SetUp() override {
     PgTest::SetUp();
     if (IsSkipped() || HasFailure()) return;
-    auto migs = pg::LoadMigrations(EmbeddedMigrations());
-    ASSERT_TRUE(migs.ok());
-    auto report = pg::Migrate(pool(), *migs);
-    ASSERT_TRUE(report.ok()) << report.error().message();
+    MigrateSchema();
+    if (HasFatalFailure()) return;
     Exec(R"(
       INSERT INTO data_sources (id, name) VALUES (1, 'shop'), (2, 'blog');
       INSERT INTO crawl_configs (id, data_source_id, version, status, config) VALUES

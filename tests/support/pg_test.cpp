@@ -5,6 +5,8 @@
 #include <pqxx/pqxx>
 
 #include "core/base/ids.hpp"
+#include "core/pg/migrations.hpp"
+#include "migrations/migrations.hpp"
 
 namespace celeriac::testing {
 
@@ -71,6 +73,13 @@ pg::Pool& PgTest::pool() {
   // Tests call this from several threads at once.
   std::call_once(pool_once_, [this] { pool_ = std::make_unique<pg::Pool>(MakeOptions()); });
   return *pool_;
+}
+
+void PgTest::MigrateSchema() {
+  auto migs = pg::LoadMigrations(EmbeddedMigrations());
+  ASSERT_TRUE(migs.ok()) << migs.error().message();
+  auto report = pg::Migrate(pool(), *migs);
+  ASSERT_TRUE(report.ok()) << report.error().message();
 }
 
 void PgTest::Exec(const std::string& sql) {

@@ -36,6 +36,8 @@ class PgTest : public ::testing::Test {
   std::string SchemaUrl() const { return UrlWithSchema(base_url_, schema_); }
   // Runs SQL on the test's schema outside any retry logic; throws on error.
   void Exec(const std::string& sql);
+  // Applies the embedded migrations to this test's schema (a test failure if they fail).
+  void MigrateSchema();
 
   std::string base_url_;
   std::string schema_;
