@@ -32,6 +32,7 @@ struct Worker::Job {
   std::atomic<bool> cancelled{false};
   std::atomic<int> phase{kQueued};
   std::atomic<bool> acked{false};
+  bool prepared = false;  // decoded (and past its ETA); only the pool thread running it reads it
   Loop::TimerId soft_timer = 0;
   Loop::TimerId hard_timer = 0;
 
@@ -52,11 +53,14 @@ class Worker::Pool {
   }
 
   void Submit(std::shared_ptr<Job> job) {
+    bool wake = false;
     {
       std::lock_guard lock(state_->mutex);
       state_->queue.push_back(std::move(job));
+      // A busy thread takes the next job itself when it finishes; wake one only if some wait.
+      wake = state_->idle > 0;
     }
-    state_->cv.notify_one();
+    if (wake) state_->cv.notify_one();
   }
 
   // Jobs not yet started, for handing back at shutdown.
@@ -92,6 +96,7 @@ class Worker::Pool {
     bool stopping = false;
     int live = 0;
     int excess = 0;
+    int idle = 0;  // threads waiting for work
   };
 
   void Spawn() {
@@ -102,7 +107,11 @@ class Worker::Pool {
     std::thread([state = state_] {
       std::unique_lock lock(state->mutex);
       for (;;) {
-        state->cv.wait(lock, [&] { return state->stopping || !state->queue.empty(); });
+        if (state->queue.empty() && !state->stopping) {
+          ++state->idle;
+          state->cv.wait(lock, [&] { return state->stopping || !state->queue.empty(); });
+          --state->idle;
+        }
         if (state->queue.empty()) break;  // stopping
         auto job = std::move(state->queue.front());
         state->queue.pop_front();
@@ -169,17 +178,30 @@ broker::ConsumerId Worker::Consumer() {
 }
 
 WorkerStats Worker::stats() const {
-  std::lock_guard lock(mutex_);
-  return stats_;
+  WorkerStats out;
+  out.received = stats_.received;
+  out.succeeded = stats_.succeeded;
+  out.failed = stats_.failed;
+  out.retried = stats_.retried;
+  out.revoked = stats_.revoked;
+  out.dead_lettered = stats_.dead_lettered;
+  out.active = stats_.active;
+  out.held_eta = stats_.held_eta;
+  return out;
 }
 
 void Worker::OnDelivery(broker::Delivery&& delivery) {
+  // The broker's thread only hands the delivery over: decoding and everything else happens on
+  // the pool threads, so the I/O thread keeps reading (bench/worker_throughput breakdown).
   auto job = std::make_shared<Job>();
   job->delivery = std::move(delivery);
-  {
-    std::lock_guard lock(mutex_);
-    ++stats_.received;
-  }
+  Dispatch(std::move(job));
+}
+
+// On a pool thread: decode, find the task, and hold it if its ETA is still ahead. Returns false
+// when the job was held (it comes back through Dispatch when due).
+bool Worker::Prepare(const std::shared_ptr<Job>& job) {
+  ++stats_.received;
   auto decoded = celery::DecodeTask(job->delivery.properties, job->delivery.body);
   if (!decoded.ok()) {
     job->kind = Job::Kind::kUndecodable;
@@ -188,55 +210,49 @@ void Worker::OnDelivery(broker::Delivery&& delivery) {
     job->msg.id = job->failure.id;
     job->msg.reply_to = job->delivery.properties.reply_to;
     job->msg.correlation_id = job->delivery.properties.correlation_id;
-    Dispatch(std::move(job));
-    return;
+    return true;
   }
   job->msg = std::move(decoded.message());
   job->task = registry_.Find(job->msg.task);
   if (job->task == nullptr) {
     job->kind = Job::Kind::kUnknownTask;
-    Dispatch(std::move(job));
-    return;
+    return true;
   }
   const auto now = clock_.Now();
   const bool expired = job->msg.expires_time && *job->msg.expires_time <= now;
-  if (!expired && job->msg.eta_time && *job->msg.eta_time > now) {
-    const auto delay = duration_cast<milliseconds>(*job->msg.eta_time - now);
-    const uint64_t tag = job->delivery.delivery_tag;
-    {
-      std::lock_guard lock(mutex_);
-      if (shutting_down_) {
-        if (auto st = broker_.Reject(Consumer(), tag, /*requeue=*/true); !st)
-          spdlog::warn("cannot hand back task {}: {}", job->msg.id, st.error().message());
-        return;
-      }
-      held_[tag] = job;
-      ++stats_.held_eta;
+  if (expired || !job->msg.eta_time || *job->msg.eta_time <= now) return true;
+
+  const auto delay = duration_cast<milliseconds>(*job->msg.eta_time - now);
+  const uint64_t tag = job->delivery.delivery_tag;
+  {
+    std::lock_guard lock(mutex_);
+    if (shutting_down_) {
+      job->phase = kAbandoned;
+      HandBack(job);
+      return false;
     }
-    // On the loop thread: the broker's thread must never wait for Consumer().
-    loop_.Post([this, job, delay, tag] {
-      AdjustPrefetch();
-      loop_.AddTimer(delay, [this, job, tag] {
-        {
-          std::lock_guard lock(mutex_);
-          if (held_.erase(tag) == 0) return;  // handed back at shutdown
-          --stats_.held_eta;
-        }
-        AdjustPrefetch();
-        Dispatch(job);
-      });
-    });
-    return;
+    held_[tag] = job;
+    ++stats_.held_eta;
   }
-  Dispatch(std::move(job));
+  // On the loop thread: the broker's thread must never wait for Consumer().
+  loop_.Post([this, job, delay, tag] {
+    AdjustPrefetch();
+    loop_.AddTimer(delay, [this, job, tag] {
+      {
+        std::lock_guard lock(mutex_);
+        if (held_.erase(tag) == 0) return;  // handed back at shutdown
+        --stats_.held_eta;
+      }
+      AdjustPrefetch();
+      job->prepared = true;
+      Dispatch(job);
+    });
+  });
+  return false;
 }
 
 void Worker::AdjustPrefetch() {
-  int64_t held = 0;
-  {
-    std::lock_guard lock(mutex_);
-    held = stats_.held_eta;
-  }
+  const int64_t held = stats_.held_eta;
   const auto prefetch = static_cast<uint16_t>(std::min<int64_t>(base_prefetch_ + held, 65535));
   if (auto st = broker_.SetPrefetch(Consumer(), prefetch); !st)
     spdlog::warn("cannot change prefetch to {}: {}", prefetch, st.error().message());
@@ -245,22 +261,28 @@ void Worker::AdjustPrefetch() {
 void Worker::Dispatch(std::shared_ptr<Job> job) { pool_->Submit(std::move(job)); }
 
 void Worker::Run(const std::shared_ptr<Job>& job) {
+  if (job->phase.load() != kQueued) return;  // handed back at shutdown
+  if (!job->prepared) {
+    job->prepared = true;
+    if (!Prepare(job)) return;  // held until its ETA
+  }
   int queued = kQueued;
   if (!job->phase.compare_exchange_strong(queued, kRunning)) return;  // handed back
   log::ScopedLogContext ctx({{"task_id", job->msg.id}, {"task", job->msg.task}});
-  {
+  ++stats_.active;
+  const bool tracked = job->acks_late();
+  if (tracked) {
     std::lock_guard lock(mutex_);
-    ++stats_.active;
     running_[job.get()] = job;
   }
   auto leave = [&] {
     bool shutting_down = false;
-    {
+    if (tracked) {
       std::lock_guard lock(mutex_);
-      --stats_.active;
       running_.erase(job.get());
-      shutting_down = shutting_down_;
     }
+    --stats_.active;
+    shutting_down = shutting_down_.load();
     if (shutting_down) MaybeFinishShutdown();  // not on the hot path otherwise
   };
 
@@ -285,10 +307,7 @@ void Worker::Run(const std::shared_ptr<Job>& job) {
   if (job->msg.expires_time && *job->msg.expires_time <= clock_.Now()) {
     spdlog::info("task {} expired at {}; revoked", job->msg.id, job->msg.expires.value_or(""));
     job->phase = kFinished;
-    {
-      std::lock_guard lock(mutex_);
-      ++stats_.revoked;
-    }
+    ++stats_.revoked;
     ReplyAndRecord(job, celery::State::kRevoked,
                    celery::ExceptionInfo::Make("TaskRevokedError", "celery.exceptions", "expired")
                        .ToJson(),
@@ -374,9 +393,9 @@ void Worker::OnHardTimeLimit(const std::shared_ptr<Job>& job) {
   pool_->ReplaceAbandoned();
   {
     std::lock_guard lock(mutex_);
-    --stats_.active;
     running_.erase(job.get());
   }
+  --stats_.active;
   Fail(job,
        celery::ExceptionInfo::Make("TimeLimitExceeded", "billiard.exceptions",
                                    fmt::format("TimeLimitExceeded({})", limit)),
@@ -396,10 +415,7 @@ void Worker::Finish(const std::shared_ptr<Job>& job, const TaskOutcome& outcome)
       countdown = Backoff(*opts.retry_backoff).Delay(static_cast<int>(job->msg.retries));
     }
     if (Republish(job, countdown)) {
-      {
-        std::lock_guard lock(mutex_);
-        ++stats_.retried;
-      }
+      ++stats_.retried;
       spdlog::info("task {} retry {}/{} in {} ms: {}", job->msg.id, job->msg.retries + 1,
                    opts.max_retries, countdown.count(), err.exception.exc_message.dump());
       ReplyAndRecord(job, celery::State::kRetry, err.exception.ToJson(), std::nullopt);
@@ -412,10 +428,7 @@ void Worker::Finish(const std::shared_ptr<Job>& job, const TaskOutcome& outcome)
 }
 
 void Worker::Succeed(const std::shared_ptr<Job>& job, const Json& value) {
-  {
-    std::lock_guard lock(mutex_);
-    ++stats_.succeeded;
-  }
+  ++stats_.succeeded;
   ReplyAndRecord(job, celery::State::kSuccess, value, std::nullopt);
   Ack(job);
 }
@@ -446,11 +459,8 @@ void Worker::Fail(const std::shared_ptr<Job>& job, const celery::ExceptionInfo& 
                    exc.traceback.empty() ? std::nullopt : std::optional(exc.traceback));
     return;
   }
-  {
-    std::lock_guard lock(mutex_);
-    ++stats_.failed;
-    ++stats_.dead_lettered;
-  }
+  ++stats_.failed;
+  ++stats_.dead_lettered;
   spdlog::error("task {} ({}) failed with {}: {}; dead letter {}", job->msg.id, job->msg.task,
                 error_class, message, *written);
   ReplyAndRecord(job, celery::State::kFailure, exc.ToJson(),
@@ -588,7 +598,7 @@ void Worker::MaybeFinishShutdown() {
     std::function<void()> done;
     {
       std::lock_guard lock(mutex_);
-      if (!shutting_down_ || !running_.empty() || !shutdown_done_) return;
+      if (!shutting_down_ || stats_.active.load() > 0 || !shutdown_done_) return;
       done = std::move(shutdown_done_);
     }
     loop_.CancelTimer(shutdown_timer_);

@@ -13,9 +13,9 @@
 // held message (as Celery) so they do not starve the queue; `expires` is checked on receipt and
 // again before the task runs (REVOKED, acked, not dead-lettered, as Celery).
 //
-// Threading: deliveries arrive on the broker's thread, which decodes them and queues due work
-// for the pool (`concurrency` threads). Timers (ETA, time limits, shutdown deadline) run on the
-// Loop's thread. Task functions run on pool threads. A task past its hard time limit cannot be
+// Threading: deliveries arrive on the broker's thread, which only queues them for the pool
+// (`concurrency` threads); pool threads decode them and run or hold them. Timers (ETA, time
+// limits, shutdown deadline) run on the Loop's thread. Task functions run on pool threads. A task past its hard time limit cannot be
 // killed inside this process: its message is finished as FAILURE (TimeLimitExceeded), its thread
 // is abandoned (its eventual result is dropped) and a fresh thread takes its place.
 //
@@ -88,6 +88,7 @@ class Worker {
   class Pool;
 
   void OnDelivery(broker::Delivery&& delivery);
+  bool Prepare(const std::shared_ptr<Job>& job);
   void Dispatch(std::shared_ptr<Job> job);
   void Run(const std::shared_ptr<Job>& job);
   void Finish(const std::shared_ptr<Job>& job, const TaskOutcome& outcome);
@@ -124,11 +125,18 @@ class Worker {
   std::optional<broker::ConsumerId> consumer_;
   uint16_t base_prefetch_ = 0;
 
-  mutable std::mutex mutex_;
-  WorkerStats stats_;
+  // Counters are atomics so the per-task path takes no shared lock for them.
+  struct Counters {
+    std::atomic<uint64_t> received{0}, succeeded{0}, failed{0}, retried{0}, revoked{0},
+        dead_lettered{0};
+    std::atomic<int64_t> active{0}, held_eta{0};
+  };
+  Counters stats_;
+  mutable std::mutex mutex_;  // held_, running_, shutdown_done_
   std::unordered_map<uint64_t, std::shared_ptr<Job>> held_;     // ETA, by delivery tag
+  // Running acks_late tasks, whose messages shutdown hands back if they outlive the deadline.
   std::unordered_map<Job*, std::shared_ptr<Job>> running_;
-  bool shutting_down_ = false;
+  std::atomic<bool> shutting_down_{false};
   std::function<void()> shutdown_done_;
   Loop::TimerId shutdown_timer_ = 0;
 };
