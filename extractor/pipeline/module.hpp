@@ -34,7 +34,9 @@ struct RequestSpec {
   std::string page_type;          // step whose Parse handles the response
   int depth = 0;                  // link hops from a start URL; pagination keeps the depth
   int pagination_index = 0;       // pages followed by pagination from the first page (0 = first)
-  bool is_pagination = false;     // found by the pagination rule (subject to stop_when_no_new_items)
+  bool is_pagination = false;     // found by the pagination rule
+  bool stop_when_no_new_items = true;  // pagination only: follow it only if the page it was
+                                       // found on brought an item or link new to the run
 };
 
 // A downloaded page handed to Parse.

@@ -1,0 +1,592 @@
+#include "extractor/pipeline/engine.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <ctime>
+#include <random>
+
+#include <spdlog/spdlog.h>
+
+namespace celeriac::extractor {
+namespace {
+
+using std::chrono::milliseconds;
+
+std::string HostOf(const std::string& url) {
+  const auto s = url.find("://");
+  if (s == std::string::npos) return {};
+  const size_t begin = s + 3;
+  size_t end = url.find_first_of("/?#", begin);
+  if (end == std::string::npos) end = url.size();
+  std::string host = url.substr(begin, end - begin);
+  if (const auto at = host.rfind('@'); at != std::string::npos) host = host.substr(at + 1);
+  for (auto& c : host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return host;
+}
+
+// Retry-After: delay-seconds or an HTTP-date.
+std::optional<milliseconds> ParseRetryAfter(const std::string& value, Clock::WallTime now) {
+  if (value.empty()) return std::nullopt;
+  if (std::all_of(value.begin(), value.end(), [](char c) { return std::isdigit(c) != 0; })) {
+    if (value.size() > 9) return milliseconds(999'999'999'000LL);
+    return milliseconds(std::stoll(value) * 1000);
+  }
+  std::tm tm{};
+  if (strptime(value.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm) == nullptr) return std::nullopt;
+  const auto at = std::chrono::system_clock::from_time_t(timegm(&tm));
+  return std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(at - now));
+}
+
+milliseconds RetryDelay(const JobSettings& s, int attempt) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  const double base = static_cast<double>(s.backoff_base.count());
+  const double cap = static_cast<double>(s.backoff_max.count());
+  const double raw = std::min(cap, base * std::pow(2.0, std::max(0, attempt - 1)));
+  if (!s.jitter) return milliseconds(static_cast<int64_t>(raw));
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  return milliseconds(static_cast<int64_t>(raw * unit(rng)));
+}
+
+}  // namespace
+
+// A fixed set of threads running posted functions in order (one thread: strictly in order).
+class Engine::Executor {
+ public:
+  Executor(size_t threads, std::string name) : name_(std::move(name)) {
+    for (size_t i = 0; i < std::max<size_t>(1, threads); ++i)
+      threads_.emplace_back([this] { RunThread(); });
+  }
+  ~Executor() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  void Post(std::function<void()> fn) {
+    {
+      std::lock_guard lock(mutex_);
+      queue_.push_back(std::move(fn));
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  void RunThread() {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        std::unique_lock lock(mutex_);
+        cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        fn = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      try {
+        fn();
+      } catch (const std::exception& e) {
+        spdlog::error("{} thread: unexpected exception: {}", name_, e.what());
+      }
+    }
+  }
+  std::string name_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
+
+Engine::Engine(Loop& loop, Fetcher& fetcher, CrawlStore& store, ModuleFactory modules,
+               EngineOptions options, Clock& clock)
+    : loop_(loop),
+      fetcher_(fetcher),
+      store_(store),
+      modules_(std::move(modules)),
+      options_(std::move(options)),
+      clock_(clock),
+      store_thread_(std::make_unique<Executor>(1, "store")),
+      parse_threads_(std::make_unique<Executor>(options_.parse_threads, "parse")) {}
+
+Engine::~Engine() {
+  // Threads first: their queued work may still Post to the loop, which outlives us.
+  parse_threads_.reset();
+  store_thread_.reset();
+}
+
+void Engine::Start() {
+  MaybeLease();
+  maintain_timer_ = loop_.AddTimer(
+      std::max(milliseconds(100), options_.lease / 4), [this] { Maintain(); },
+      std::max(milliseconds(100), options_.lease / 4));
+}
+
+EngineStats Engine::Stats() const {
+  std::lock_guard lock(stats_mutex_);
+  return stats_;
+}
+
+// ---- jobs -------------------------------------------------------------------------------
+
+void Engine::SubmitExtract(ExtractRequest request, std::function<void(Status)> durable) {
+  store_thread_->Post([this, request = std::move(request), durable = std::move(durable)] {
+    auto job = store_.ClaimJob(request);
+    if (!job) return durable(job.error());
+    if (job->status != "pending") {
+      spdlog::info("extract {}: job {} is already {}; nothing to start", request.celery_task_id,
+                   job->job_id, job->status);
+      return durable(Ok());
+    }
+    auto module = modules_(job->config);
+    Result<std::optional<FinishedJob>> outcome = std::optional<FinishedJob>{};
+    if (!module) {
+      spdlog::warn("job {} (crawl config {}): config rejected: {}", job->job_id,
+                   job->crawl_config_id, module.error().message());
+      outcome = store_.FailJob(job->job_id, "Parse",
+                               "crawl config " + std::to_string(job->crawl_config_id) +
+                                   " is invalid: " + module.error().message(),
+                               request.reply_to);
+    } else {
+      const auto start = (*module)->Generate();
+      outcome = store_.StartJob(job->job_id, start, request.reply_to);
+      if (outcome)
+        spdlog::info("job {} (run {}, crawl config {}): started with {} start request(s)",
+                     job->job_id, job->run_id, job->crawl_config_id, start.size());
+    }
+    if (!outcome) return durable(outcome.error());
+    if (*outcome) Finished({**outcome});
+    durable(Ok());
+    loop_.Post([this] { MaybeLease(); });
+  });
+}
+
+std::shared_ptr<const Engine::JobRuntime> Engine::RuntimeFor(int64_t job_id) {
+  if (auto it = runtimes_.find(job_id); it != runtimes_.end()) return it->second;
+  auto info = store_.LoadJob(job_id);
+  if (!info) {
+    spdlog::warn("job {}: cannot load: {}", job_id, info.error().message());
+    return nullptr;
+  }
+  auto module = modules_(info->config);
+  if (!module) {
+    spdlog::warn("job {}: config rejected: {}", job_id, module.error().message());
+    auto failed = store_.FailJob(job_id, "Parse", module.error().message(), "");
+    if (failed && *failed) Finished({**failed});
+    return nullptr;
+  }
+  auto rt = std::make_shared<JobRuntime>();
+  rt->settings = JobSettings::FromConfig(info->config);
+  rt->info = std::move(*info);
+  rt->module = std::move(*module);
+  runtimes_[job_id] = rt;
+  return rt;
+}
+
+void Engine::Finished(const std::vector<FinishedJob>& jobs) {
+  for (const auto& f : jobs) {
+    runtimes_.erase(f.job_id);
+    spdlog::info("job {} (run {}): {}{}{} — {}", f.job_id, f.run_id, f.status,
+                 f.reason.empty() ? "" : ": ", f.reason, f.result.dump());
+    if (f.run_finished) spdlog::info("run {}: {}", f.run_id, f.run_status);
+    if (on_finished_) on_finished_(f);
+    const int64_t scope = f.job_id;
+    loop_.Post([this, scope] { fetcher_.ForgetScope(scope); });
+  }
+}
+
+// ---- leasing ----------------------------------------------------------------------------
+
+void Engine::MaybeLease() {
+  if (leasing_ || draining_) return;
+  const size_t target = options_.concurrency * 2;
+  if (outstanding_ >= target + options_.commit_batch) return;
+  if (queued_ + in_flight_ >= target) return;
+  if (lease_timer_) {
+    loop_.CancelTimer(*lease_timer_);
+    lease_timer_.reset();
+  }
+  leasing_ = true;
+  const size_t want = std::min(options_.lease_batch, target + options_.commit_batch - outstanding_);
+  store_thread_->Post([this, want] {
+    auto leased = store_.Lease(want, options_.lease, options_.only_job);
+    std::vector<Work> work;
+    if (!leased) {
+      spdlog::warn("leasing requests failed: {}", leased.error().message());
+    } else {
+      work.reserve(leased->size());
+      std::vector<int64_t> orphans;
+      for (auto& l : *leased) {
+        auto rt = RuntimeFor(l.job_id);
+        if (!rt) {
+          orphans.push_back(l.id);
+          continue;
+        }
+        Work w;
+        w.host = HostOf(l.spec.url);
+        w.lease = std::move(l);
+        w.job = std::move(rt);
+        work.push_back(std::move(w));
+      }
+      if (!orphans.empty()) (void)store_.ReleaseLeases(orphans);
+    }
+    loop_.Post([this, work = std::move(work), failed = !leased]() mutable {
+      OnLeased(std::move(work), failed);
+    });
+  });
+}
+
+void Engine::OnLeased(std::vector<Work> work, bool failed) {
+  leasing_ = false;
+  const size_t got = work.size();
+  if (draining_) {
+    std::vector<int64_t> ids;
+    for (const auto& w : work) ids.push_back(w.lease.id);
+    if (!ids.empty())
+      store_thread_->Post([this, ids] { (void)store_.ReleaseLeases(ids); });
+    return CheckDrained();
+  }
+  outstanding_ += got;
+  queued_ += got;
+  for (auto& w : work) hosts_[w.host].queue.push_back(std::move(w));
+  Dispatch();
+  if (got > 0 && !failed) return MaybeLease();
+  // Nothing to do (or the database is away): look again in a while.
+  lease_timer_ = loop_.AddTimer(options_.idle_poll, [this] {
+    lease_timer_.reset();
+    MaybeLease();
+  });
+}
+
+// ---- downloading ------------------------------------------------------------------------
+
+void Engine::Dispatch() {
+  const auto now = clock_.Monotonic();
+  std::optional<Clock::MonoTime> wake;
+  for (auto& [name, host] : hosts_) {
+    while (!host.queue.empty() && in_flight_ < options_.concurrency) {
+      const auto& s = host.queue.front().job->settings;
+      if (host.active >= s.per_host_concurrency) break;
+      if (host.next_start > now) {
+        if (!wake || host.next_start < *wake) wake = host.next_start;
+        break;
+      }
+      host.next_start = now + s.min_delay;
+      ++host.active;
+      Work w = std::move(host.queue.front());
+      host.queue.pop_front();
+      --queued_;
+      StartFetch(std::move(w));
+    }
+  }
+  if (wake && (!dispatch_timer_ || *wake < dispatch_at_)) {
+    if (dispatch_timer_) loop_.CancelTimer(*dispatch_timer_);
+    dispatch_at_ = *wake;
+    const auto delay = std::chrono::duration_cast<milliseconds>(*wake - now) + milliseconds(1);
+    dispatch_timer_ = loop_.AddTimer(delay, [this] {
+      dispatch_timer_.reset();
+      Dispatch();
+    });
+  }
+}
+
+void Engine::StartFetch(Work w) {
+  ++in_flight_;
+  const auto& s = w.job->settings;
+  FetchRequest req;
+  req.url = w.lease.spec.url;
+  req.method = w.lease.spec.method;
+  req.body = w.lease.spec.body;
+  req.headers = s.headers;
+  req.user_agent = s.user_agent.empty() ? options_.default_user_agent : s.user_agent;
+  req.timeout = s.timeout;
+  req.connect_timeout = s.connect_timeout;
+  req.max_bytes = s.max_bytes;
+  req.max_redirects = s.max_redirects;
+  req.proxy = s.proxy;
+  req.allow_private_network = s.allow_private_network;
+  req.cookies = s.cookies;
+  req.cookie_scope = w.lease.job_id;
+  auto shared = std::make_shared<Work>(std::move(w));
+  fetcher_.Fetch(std::move(req), [this, shared](Result<FetchResponse> r, std::string kind) {
+    OnFetched(std::move(*shared), std::move(r), kind);
+  });
+}
+
+RequestResult Engine::Failure(const Work& w, std::string error_class, std::string message,
+                              bool retryable, int status, std::optional<std::string> retry_after) {
+  const auto& s = w.job->settings;
+  RequestResult r;
+  r.request_id = w.lease.id;
+  r.job_id = w.lease.job_id;
+  r.status_code = status;
+  r.url = w.lease.spec.url;
+  r.error_class = std::move(error_class);
+  r.error_message = std::move(message);
+  // attempts counts this one; retries made so far = attempts - 1.
+  if (retryable && w.lease.attempts <= s.max_retries) {
+    r.state = RequestResult::State::kRetry;
+    auto delay = RetryDelay(s, w.lease.attempts);
+    if (retry_after) {
+      if (auto ra = ParseRetryAfter(*retry_after, clock_.Now()))
+        delay = std::max(delay, std::min(*ra, s.max_retry_after));
+    }
+    r.retry_delay = delay;
+  } else {
+    r.state = RequestResult::State::kFailed;
+  }
+  return r;
+}
+
+void Engine::OnFetched(Work w, Result<FetchResponse> response, const std::string& failure_kind) {
+  auto& host = hosts_[w.host];
+  --host.active;
+  {
+    std::lock_guard lock(stats_mutex_);
+    ++stats_.fetched;
+    if (response) stats_.bytes += response->bytes;
+  }
+  if (!response) {
+    --in_flight_;
+    const auto& e = response.error();
+    AddResult(Failure(w, "Download",
+                      failure_kind.empty() ? e.message() : failure_kind + ": " + e.message(),
+                      e.retryable(), 0, std::nullopt));
+    Dispatch();
+    return;
+  }
+  const int status = response->status;
+  if (status < 200 || status >= 300) {
+    --in_flight_;
+    std::string cls = "HttpStatus";
+    bool retryable = status == 408 || status >= 500;
+    if (status == 401 || status == 403) cls = "Auth";
+    if (status == 429) {
+      cls = "RateLimit";
+      retryable = true;
+    }
+    auto r = Failure(w, cls, "HTTP " + std::to_string(status) + " from " + response->final_url,
+                     retryable, status, response->retry_after);
+    r.bytes = response->bytes;
+    AddResult(std::move(r));
+    Dispatch();
+    return;
+  }
+  // Parse off the loop thread.
+  auto shared = std::make_shared<std::pair<Work, FetchResponse>>(std::move(w),
+                                                                 std::move(*response));
+  parse_threads_->Post([this, shared] {
+    auto& [work, resp] = *shared;
+    Page page;
+    page.url = resp.final_url.empty() ? work.lease.spec.url : resp.final_url;
+    page.content_type = resp.content_type;
+    page.body = resp.body;
+    page.status = resp.status;
+    page.page_type = work.lease.spec.page_type;
+    page.depth = work.lease.spec.depth;
+    page.pagination_index = work.lease.spec.pagination_index;
+    RequestResult r;
+    r.request_id = work.lease.id;
+    r.job_id = work.lease.job_id;
+    r.status_code = resp.status;
+    r.bytes = resp.bytes;
+    r.url = page.url;
+    Result<ParseOutcome> outcome = Error(ErrorCode::kInternal, "not parsed");
+    try {
+      outcome = work.job->module->Parse(page);
+    } catch (const std::exception& e) {
+      outcome = Error(ErrorCode::kInternal, std::string("parser threw: ") + e.what(), false);
+    }
+    if (outcome) {
+      r.state = RequestResult::State::kDone;
+      r.parsed = true;
+      r.items = std::move(outcome->items);
+      r.requests = std::move(outcome->requests);
+      r.item_errors = outcome->item_errors.size();
+      for (const auto& e : outcome->item_errors)
+        spdlog::debug("job {}: {}: item dropped: {}", r.job_id, page.url, e);
+    } else {
+      r.state = RequestResult::State::kFailed;
+      r.parsed = true;
+      r.error_class = "Parse";
+      r.error_message = outcome.error().message();
+    }
+    loop_.Post([this, r = std::move(r)]() mutable {
+      --in_flight_;
+      AddResult(std::move(r));
+      Dispatch();
+    });
+  });
+}
+
+// ---- recording --------------------------------------------------------------------------
+
+void Engine::AddResult(RequestResult result) {
+  {
+    std::lock_guard lock(stats_mutex_);
+    if (result.state == RequestResult::State::kDone) ++stats_.parsed;
+    if (result.state == RequestResult::State::kFailed) ++stats_.failed;
+    if (result.state == RequestResult::State::kRetry) ++stats_.retried;
+  }
+  if (result.state == RequestResult::State::kFailed)
+    spdlog::warn("job {} request {}: {} error: {}", result.job_id, result.request_id,
+                 result.error_class, result.error_message);
+  pending_results_.push_back(std::move(result));
+  if (pending_results_.size() >= options_.commit_batch || draining_) return Flush();
+  if (!flush_timer_)
+    flush_timer_ = loop_.AddTimer(options_.commit_interval, [this] {
+      flush_timer_.reset();
+      Flush();
+    });
+}
+
+void Engine::Flush() {
+  if (committing_ || pending_results_.empty()) return;
+  if (flush_timer_) {
+    loop_.CancelTimer(*flush_timer_);
+    flush_timer_.reset();
+  }
+  committing_ = true;
+  auto batch = std::make_shared<std::vector<RequestResult>>();
+  if (pending_results_.size() <= options_.commit_batch) {
+    batch->swap(pending_results_);
+  } else {
+    batch->assign(std::make_move_iterator(pending_results_.begin()),
+                  std::make_move_iterator(pending_results_.begin() +
+                                          static_cast<std::ptrdiff_t>(options_.commit_batch)));
+    pending_results_.erase(pending_results_.begin(),
+                           pending_results_.begin() +
+                               static_cast<std::ptrdiff_t>(options_.commit_batch));
+  }
+  store_thread_->Post([this, batch] {
+    std::map<int64_t, JobLimits> limits;
+    for (const auto& r : *batch) {
+      if (limits.contains(r.job_id)) continue;
+      auto rt = runtimes_.find(r.job_id);
+      if (rt == runtimes_.end()) continue;
+      const auto& s = rt->second->settings;
+      limits[r.job_id] = JobLimits{s.max_pages, s.max_depth, s.run_abort_after};
+    }
+    // A commit that cannot reach the database is retried until it can: the results are the
+    // only record of the work, and their leases outlive short outages.
+    for (int attempt = 0;; ++attempt) {
+      auto report = store_.Commit(*batch, limits);
+      if (report) {
+        {
+          std::lock_guard lock(stats_mutex_);
+          stats_.committed += report->recorded;
+          stats_.dropped += report->dropped;
+        }
+        if (report->dropped > 0)
+          spdlog::warn("{} result(s) dropped: their leases expired and another extractor took "
+                       "them",
+                       report->dropped);
+        Finished(report->finished);
+        break;
+      }
+      if (!report.error().retryable() || attempt >= 20) {
+        spdlog::error("recording {} result(s) failed: {}; their requests will be retried "
+                      "when their leases expire",
+                      batch->size(), report.error().message());
+        break;
+      }
+      std::this_thread::sleep_for(std::min(milliseconds(5000), milliseconds(100 << std::min(attempt, 5))));
+    }
+    const size_t n = batch->size();
+    loop_.Post([this, n] { OnCommitted(n); });
+  });
+}
+
+void Engine::OnCommitted(size_t count) {
+  committing_ = false;
+  outstanding_ -= std::min(outstanding_, count);
+  if (!pending_results_.empty() &&
+      (pending_results_.size() >= options_.commit_batch || draining_))
+    Flush();
+  else if (!pending_results_.empty() && !flush_timer_)
+    flush_timer_ = loop_.AddTimer(options_.commit_interval, [this] {
+      flush_timer_.reset();
+      Flush();
+    });
+  if (draining_) return CheckDrained();
+  MaybeLease();
+}
+
+// ---- maintenance and shutdown -----------------------------------------------------------
+
+void Engine::Maintain() {
+  if (maintaining_) return;
+  maintaining_ = true;
+  store_thread_->Post([this] {
+    if (auto renewed = store_.RenewLeases(options_.lease); !renewed)
+      spdlog::warn("renewing leases failed: {}", renewed.error().message());
+    auto dead = store_.ReclaimExpired(options_.max_lease_attempts, options_.lease);
+    std::vector<RequestResult> failed;
+    if (dead) {
+      for (const auto& l : *dead) {
+        RequestResult r;
+        r.request_id = l.id;
+        r.job_id = l.job_id;
+        r.state = RequestResult::State::kFailed;
+        r.error_class = "Download";
+        r.error_message = "given up: " + std::to_string(options_.max_lease_attempts) +
+                          " extractors took this request and stopped without finishing it";
+        failed.push_back(std::move(r));
+      }
+      if (!failed.empty()) {
+        if (auto rep = store_.Commit(failed, {}); rep) Finished(rep->finished);
+      }
+    }
+    loop_.Post([this] { maintaining_ = false; });
+  });
+}
+
+void Engine::Drain(std::function<void()> done) {
+  draining_ = true;
+  drained_ = std::move(done);
+  if (lease_timer_) {
+    loop_.CancelTimer(*lease_timer_);
+    lease_timer_.reset();
+  }
+  // Requests not started go back to the frontier for another extractor.
+  std::vector<int64_t> unstarted;
+  for (auto& [name, host] : hosts_) {
+    for (const auto& w : host.queue) unstarted.push_back(w.lease.id);
+    host.queue.clear();
+  }
+  outstanding_ -= std::min(outstanding_, unstarted.size());
+  queued_ = 0;
+  if (!unstarted.empty()) {
+    store_thread_->Post([this, unstarted] {
+      if (auto st = store_.ReleaseLeases(unstarted); !st)
+        spdlog::warn("handing back {} requests failed: {}", unstarted.size(),
+                     st.error().message());
+    });
+  }
+  Flush();
+  CheckDrained();
+}
+
+void Engine::CheckDrained() {
+  if (!draining_ || !drained_) return;
+  if (leasing_ || in_flight_ > 0 || committing_ || !pending_results_.empty()) return;
+  if (maintain_timer_) {
+    loop_.CancelTimer(*maintain_timer_);
+    maintain_timer_.reset();
+  }
+  if (dispatch_timer_) {
+    loop_.CancelTimer(*dispatch_timer_);
+    dispatch_timer_.reset();
+  }
+  // Everything posted to the store thread before now (releases, commits) finishes first.
+  store_thread_->Post([this] {
+    loop_.Post([this] {
+      if (auto done = std::move(drained_)) {
+        drained_ = nullptr;
+        done();
+      }
+    });
+  });
+}
+
+}  // namespace celeriac::extractor

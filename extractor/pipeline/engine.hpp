@@ -1,0 +1,167 @@
+#pragma once
+// Engine: one extractor process's crawl pipeline. Request -> Download -> Response -> Parse ->
+// items / new requests, over the durable frontier in Postgres (extractor/store/crawl_store.hpp).
+//
+// Delivery guarantee: at least once per request, exactly once per recorded result. Work is
+// leased from the frontier in batches; each finished request (a parsed page, a retry, a failure)
+// is recorded by CrawlStore::Commit in one transaction with the items and links it produced, so
+// a process killed at any moment loses nothing (its leases expire and any extractor takes them)
+// and duplicates nothing (items are upserted by key, links by fingerprint, and a result whose
+// lease was lost is dropped whole). Several processes share one job simply by leasing from it.
+//
+// Threads:
+// - the loop thread (the Loop passed in) owns all engine state, the Fetcher and the politeness
+//   queues; every public method except SubmitExtract and Stats must be called on it;
+// - one store thread runs every Postgres call in order (lease, start job, commit, renew);
+// - `parse_threads` threads run Module::Parse.
+// Results cross threads only through Loop::Post and the two executors' queues.
+//
+// Shutdown: Drain() stops leasing and taking new extract messages, hands never-started leased
+// requests back to the frontier, lets fetches, parses and commits in flight finish, then calls
+// its callback on the loop thread. The destructor joins the threads (call it after Drain, or
+// accept that in-flight work is left to lease expiry).
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "core/base/clock.hpp"
+#include "core/base/result.hpp"
+#include "core/loop/loop.hpp"
+#include "extractor/pipeline/fetcher.hpp"
+#include "extractor/pipeline/job_settings.hpp"
+#include "extractor/pipeline/module.hpp"
+#include "extractor/store/crawl_store.hpp"
+
+namespace celeriac::extractor {
+
+// Builds the module for a job's config (the config-driven module, or a registered C++ one).
+using ModuleFactory =
+    std::function<Result<std::shared_ptr<const Module>>(const nlohmann::json& config)>;
+
+struct EngineOptions {
+  size_t concurrency = 128;            // requests in flight at once, all hosts
+  size_t parse_threads = 1;
+  size_t lease_batch = 256;            // requests leased per round trip
+  std::chrono::milliseconds lease{60'000};
+  size_t commit_batch = 256;           // results recorded per transaction (at most)
+  std::chrono::milliseconds commit_interval{20};
+  std::chrono::milliseconds idle_poll{250};  // how often an idle engine looks for work
+  int max_lease_attempts = 5;          // leases that expired before a request is given up
+  std::string default_user_agent = "Celeriac/0.1 (+https://github.com/celeriac)";
+  std::optional<int64_t> only_job;     // lease only from this job (one-shot crawls)
+};
+
+struct EngineStats {
+  uint64_t fetched = 0, parsed = 0, failed = 0, retried = 0, committed = 0, dropped = 0;
+  uint64_t bytes = 0;
+  size_t in_flight = 0, queued = 0;
+};
+
+class Engine {
+ public:
+  Engine(Loop& loop, Fetcher& fetcher, CrawlStore& store, ModuleFactory modules,
+         EngineOptions options, Clock& clock = SystemClock::Instance());
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Loop thread: start leasing and the periodic lease renewal.
+  void Start();
+
+  // Any thread: claim the job an extract message names, compile its config and put its start
+  // requests in the frontier. `durable` runs (on the store thread) once that has committed, or
+  // with the error that stopped it; a message is acked only after durable(Ok).
+  void SubmitExtract(ExtractRequest request, std::function<void(Status)> durable);
+
+  // Called on the store thread for every job that ended (after its commit), for publishing
+  // its result.
+  void OnJobFinished(std::function<void(const FinishedJob&)> fn) { on_finished_ = std::move(fn); }
+
+  // Loop thread: stop taking work, finish what is in flight, then `done`.
+  void Drain(std::function<void()> done);
+
+  EngineStats Stats() const;
+
+ private:
+  struct JobRuntime {
+    JobInfo info;
+    JobSettings settings;
+    std::shared_ptr<const Module> module;
+  };
+  struct Work {
+    LeasedRequest lease;
+    std::shared_ptr<const JobRuntime> job;
+    std::string host;
+  };
+  struct Host {
+    std::deque<Work> queue;
+    int active = 0;
+    Clock::MonoTime next_start{};
+  };
+  class Executor;
+
+  // loop thread
+  void MaybeLease();
+  void OnLeased(std::vector<Work> work, bool failed);
+  void Dispatch();
+  void StartFetch(Work work);
+  void OnFetched(Work work, Result<FetchResponse> response, const std::string& failure_kind);
+  void AddResult(RequestResult result);
+  void Flush();
+  void OnCommitted(size_t count);
+  void Maintain();
+  void CheckDrained();
+  RequestResult Failure(const Work& w, std::string error_class, std::string message,
+                        bool retryable, int status, std::optional<std::string> retry_after);
+
+  // store thread
+  std::shared_ptr<const JobRuntime> RuntimeFor(int64_t job_id);
+  void Finished(const std::vector<FinishedJob>& jobs);
+
+  Loop& loop_;
+  Fetcher& fetcher_;
+  CrawlStore& store_;
+  ModuleFactory modules_;
+  EngineOptions options_;
+  Clock& clock_;
+  std::function<void(const FinishedJob&)> on_finished_;
+  std::unique_ptr<Executor> store_thread_;
+  std::unique_ptr<Executor> parse_threads_;
+
+  // store thread only
+  std::unordered_map<int64_t, std::shared_ptr<const JobRuntime>> runtimes_;
+
+  // loop thread only
+  std::unordered_map<std::string, Host> hosts_;
+  size_t queued_ = 0;          // leased, waiting for a host slot
+  size_t in_flight_ = 0;       // fetching or parsing
+  size_t outstanding_ = 0;     // leased and not yet committed
+  bool leasing_ = false;
+  bool committing_ = false;
+  bool draining_ = false;
+  std::function<void()> drained_;
+  std::vector<RequestResult> pending_results_;
+  std::optional<Loop::TimerId> flush_timer_;
+  std::optional<Loop::TimerId> lease_timer_;
+  std::optional<Loop::TimerId> dispatch_timer_;
+  Clock::MonoTime dispatch_at_{};
+  std::optional<Loop::TimerId> maintain_timer_;
+  bool maintaining_ = false;
+
+  mutable std::mutex stats_mutex_;
+  EngineStats stats_;
+};
+
+}  // namespace celeriac::extractor

@@ -1,0 +1,742 @@
+#include "extractor/store/crawl_store.hpp"
+
+#include <algorithm>
+#include <array>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <fmt/format.h>
+#include <openssl/evp.h>
+
+namespace celeriac::extractor {
+namespace {
+
+using Json = nlohmann::json;
+
+std::string_view StateName(RequestResult::State s) {
+  switch (s) {
+    case RequestResult::State::kDone: return "done";
+    case RequestResult::State::kRetry: return "pending";
+    case RequestResult::State::kFailed: return "failed";
+    case RequestResult::State::kSkipped: return "skipped";
+  }
+  return "failed";
+}
+
+bool Closes(RequestResult::State s) { return s != RequestResult::State::kRetry; }
+
+std::string Lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// The job row as a transaction sees it after locking it.
+struct JobRow {
+  int64_t id = 0, run_id = 0, crawl_config_id = 0;
+  std::string status, celery_task_id, reply_to;
+  int64_t pages = 0, items_new = 0, items_updated = 0, items_unchanged = 0, errors = 0, bytes = 0;
+  int64_t requests_open = 0, requests_total = 0, requests_failed = 0, item_errors = 0;
+  Json error_counts = Json::object();
+  // deltas applied by this transaction
+  int64_t d_pages = 0, d_new = 0, d_updated = 0, d_unchanged = 0, d_errors = 0, d_bytes = 0;
+  Json d_error_counts = Json::object();
+  std::string reason;
+  bool finished_now = false;
+};
+
+constexpr const char* kJobColumns =
+    "id, run_id, crawl_config_id, status, celery_task_id, coalesce(reply_to, ''), pages, "
+    "items_new, items_updated, items_unchanged, errors, bytes, requests_open, requests_total, "
+    "requests_failed, item_errors, error_counts::text";
+
+JobRow ReadJob(const pqxx::row& r) {
+  JobRow j;
+  j.id = r[0].as<int64_t>();
+  j.run_id = r[1].as<int64_t>();
+  j.crawl_config_id = r[2].as<int64_t>();
+  j.status = r[3].as<std::string>();
+  j.celery_task_id = r[4].as<std::string>();
+  j.reply_to = r[5].as<std::string>();
+  j.pages = r[6].as<int64_t>();
+  j.items_new = r[7].as<int64_t>();
+  j.items_updated = r[8].as<int64_t>();
+  j.items_unchanged = r[9].as<int64_t>();
+  j.errors = r[10].as<int64_t>();
+  j.bytes = r[11].as<int64_t>();
+  j.requests_open = r[12].as<int64_t>();
+  j.requests_total = r[13].as<int64_t>();
+  j.requests_failed = r[14].as<int64_t>();
+  j.item_errors = r[15].as<int64_t>();
+  j.error_counts = Json::parse(r[16].as<std::string>());
+  return j;
+}
+
+void AddCount(Json& counts, const std::string& key, int64_t n) {
+  if (n == 0 || key.empty()) return;
+  counts[key] = counts.value(key, int64_t{0}) + n;
+}
+
+Json ExtractResult(const JobRow& j) {
+  return Json{{"job_id", j.id},
+              {"run_id", j.run_id},
+              {"crawl_config_id", j.crawl_config_id},
+              {"status", j.status},
+              {"pages", j.pages},
+              {"items_new", j.items_new},
+              {"items_updated", j.items_updated},
+              {"items_unchanged", j.items_unchanged},
+              {"errors", j.errors},
+              {"bytes", j.bytes}};
+}
+
+// Skips a job's pending requests; returns how many.
+int64_t SkipPending(pqxx::transaction_base& tx, int64_t job_id, const std::string& why) {
+  const auto r = tx.exec_params(
+      "UPDATE crawl_requests SET state = 'skipped', finished_at = now(), error_message = $2 "
+      "WHERE job_id = $1 AND state = 'pending'",
+      job_id, why);
+  return static_cast<int64_t>(r.affected_rows());
+}
+
+// Writes the job row back (after its deltas were applied to the struct), ends it when its last
+// open request closed, then updates its run; returns the FinishedJob when it ended.
+std::optional<FinishedJob> WriteJob(pqxx::transaction_base& tx, JobRow& j) {
+  for (auto& [k, v] : j.d_error_counts.items()) AddCount(j.error_counts, k, v.get<int64_t>());
+  bool ending = false;
+  if (j.status == "running" && j.requests_open == 0) {
+    j.status = "succeeded";
+    ending = true;
+  } else if (j.finished_now) {
+    ending = true;  // failed or aborted by the caller
+  }
+  tx.exec_params(
+      "UPDATE extraction_jobs SET status = $2, status_reason = coalesce(nullif($3, ''), "
+      " status_reason), pages = $4, items_new = $5, items_updated = $6, items_unchanged = $7, "
+      " errors = $8, bytes = $9, requests_open = $10, requests_total = $11, "
+      " requests_failed = $12, item_errors = $13, error_counts = $14::jsonb, "
+      " started_at = coalesce(started_at, now()), "
+      " finished_at = CASE WHEN $15 THEN now() ELSE finished_at END "
+      "WHERE id = $1",
+      j.id, j.status, j.reason, j.pages, j.items_new, j.items_updated, j.items_unchanged,
+      j.errors, j.bytes, j.requests_open, j.requests_total, j.requests_failed, j.item_errors,
+      j.error_counts.dump(), ending);
+
+  // The run: counters always, its end when this was its last open job.
+  const auto run = tx.exec_params1(
+      "UPDATE crawl_runs SET pages = pages + $2, items_new = items_new + $3, "
+      " items_updated = items_updated + $4, items_unchanged = items_unchanged + $5, "
+      " errors = errors + $6, bytes = bytes + $7, "
+      " error_counts = (SELECT coalesce(jsonb_object_agg(k, v), '{}') FROM ("
+      "   SELECT k, sum(v::bigint) AS v FROM ("
+      "     SELECT key AS k, value AS v FROM jsonb_each_text(error_counts) "
+      "     UNION ALL SELECT key, value FROM jsonb_each_text($8::jsonb)) a GROUP BY k) b), "
+      " started_at = coalesce(started_at, now()) "
+      "WHERE id = $1 RETURNING status",
+      j.run_id, j.d_pages, j.d_new, j.d_updated, j.d_unchanged, j.d_errors, j.d_bytes,
+      j.d_error_counts.dump());
+  if (!ending) return std::nullopt;
+
+  FinishedJob f;
+  f.job_id = j.id;
+  f.run_id = j.run_id;
+  f.crawl_config_id = j.crawl_config_id;
+  f.status = j.status;
+  f.reason = j.reason;
+  f.celery_task_id = j.celery_task_id;
+  f.reply_to = j.reply_to;
+  f.result = ExtractResult(j);
+  const auto open = tx.exec_params1(
+      "SELECT count(*) FILTER (WHERE status IN ('pending', 'running')), "
+      " count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE status = 'aborted') "
+      "FROM extraction_jobs WHERE run_id = $1",
+      j.run_id);
+  if (open[0].as<int64_t>() == 0 && (run[0].as<std::string>() == "running" ||
+                                     run[0].as<std::string>() == "pending")) {
+    const int64_t failed = open[1].as<int64_t>(), aborted = open[2].as<int64_t>();
+    f.run_status = aborted > 0 ? "aborted" : failed > 0 ? "failed" : "succeeded";
+    const std::string reason =
+        aborted + failed == 0
+            ? std::string()
+            : fmt::format("{} job(s) failed, {} aborted", failed, aborted);
+    tx.exec_params(
+        "UPDATE crawl_runs SET status = $2, status_reason = nullif($3, ''), finished_at = now() "
+        "WHERE id = $1",
+        j.run_id, f.run_status, reason);
+    f.run_finished = true;
+  }
+  return f;
+}
+
+std::vector<JobRow> LockJobs(pqxx::transaction_base& tx, std::vector<int64_t> ids) {
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  std::vector<JobRow> out;
+  if (ids.empty()) return out;
+  const auto rows = tx.exec_params(
+      fmt::format("SELECT {} FROM extraction_jobs WHERE id IN "
+                  "(SELECT value::bigint FROM jsonb_array_elements_text($1::jsonb)) "
+                  "ORDER BY id FOR UPDATE",
+                  kJobColumns),
+      Json(ids).dump());
+  for (const auto& r : rows) out.push_back(ReadJob(r));
+  return out;
+}
+
+Json RequestRow(int64_t job_id, const RequestSpec& s, const std::string& fp) {
+  return Json{{"j", job_id},        {"f", fp},
+              {"u", s.url},         {"m", s.method},
+              {"b", s.body.empty() ? Json(nullptr) : Json(s.body)},
+              {"t", s.page_type},   {"d", s.depth},
+              {"p", s.pagination_index}, {"g", s.is_pagination}};
+}
+
+// Inserts frontier rows; returns the (job, fingerprint) pairs that were new.
+std::set<std::pair<int64_t, std::string>> InsertRequests(pqxx::transaction_base& tx,
+                                                         const Json& rows) {
+  std::set<std::pair<int64_t, std::string>> inserted;
+  if (rows.empty()) return inserted;
+  const auto r = tx.exec_params(
+      "INSERT INTO crawl_requests (job_id, fingerprint, url, method, body, page_type, depth, "
+      " pagination_index, is_pagination) "
+      "SELECT x.j, x.f, x.u, x.m, x.b, x.t, x.d, x.p, x.g "
+      "FROM jsonb_to_recordset($1::jsonb) AS x(j bigint, f text, u text, m text, b text, t text, "
+      " d int, p int, g boolean) "
+      "ORDER BY x.j, x.f "
+      "ON CONFLICT (job_id, fingerprint) DO NOTHING RETURNING job_id, fingerprint",
+      rows.dump());
+  for (const auto& row : r) inserted.emplace(row[0].as<int64_t>(), row[1].as<std::string>());
+  return inserted;
+}
+
+}  // namespace
+
+std::string CanonicalUrl(const std::string& url) {
+  // scheme://authority/path?query#fragment; lower-case scheme and host, default port dropped,
+  // empty path "/", fragment dropped, query parameters sorted (stable) as Scrapy's
+  // canonicalize_url does.
+  const auto scheme_end = url.find("://");
+  if (scheme_end == std::string::npos) return url;
+  const std::string scheme = Lower(url.substr(0, scheme_end));
+  const size_t auth_begin = scheme_end + 3;
+  size_t auth_end = url.find_first_of("/?#", auth_begin);
+  if (auth_end == std::string::npos) auth_end = url.size();
+  std::string authority = url.substr(auth_begin, auth_end - auth_begin);
+  const auto at = authority.rfind('@');
+  std::string userinfo = at == std::string::npos ? "" : authority.substr(0, at + 1);
+  std::string hostport = at == std::string::npos ? authority : authority.substr(at + 1);
+  hostport = Lower(hostport);
+  if ((scheme == "http" && hostport.ends_with(":80")) ||
+      (scheme == "https" && hostport.ends_with(":443")))
+    hostport.resize(hostport.rfind(':'));
+  std::string rest = url.substr(auth_end);
+  if (const auto hash = rest.find('#'); hash != std::string::npos) rest.resize(hash);
+  std::string path = rest, query;
+  if (const auto q = rest.find('?'); q != std::string::npos) {
+    path = rest.substr(0, q);
+    query = rest.substr(q + 1);
+  }
+  if (path.empty()) path = "/";
+  std::string out = scheme + "://" + userinfo + hostport + path;
+  if (!query.empty()) {
+    std::vector<std::string> params;
+    size_t start = 0;
+    while (start <= query.size()) {
+      const auto amp = query.find('&', start);
+      const auto part = query.substr(start, amp == std::string::npos ? std::string::npos
+                                                                      : amp - start);
+      if (!part.empty()) params.push_back(part);
+      if (amp == std::string::npos) break;
+      start = amp + 1;
+    }
+    std::stable_sort(params.begin(), params.end(), [](const std::string& a, const std::string& b) {
+      return a.substr(0, a.find('=')) < b.substr(0, b.find('='));
+    });
+    for (size_t i = 0; i < params.size(); ++i) out += (i == 0 ? "?" : "&") + params[i];
+  }
+  return out;
+}
+
+std::string Fingerprint(const RequestSpec& spec) {
+  const std::string canonical = spec.method + ' ' + CanonicalUrl(spec.url) + '\n' + spec.body;
+  std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
+  unsigned int len = 0;
+  EVP_Digest(canonical.data(), canonical.size(), digest.data(), &len, EVP_sha256(), nullptr);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex;
+  hex.reserve(32);
+  for (unsigned int i = 0; i < 16 && i < len; ++i) {
+    hex.push_back(kHex[digest[i] >> 4]);
+    hex.push_back(kHex[digest[i] & 15]);
+  }
+  return hex;
+}
+
+Result<JobInfo> CrawlStore::ClaimJob(const ExtractRequest& req) {
+  return pool_.Transact<JobInfo>([&](pqxx::transaction_base& tx) -> Result<JobInfo> {
+    const auto config = tx.exec_params(
+        "SELECT data_source_id, version FROM crawl_configs WHERE id = $1", req.crawl_config_id);
+    if (config.empty())
+      return Error(ErrorCode::kNotFound,
+                   fmt::format("crawl config {} does not exist", req.crawl_config_id), false);
+    const int64_t data_source_id = config[0][0].as<int64_t>();
+    const int64_t version = config[0][1].as<int64_t>();
+    std::optional<int64_t> job_id = req.job_id;
+    if (!job_id) {
+      int64_t run_id = 0;
+      if (req.run_id) {
+        const auto run = tx.exec_params("SELECT id FROM crawl_runs WHERE id = $1", *req.run_id);
+        if (run.empty())
+          return Error(ErrorCode::kNotFound, fmt::format("run {} does not exist", *req.run_id),
+                       false);
+        run_id = *req.run_id;
+      } else {
+        // A bare extract(crawl_config_id) starts its own run, once per message id.
+        tx.exec_params(
+            "INSERT INTO crawl_runs (crawl_task_id, celery_task_id, trigger, status, "
+            " configs_dispatched, started_at) VALUES ($1, $2, 'bff', 'running', 1, now()) "
+            "ON CONFLICT (celery_task_id) DO NOTHING",
+            req.crawl_task_id, req.celery_task_id);
+        run_id = tx.exec_params1("SELECT id FROM crawl_runs WHERE celery_task_id = $1",
+                                 req.celery_task_id)[0]
+                     .as<int64_t>();
+      }
+      tx.exec_params(
+          "INSERT INTO extraction_jobs (run_id, crawl_config_id, config_version, data_source_id, "
+          " celery_task_id, published_at) VALUES ($1, $2, $3, $4, $5, now()) "
+          "ON CONFLICT DO NOTHING",
+          run_id, req.crawl_config_id, version, data_source_id, req.celery_task_id);
+      const auto job = tx.exec_params(
+          "SELECT id FROM extraction_jobs WHERE run_id = $1 AND crawl_config_id = $2", run_id,
+          req.crawl_config_id);
+      if (job.empty())
+        return Error(ErrorCode::kConflict, "extraction job vanished while claiming it", true);
+      job_id = job[0][0].as<int64_t>();
+    }
+    const auto row = tx.exec_params(
+        "SELECT j.id, j.run_id, j.crawl_config_id, j.data_source_id, j.status, j.celery_task_id, "
+        " c.config::text FROM extraction_jobs j JOIN crawl_configs c ON c.id = j.crawl_config_id "
+        "WHERE j.id = $1",
+        *job_id);
+    if (row.empty())
+      return Error(ErrorCode::kNotFound, fmt::format("extraction job {} does not exist", *job_id),
+                   false);
+    if (row[0][2].as<int64_t>() != req.crawl_config_id)
+      return Error(ErrorCode::kInvalidArgument,
+                   fmt::format("extraction job {} is for crawl config {}, not {}", *job_id,
+                               row[0][2].as<int64_t>(), req.crawl_config_id),
+                   false);
+    JobInfo info;
+    info.job_id = row[0][0].as<int64_t>();
+    info.run_id = row[0][1].as<int64_t>();
+    info.crawl_config_id = row[0][2].as<int64_t>();
+    info.data_source_id = row[0][3].as<int64_t>();
+    info.status = row[0][4].as<std::string>();
+    info.celery_task_id = row[0][5].as<std::string>();
+    info.config = Json::parse(row[0][6].as<std::string>(), nullptr, false);
+    return info;
+  });
+}
+
+Result<JobInfo> CrawlStore::LoadJob(int64_t job_id) {
+  return pool_.Transact<JobInfo>([&](pqxx::transaction_base& tx) -> Result<JobInfo> {
+    const auto row = tx.exec_params(
+        "SELECT j.id, j.run_id, j.crawl_config_id, j.data_source_id, j.status, j.celery_task_id, "
+        " c.config::text FROM extraction_jobs j JOIN crawl_configs c ON c.id = j.crawl_config_id "
+        "WHERE j.id = $1",
+        job_id);
+    if (row.empty())
+      return Error(ErrorCode::kNotFound, fmt::format("extraction job {} does not exist", job_id),
+                   false);
+    JobInfo info;
+    info.job_id = row[0][0].as<int64_t>();
+    info.run_id = row[0][1].as<int64_t>();
+    info.crawl_config_id = row[0][2].as<int64_t>();
+    info.data_source_id = row[0][3].as<int64_t>();
+    info.status = row[0][4].as<std::string>();
+    info.celery_task_id = row[0][5].as<std::string>();
+    info.config = Json::parse(row[0][6].as<std::string>(), nullptr, false);
+    return info;
+  });
+}
+
+Result<std::optional<FinishedJob>> CrawlStore::StartJob(int64_t job_id,
+                                                        const std::vector<RequestSpec>& start,
+                                                        const std::string& reply_to) {
+  using Out = std::optional<FinishedJob>;
+  return pool_.Transact<Out>([&](pqxx::transaction_base& tx) -> Result<Out> {
+    auto jobs = LockJobs(tx, {job_id});
+    if (jobs.empty())
+      return Error(ErrorCode::kNotFound, fmt::format("extraction job {} does not exist", job_id),
+                   false);
+    JobRow& j = jobs[0];
+    if (j.status != "pending") return Out{};  // a redelivered message: already under way or done
+    Json rows = Json::array();
+    std::unordered_set<std::string> seen;
+    for (const auto& s : start) {
+      auto fp = Fingerprint(s);
+      if (seen.insert(fp).second) rows.push_back(RequestRow(job_id, s, fp));
+    }
+    const auto inserted = InsertRequests(tx, rows);
+    j.status = "running";
+    j.reply_to = reply_to;
+    j.requests_open += static_cast<int64_t>(inserted.size());
+    j.requests_total += static_cast<int64_t>(inserted.size());
+    tx.exec_params("UPDATE extraction_jobs SET reply_to = nullif($2, '') WHERE id = $1", job_id,
+                   reply_to);
+    tx.exec_params(
+        "UPDATE crawl_runs SET status = 'running', started_at = coalesce(started_at, now()) "
+        "WHERE id = $1 AND status = 'pending'",
+        j.run_id);
+    return WriteJob(tx, j);
+  });
+}
+
+Result<std::optional<FinishedJob>> CrawlStore::FailJob(int64_t job_id,
+                                                       const std::string& error_class,
+                                                       const std::string& reason,
+                                                       const std::string& reply_to) {
+  using Out = std::optional<FinishedJob>;
+  return pool_.Transact<Out>([&](pqxx::transaction_base& tx) -> Result<Out> {
+    auto jobs = LockJobs(tx, {job_id});
+    if (jobs.empty())
+      return Error(ErrorCode::kNotFound, fmt::format("extraction job {} does not exist", job_id),
+                   false);
+    JobRow& j = jobs[0];
+    if (j.status != "pending" && j.status != "running") return Out{};
+    const int64_t skipped = SkipPending(tx, job_id, "job failed: " + reason);
+    j.requests_open = std::max<int64_t>(0, j.requests_open - skipped);
+    j.status = "failed";
+    j.reason = reason;
+    j.finished_now = true;
+    j.errors += 1;
+    j.d_errors += 1;
+    AddCount(j.d_error_counts, error_class, 1);
+    if (j.reply_to.empty()) j.reply_to = reply_to;
+    tx.exec_params("UPDATE extraction_jobs SET reply_to = nullif($2, '') WHERE id = $1", job_id,
+                   j.reply_to);
+    return WriteJob(tx, j);
+  });
+}
+
+Result<std::vector<LeasedRequest>> CrawlStore::Lease(size_t max, std::chrono::milliseconds lease,
+                                                     std::optional<int64_t> job_id) {
+  using Out = std::vector<LeasedRequest>;
+  return pool_.Transact<Out>([&](pqxx::transaction_base& tx) -> Result<Out> {
+    const auto rows = tx.exec_params(
+        "WITH picked AS ("
+        "  SELECT r.id FROM crawl_requests r "
+        "  WHERE r.state = 'pending' AND r.not_before <= now() "
+        "    AND ($4::bigint IS NULL OR r.job_id = $4) "
+        "    AND EXISTS (SELECT 1 FROM extraction_jobs j WHERE j.id = r.job_id "
+        "                AND j.status = 'running') "
+        "  ORDER BY r.id LIMIT $2 FOR UPDATE OF r SKIP LOCKED) "
+        "UPDATE crawl_requests r SET state = 'leased', lease_owner = $1, "
+        " lease_expires_at = now() + $3 * interval '1 millisecond', attempts = r.attempts + 1 "
+        "FROM picked WHERE r.id = picked.id "
+        "RETURNING r.id, r.job_id, r.attempts, r.url, r.method, coalesce(r.body, ''), "
+        " r.page_type, r.depth, r.pagination_index, r.is_pagination",
+        owner_, static_cast<int64_t>(max), static_cast<int64_t>(lease.count()), job_id);
+    Out out;
+    out.reserve(rows.size());
+    for (const auto& r : rows) {
+      LeasedRequest l;
+      l.id = r[0].as<int64_t>();
+      l.job_id = r[1].as<int64_t>();
+      l.attempts = r[2].as<int>();
+      l.spec.url = r[3].as<std::string>();
+      l.spec.method = r[4].as<std::string>();
+      l.spec.body = r[5].as<std::string>();
+      l.spec.page_type = r[6].as<std::string>();
+      l.spec.depth = r[7].as<int>();
+      l.spec.pagination_index = r[8].as<int>();
+      l.spec.is_pagination = r[9].as<bool>();
+      out.push_back(std::move(l));
+    }
+    std::sort(out.begin(), out.end(),
+              [](const LeasedRequest& a, const LeasedRequest& b) { return a.id < b.id; });
+    return out;
+  });
+}
+
+Result<int64_t> CrawlStore::RenewLeases(std::chrono::milliseconds lease) {
+  return pool_.Transact<int64_t>([&](pqxx::transaction_base& tx) -> Result<int64_t> {
+    const auto r = tx.exec_params(
+        "UPDATE crawl_requests SET lease_expires_at = now() + $2 * interval '1 millisecond' "
+        "WHERE state = 'leased' AND lease_owner = $1",
+        owner_, static_cast<int64_t>(lease.count()));
+    return static_cast<int64_t>(r.affected_rows());
+  });
+}
+
+Status CrawlStore::ReleaseLeases(const std::vector<int64_t>& ids) {
+  if (ids.empty()) return Ok();
+  return pool_.Execute([&](pqxx::transaction_base& tx) -> Status {
+    tx.exec_params(
+        "UPDATE crawl_requests SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL, "
+        " attempts = greatest(attempts - 1, 0) "
+        "WHERE state = 'leased' AND lease_owner = $1 "
+        "  AND id IN (SELECT value::bigint FROM jsonb_array_elements_text($2::jsonb))",
+        owner_, Json(ids).dump());
+    return Ok();
+  });
+}
+
+Result<std::vector<LeasedRequest>> CrawlStore::ReclaimExpired(int max_attempts,
+                                                             std::chrono::milliseconds lease) {
+  using Out = std::vector<LeasedRequest>;
+  return pool_.Transact<Out>([&](pqxx::transaction_base& tx) -> Result<Out> {
+    tx.exec_params(
+        "UPDATE crawl_requests SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL "
+        "WHERE state = 'leased' AND lease_expires_at < now() AND attempts < $1",
+        max_attempts);
+    // Out of attempts: taken over by this owner, so that the caller records them as failed
+    // through Commit like any other failed request.
+    Out out;
+    for (const auto& r : tx.exec_params(
+             "UPDATE crawl_requests SET lease_owner = $2, "
+             " lease_expires_at = now() + $3 * interval '1 millisecond' "
+             "WHERE state = 'leased' AND lease_expires_at < now() AND attempts >= $1 "
+             "RETURNING id, job_id",
+             max_attempts, owner_, static_cast<int64_t>(lease.count()))) {
+      LeasedRequest l;
+      l.id = r[0].as<int64_t>();
+      l.job_id = r[1].as<int64_t>();
+      l.attempts = max_attempts;
+      out.push_back(std::move(l));
+    }
+    return out;
+  });
+}
+
+Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& results,
+                                        const std::map<int64_t, JobLimits>& limits) {
+  return pool_.Transact<CommitReport>([&](pqxx::transaction_base& tx) -> Result<CommitReport> {
+    CommitReport report;
+    std::vector<int64_t> job_ids;
+    for (const auto& r : results) job_ids.push_back(r.job_id);
+    auto job_rows = LockJobs(tx, job_ids);
+    std::unordered_map<int64_t, JobRow*> jobs;
+    for (auto& j : job_rows) jobs[j.id] = &j;
+
+    // 1. Close (or reschedule) the requests whose lease we still hold.
+    Json marks = Json::array();
+    for (const auto& r : results) {
+      marks.push_back(Json{{"id", r.request_id},
+                           {"s", StateName(r.state)},
+                           {"c", r.status_code == 0 ? Json(nullptr) : Json(r.status_code)},
+                           {"e", r.error_class.empty() ? Json(nullptr) : Json(r.error_class)},
+                           {"m", r.error_message.empty() ? Json(nullptr) : Json(r.error_message)},
+                           {"d", r.retry_delay.count()}});
+    }
+    std::unordered_set<int64_t> owned;
+    if (!marks.empty()) {
+      const auto rows = tx.exec_params(
+          "UPDATE crawl_requests r SET state = x.s, status_code = x.c, error_class = x.e, "
+          " error_message = x.m, lease_owner = NULL, lease_expires_at = NULL, "
+          " not_before = CASE WHEN x.s = 'pending' THEN now() + x.d * interval '1 millisecond' "
+          "              ELSE r.not_before END, "
+          " finished_at = CASE WHEN x.s = 'pending' THEN NULL ELSE now() END "
+          "FROM jsonb_to_recordset($1::jsonb) AS x(id bigint, s text, c int, e text, m text, "
+          " d bigint) "
+          "WHERE r.id = x.id AND r.state = 'leased' AND r.lease_owner = $2 RETURNING r.id",
+          marks.dump(), owner_);
+      for (const auto& row : rows) owned.insert(row[0].as<int64_t>());
+    }
+
+    // 2. Items, per crawl config: the previous hash says new / updated / unchanged, the previous
+    //    run says whether this run saw the item before (for stop_when_no_new_items).
+    struct Seen {
+      std::string hash;
+      int64_t last_run_id = 0;
+    };
+    std::unordered_map<const RequestResult*, bool> page_has_new_in_run;
+    std::map<int64_t, std::vector<const RequestResult*>> by_config;
+    for (const auto& r : results) {
+      if (!owned.contains(r.request_id) || !jobs.contains(r.job_id)) continue;
+      if (!r.items.empty()) by_config[jobs[r.job_id]->crawl_config_id].push_back(&r);
+    }
+    for (auto& [config_id, pages] : by_config) {
+      // Last occurrence of a key wins; keys sorted so concurrent writers lock in one order.
+      std::map<std::string, std::pair<const Item*, const RequestResult*>> latest;
+      for (const auto* r : pages)
+        for (const auto& item : r->items) latest[item.key] = {&item, r};
+      Json keys = Json::array();
+      for (const auto& [k, _] : latest) keys.push_back(k);
+      std::unordered_map<std::string, Seen> before;
+      for (const auto& row : tx.exec_params(
+               "SELECT item_key, content_hash, coalesce(last_run_id, 0) FROM extracted_items "
+               "WHERE crawl_config_id = $1 AND item_key IN "
+               " (SELECT value FROM jsonb_array_elements_text($2::jsonb)) "
+               "ORDER BY item_key FOR UPDATE",
+               config_id, keys.dump()))
+        before[row[0].as<std::string>()] = {row[1].as<std::string>(), row[2].as<int64_t>()};
+      Json rows = Json::array();
+      for (const auto& [key, entry] : latest) {
+        const auto* item = entry.first;
+        const auto* r = entry.second;
+        JobRow* j = jobs[r->job_id];
+        auto it = before.find(key);
+        if (it == before.end()) {
+          ++j->d_new;
+          page_has_new_in_run[r] = true;
+        } else {
+          if (it->second.hash != item->content_hash) ++j->d_updated; else ++j->d_unchanged;
+          if (it->second.last_run_id != j->run_id) page_has_new_in_run[r] = true;
+        }
+        rows.push_back(Json{{"k", key},
+                            {"d", item->data},
+                            {"h", item->content_hash},
+                            {"u", r->url},
+                            {"r", j->run_id}});
+      }
+      // Items of a key repeated within one page (or batch) count once per page.
+      for (const auto* r : pages)
+        for (const auto& item : r->items)
+          if (latest[item.key].first != &item) ++jobs[r->job_id]->d_unchanged;
+      tx.exec_params(
+          "INSERT INTO extracted_items (crawl_config_id, item_key, data, content_hash, url, "
+          " first_run_id, last_run_id) "
+          "SELECT $1, x.k, x.d, x.h, x.u, x.r, x.r "
+          "FROM jsonb_to_recordset($2::jsonb) AS x(k text, d jsonb, h text, u text, r bigint) "
+          "ON CONFLICT (crawl_config_id, item_key) DO UPDATE SET "
+          " last_seen_at = now(), last_run_id = EXCLUDED.last_run_id, url = EXCLUDED.url, "
+          " data = CASE WHEN extracted_items.content_hash = EXCLUDED.content_hash "
+          "        THEN extracted_items.data ELSE EXCLUDED.data END, "
+          " updated_at = CASE WHEN extracted_items.content_hash = EXCLUDED.content_hash "
+          "              THEN extracted_items.updated_at ELSE now() END, "
+          " content_hash = EXCLUDED.content_hash",
+          config_id, rows.dump());
+    }
+
+    // 3. New requests of running jobs, within the job's limits: links first, then pagination,
+    //    which stops on a page that brought nothing new when its rule says so.
+    auto accepts = [&](const JobRow& j, const RequestSpec& s) {
+      if (j.status != "running") return false;
+      const auto lim = limits.find(j.id);
+      if (lim == limits.end()) return true;
+      if (lim->second.max_depth && s.depth > *lim->second.max_depth) return false;
+      return true;
+    };
+    std::unordered_map<const RequestResult*, int64_t> new_links;
+    for (int pass = 0; pass < 2; ++pass) {
+      Json rows = Json::array();
+      std::set<std::pair<int64_t, std::string>> batch;
+      std::vector<std::tuple<const RequestResult*, int64_t, std::string>> origin;
+      for (const auto& r : results) {
+        if (!owned.contains(r.request_id) || !jobs.contains(r.job_id)) continue;
+        if (r.state != RequestResult::State::kDone) continue;
+        const JobRow& j = *jobs[r.job_id];
+        for (const auto& s : r.requests) {
+          if (s.is_pagination != (pass == 1) || !accepts(j, s)) continue;
+          if (pass == 1 && s.stop_when_no_new_items && !page_has_new_in_run[&r] &&
+              new_links[&r] == 0)
+            continue;
+          auto fp = Fingerprint(s);
+          origin.emplace_back(&r, j.id, fp);
+          if (batch.emplace(j.id, fp).second) rows.push_back(RequestRow(j.id, s, fp));
+        }
+      }
+      const auto inserted = InsertRequests(tx, rows);
+      for (const auto& [job_id, fp] : inserted) {
+        jobs[job_id]->requests_open += 1;
+        jobs[job_id]->requests_total += 1;
+      }
+      std::set<std::pair<int64_t, std::string>> credited;
+      for (const auto& [r, job_id, fp] : origin)
+        if (inserted.contains({job_id, fp}) && credited.emplace(job_id, fp).second)
+          ++new_links[r];
+    }
+
+    // 4. Counters.
+    for (const auto& r : results) {
+      if (!jobs.contains(r.job_id)) continue;
+      if (!owned.contains(r.request_id)) {
+        ++report.dropped;
+        continue;
+      }
+      ++report.recorded;
+      JobRow& j = *jobs[r.job_id];
+      if (Closes(r.state)) j.requests_open = std::max<int64_t>(0, j.requests_open - 1);
+      if (r.parsed) ++j.d_pages;
+      j.d_bytes += static_cast<int64_t>(r.bytes);
+      if (r.state == RequestResult::State::kFailed) {
+        ++j.requests_failed;
+        ++j.d_errors;
+        AddCount(j.d_error_counts, r.error_class, 1);
+      }
+      if (r.item_errors > 0) {
+        j.item_errors += static_cast<int64_t>(r.item_errors);
+        j.d_errors += static_cast<int64_t>(r.item_errors);
+        AddCount(j.d_error_counts, "Parse", static_cast<int64_t>(r.item_errors));
+      }
+    }
+
+    // 5. Limits and the end of each job.
+    for (auto& j : job_rows) {
+      j.pages += j.d_pages;
+      j.items_new += j.d_new;
+      j.items_updated += j.d_updated;
+      j.items_unchanged += j.d_unchanged;
+      j.errors += j.d_errors;
+      j.bytes += j.d_bytes;
+      if (j.status == "running") {
+        const auto lim = limits.find(j.id);
+        if (lim != limits.end() && lim->second.abort_after_errors > 0 &&
+            j.errors >= lim->second.abort_after_errors) {
+          j.requests_open -= SkipPending(tx, j.id, "job aborted");
+          j.status = "aborted";
+          j.reason = fmt::format("{} errors reached the abort threshold ({})", j.errors,
+                                 lim->second.abort_after_errors);
+          j.finished_now = true;
+        } else if (lim != limits.end() && lim->second.max_pages &&
+                   j.pages >= *lim->second.max_pages) {
+          const int64_t skipped = SkipPending(tx, j.id, "max_pages reached");
+          j.requests_open -= skipped;
+          if (skipped > 0)
+            j.reason = fmt::format("max_pages ({}) reached", *lim->second.max_pages);
+        }
+        j.requests_open = std::max<int64_t>(0, j.requests_open);
+      }
+      if (auto finished = WriteJob(tx, j)) report.finished.push_back(std::move(*finished));
+    }
+    return report;
+  });
+}
+
+Result<std::vector<FinishedJob>> CrawlStore::UnpublishedResults(size_t max) {
+  using Out = std::vector<FinishedJob>;
+  return pool_.Transact<Out>([&](pqxx::transaction_base& tx) -> Result<Out> {
+    Out out;
+    for (const auto& r : tx.exec_params(
+             fmt::format("SELECT {}, coalesce(status_reason, '') FROM extraction_jobs "
+                         "WHERE status IN ('succeeded', 'failed', 'aborted') "
+                         "AND reply_to IS NOT NULL AND result_published_at IS NULL "
+                         "AND finished_at < now() - interval '30 seconds' "
+                         "ORDER BY id LIMIT $1",
+                         kJobColumns),
+             static_cast<int64_t>(max))) {
+      JobRow j = ReadJob(r);
+      FinishedJob f;
+      f.job_id = j.id;
+      f.run_id = j.run_id;
+      f.crawl_config_id = j.crawl_config_id;
+      f.status = j.status;
+      f.reason = r[17].as<std::string>();
+      f.celery_task_id = j.celery_task_id;
+      f.reply_to = j.reply_to;
+      f.result = ExtractResult(j);
+      out.push_back(std::move(f));
+    }
+    return out;
+  });
+}
+
+Status CrawlStore::MarkResultPublished(int64_t job_id) {
+  return pool_.Execute([&](pqxx::transaction_base& tx) -> Status {
+    tx.exec_params("UPDATE extraction_jobs SET result_published_at = now() WHERE id = $1", job_id);
+    return Ok();
+  });
+}
+
+}  // namespace celeriac::extractor

@@ -1,0 +1,160 @@
+#pragma once
+// CrawlStore: the extractor's durable state in Postgres: jobs, their frontier of requests
+// (crawl_requests, migrations/0004), extracted items and run counters.
+//
+// Guarantees:
+// - A job's work is durable once StartJob has committed: its start requests are in the frontier,
+//   so the extract message can be acked. Every later request is inserted in the same transaction
+//   that records the page it was found on.
+// - A request is leased to one extractor at a time (SKIP LOCKED). A lease that is not renewed
+//   expires and the request goes back to pending, so a killed extractor loses nothing.
+// - Commit() records a batch of finished requests in one transaction: items upserted by
+//   (crawl_config_id, item_key) with a content hash (unchanged data is not rewritten), new
+//   requests deduplicated by fingerprint within the job, counters of the job and run updated.
+//   Results for a request whose lease this extractor no longer holds are dropped whole, so a
+//   page processed twice is counted once.
+// - A job ends exactly when its count of open (pending + leased) requests reaches zero, inside
+//   the transaction that closes its last request; the run ends when its last job ends. Job rows
+//   are locked before the run row in every transaction, so concurrent extractors never deadlock
+//   on them.
+//
+// Threading: one CrawlStore per process, called from one thread (the engine's store thread);
+// the Pool underneath is thread-safe.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/base/result.hpp"
+#include "core/pg/pool.hpp"
+#include "extractor/pipeline/module.hpp"
+
+namespace celeriac::extractor {
+
+// What an extract message asks for (schemas/tasks/extract.body.json).
+struct ExtractRequest {
+  int64_t crawl_config_id = 0;
+  std::optional<int64_t> run_id;
+  std::optional<int64_t> crawl_task_id;
+  std::optional<int64_t> data_source_id;
+  std::optional<int64_t> job_id;
+  std::string celery_task_id;  // the extract message's id
+  std::string reply_to;        // rpc:// result queue, may be empty
+};
+
+struct JobInfo {
+  int64_t job_id = 0;
+  int64_t run_id = 0;
+  int64_t crawl_config_id = 0;
+  int64_t data_source_id = 0;
+  std::string status;          // pending | running | succeeded | failed | aborted
+  std::string celery_task_id;
+  nlohmann::json config;       // crawl_configs.config
+};
+
+struct LeasedRequest {
+  int64_t id = 0;
+  int64_t job_id = 0;
+  int attempts = 0;            // including this one
+  RequestSpec spec;
+};
+
+// The outcome of one leased request.
+struct RequestResult {
+  enum class State { kDone, kRetry, kFailed, kSkipped };
+  int64_t request_id = 0;
+  int64_t job_id = 0;
+  State state = State::kDone;
+  int status_code = 0;
+  uint64_t bytes = 0;
+  bool parsed = false;                   // the page went through Parse (counts as a page)
+  std::string url;                       // final URL, for items
+  std::vector<Item> items;
+  std::vector<RequestSpec> requests;
+  size_t item_errors = 0;
+  std::string error_class;               // Download | HttpStatus | Auth | RateLimit | Parse | Store
+  std::string error_message;
+  std::chrono::milliseconds retry_delay{0};
+};
+
+// Per-job limits the store enforces when it records results.
+struct JobLimits {
+  std::optional<int64_t> max_pages;
+  std::optional<int> max_depth;
+  int64_t abort_after_errors = 10;
+};
+
+// A job that ended in a Commit (or in StartJob/FailJob), with what extract returns.
+struct FinishedJob {
+  int64_t job_id = 0;
+  int64_t run_id = 0;
+  int64_t crawl_config_id = 0;
+  std::string status;
+  std::string reason;
+  std::string celery_task_id;
+  std::string reply_to;
+  nlohmann::json result;       // schemas/tasks/extract.result.json
+  bool run_finished = false;
+  std::string run_status;
+};
+
+struct CommitReport {
+  size_t recorded = 0;         // results whose lease we still held
+  size_t dropped = 0;          // results for leases lost to expiry
+  std::vector<FinishedJob> finished;
+};
+
+class CrawlStore {
+ public:
+  CrawlStore(pg::Pool& pool, std::string owner) : pool_(pool), owner_(std::move(owner)) {}
+
+  // Finds or creates the job an extract message names (and its run, for a bare message).
+  Result<JobInfo> ClaimJob(const ExtractRequest& request);
+  // Loads a job and its config.
+  Result<JobInfo> LoadJob(int64_t job_id);
+  // Puts the start requests in the frontier and marks the job running; a no-op unless pending.
+  // A job with no start requests ends at once.
+  Result<std::optional<FinishedJob>> StartJob(int64_t job_id, const std::vector<RequestSpec>& start,
+                                              const std::string& reply_to);
+  // Ends a pending or running job as failed (e.g. its config does not compile).
+  Result<std::optional<FinishedJob>> FailJob(int64_t job_id, const std::string& error_class,
+                                             const std::string& reason,
+                                             const std::string& reply_to);
+
+  // Leases up to `max` pending requests of running jobs (only of `job_id` when given).
+  Result<std::vector<LeasedRequest>> Lease(size_t max, std::chrono::milliseconds lease,
+                                           std::optional<int64_t> job_id = std::nullopt);
+  // Extends every lease this owner holds; returns how many.
+  Result<int64_t> RenewLeases(std::chrono::milliseconds lease);
+  // Puts requests this owner leased but never started back to pending (shutdown).
+  Status ReleaseLeases(const std::vector<int64_t>& request_ids);
+  // Expired leases of any owner go back to pending. A request whose leases expired after
+  // `max_attempts` attempts is taken over by this owner instead and returned: the caller
+  // records it as failed (a page that kills extractors does not loop forever).
+  Result<std::vector<LeasedRequest>> ReclaimExpired(int max_attempts,
+                                                    std::chrono::milliseconds lease);
+
+  Result<CommitReport> Commit(const std::vector<RequestResult>& results,
+                              const std::map<int64_t, JobLimits>& limits);
+
+  // Jobs that ended but whose result was never published (the publisher died).
+  Result<std::vector<FinishedJob>> UnpublishedResults(size_t max);
+  Status MarkResultPublished(int64_t job_id);
+
+  const std::string& owner() const { return owner_; }
+
+ private:
+  pg::Pool& pool_;
+  std::string owner_;
+};
+
+// Canonical URL + method + body, hashed: one request per fingerprint per job.
+std::string CanonicalUrl(const std::string& url);
+std::string Fingerprint(const RequestSpec& spec);
+
+}  // namespace celeriac::extractor

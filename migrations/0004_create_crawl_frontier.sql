@@ -1,0 +1,49 @@
+-- The extractor's durable frontier: every request of every extraction job, so that a job survives
+-- a killed extractor, several extractors can share one job, and a job's end is known exactly
+-- (its count of open requests reaches zero inside the transaction that closes the last one).
+
+-- A bare extractor.tasks.extract(crawl_config_id) from a Python caller starts a run that no crawl
+-- task started.
+ALTER TABLE crawl_runs ALTER COLUMN crawl_task_id DROP NOT NULL;
+ALTER TABLE crawl_runs ADD COLUMN error_counts jsonb NOT NULL DEFAULT '{}';
+
+ALTER TABLE extraction_jobs
+  -- requests pending or leased; the job ends when this reaches zero
+  ADD COLUMN requests_open   bigint NOT NULL DEFAULT 0 CHECK (requests_open >= 0),
+  ADD COLUMN requests_total  bigint NOT NULL DEFAULT 0,
+  ADD COLUMN requests_failed bigint NOT NULL DEFAULT 0,
+  ADD COLUMN item_errors     bigint NOT NULL DEFAULT 0,
+  -- errors per class (Download, HttpStatus, Auth, RateLimit, Parse, Store)
+  ADD COLUMN error_counts    jsonb NOT NULL DEFAULT '{}',
+  -- where the extract message wanted its result (rpc://), published when the job ends
+  ADD COLUMN reply_to            text NULL,
+  ADD COLUMN result_published_at timestamptz NULL;
+
+CREATE TABLE crawl_requests (
+  id               bigserial PRIMARY KEY,
+  job_id           bigint NOT NULL REFERENCES extraction_jobs (id) ON DELETE CASCADE,
+  -- hex digest of canonical URL + method + body: one request per fingerprint per job
+  fingerprint      text NOT NULL,
+  url              text NOT NULL,
+  method           text NOT NULL DEFAULT 'GET' CHECK (method IN ('GET', 'POST')),
+  body             text NULL,
+  page_type        text NOT NULL,
+  depth            integer NOT NULL DEFAULT 0 CHECK (depth >= 0),
+  pagination_index integer NOT NULL DEFAULT 0 CHECK (pagination_index >= 0),
+  is_pagination    boolean NOT NULL DEFAULT false,
+  state            text NOT NULL DEFAULT 'pending'
+    CHECK (state IN ('pending', 'leased', 'done', 'failed', 'skipped')),
+  attempts         integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+  not_before       timestamptz NOT NULL DEFAULT now(),  -- retry backoff
+  lease_owner      text NULL,
+  lease_expires_at timestamptz NULL,
+  status_code      integer NULL,
+  error_class      text NULL,
+  error_message    text NULL,
+  created_at       timestamptz NOT NULL DEFAULT now(),
+  finished_at      timestamptz NULL,
+  CONSTRAINT crawl_requests_fingerprint UNIQUE (job_id, fingerprint)
+);
+CREATE INDEX crawl_requests_pending ON crawl_requests (id) WHERE state = 'pending';
+CREATE INDEX crawl_requests_leased ON crawl_requests (lease_expires_at) WHERE state = 'leased';
+CREATE INDEX extraction_jobs_running ON extraction_jobs (id) WHERE status = 'running';
