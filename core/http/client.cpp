@@ -301,6 +301,9 @@ struct Client::Impl {
   void Abort(Transfer* t);  // takes a running transfer off its multi
   void ProcessDone(Multi& m);
   std::pair<FailureKind, std::string> MapCurlError(Transfer* t, CURLcode rc);
+  bool TreatedAsPublic(const sockaddr* address) const;
+  // Why an IP-literal host is refused under the public-only policy, or "" if it is not.
+  std::string RefusedLiteral(const std::string& host) const;
 };
 
 namespace {
@@ -398,7 +401,7 @@ curl_socket_t OnOpenSocket(void* userp, curlsocktype, curl_sockaddr* address) no
   auto* t = static_cast<Transfer*>(userp);
   if (!t->request.allow_private_network) {
     const AddressClass c = ClassifySockaddr(&address->addr);
-    if (!IsPublic(c)) {
+    if (!IsPublic(c) && !t->impl->TreatedAsPublic(&address->addr)) {
       if (t->blocked.empty()) {
         try {
           t->blocked = FormatSockaddr(&address->addr) + " is a " + std::string(ToString(c)) +
@@ -506,6 +509,25 @@ void CloseAndDelete(uv_handle_t* h) {
 
 // ---------------------------------------------------------------------------------------------
 // Impl
+
+bool Client::Impl::TreatedAsPublic(const sockaddr* address) const {
+  if (options.treat_as_public.empty()) return false;
+  const std::string text = FormatSockaddr(address);
+  return std::find(options.treat_as_public.begin(), options.treat_as_public.end(), text) !=
+         options.treat_as_public.end();
+}
+
+std::string Client::Impl::RefusedLiteral(const std::string& host) const {
+  auto c = ClassifyAddressText(host);
+  if (!c || IsPublic(*c)) return "";
+  std::string bare = host;
+  if (bare.size() >= 2 && bare.front() == '[') bare = bare.substr(1, bare.size() - 2);
+  if (std::find(options.treat_as_public.begin(), options.treat_as_public.end(), bare) !=
+      options.treat_as_public.end())
+    return "";
+  return host + " is a " + std::string(ToString(*c)) +
+         " address and the request does not allow the private network";
+}
 
 void Client::Impl::InitMulti(Multi& m) {
   m.impl = this;
@@ -858,10 +880,8 @@ void Client::Impl::OnHopDone(Transfer* t, CURLcode rc) {
       return;
     }
     if (!t->request.allow_private_network) {
-      if (auto c = ClassifyAddressText(parts->host); c && !IsPublic(*c)) {
-        Fail(t, FailureKind::kBlockedAddress,
-             "redirect to " + parts->host + ", a " + std::string(ToString(*c)) +
-                 " address, and the request does not allow the private network");
+      if (auto why = RefusedLiteral(parts->host); !why.empty()) {
+        Fail(t, FailureKind::kBlockedAddress, "redirect from " + ShortUrl(t->url) + ": " + why);
         return;
       }
     }
@@ -978,10 +998,8 @@ Client::Id Client::Start(Request request, Done done) {
     return id;
   }
   if (!t->request.allow_private_network) {
-    if (auto c = ClassifyAddressText(parts->host); c && !IsPublic(*c)) {
-      impl.Defer(t, FailureKind::kBlockedAddress,
-                 parts->host + " is a " + std::string(ToString(*c)) +
-                     " address and the request does not allow the private network");
+    if (auto why = impl.RefusedLiteral(parts->host); !why.empty()) {
+      impl.Defer(t, FailureKind::kBlockedAddress, std::move(why));
       return id;
     }
   }

@@ -185,6 +185,9 @@ struct ClientOptions {
   long max_host_connections = 0;      // 0: no cap per host (politeness lives upstream)
   long connection_cache_size = 0;     // idle connections kept per policy; 0: curl's default
   size_t max_pooled_handles = 1024;   // easy handles kept for reuse after their request
+  // Tests only: exact IP addresses ("127.0.0.1") the network policy treats as public, so a
+  // test on loopback can exercise the policy on redirect hops. Empty in production.
+  std::vector<std::string> treat_as_public;
 };
 
 class Client {
