@@ -226,7 +226,7 @@ struct Transfer {
 
   Client::Impl* impl = nullptr;
   CURL* easy = nullptr;
-  uv_timer_t* first_byte_timer = nullptr;
+  uv_timer_t* watchdog = nullptr;
   uint32_t slot = 0;
   uint32_t generation = 0;
   State state = State::kIdle;
@@ -244,6 +244,7 @@ struct Transfer {
   MonoClock::time_point hop_started;
   int hop_status = 0;
   bool got_first_byte = false;
+  uint64_t last_activity_ms = 0;  // uv_now() when a byte last arrived
   bool keep_body = true;
   bool too_large = false;
   size_t body_bytes = 0;
@@ -310,6 +311,8 @@ namespace {
 
 // ----- libcurl callbacks: flags and buffers only, never user code, never throw.
 
+void OnWatchdog(uv_timer_t* handle);
+
 size_t OnWrite(char* data, size_t size, size_t count, void* userp) noexcept {
   auto* t = static_cast<Transfer*>(userp);
   const size_t len = size * count;
@@ -318,6 +321,7 @@ size_t OnWrite(char* data, size_t size, size_t count, void* userp) noexcept {
     return 0;  // anything but len aborts the transfer with CURLE_WRITE_ERROR
   }
   t->body_bytes += len;
+  t->last_activity_ms = uv_now(t->impl->uv);
   if (t->keep_body) {
     try {
       t->response.body.append(data, len);
@@ -372,12 +376,19 @@ size_t OnHeader(char* data, size_t size, size_t count, void* userp) noexcept {
   auto* t = static_cast<Transfer*>(userp);
   const size_t len = size * count;
   std::string_view line(data, len);
+  t->last_activity_ms = uv_now(t->impl->uv);
   try {
     if (line.size() >= 5 && line.substr(0, 5) == "HTTP/") {
       // A new status line (after 1xx, or each hop): headers start over.
       if (!t->got_first_byte) {
         t->got_first_byte = true;
-        uv_timer_stop(t->first_byte_timer);
+        // From here on the watchdog checks for silence instead of the first byte.
+        const auto idle = t->request.idle_timeout.count();
+        if (idle > 0) {
+          uv_timer_start(t->watchdog, &OnWatchdog, static_cast<uint64_t>(idle), 0);
+        } else {
+          uv_timer_stop(t->watchdog);
+        }
       }
       t->response.headers.Clear();
       ParseStatusLine(t, line);
@@ -479,15 +490,31 @@ int OnCurlTimer(CURLM*, long timeout_ms, void* userp) noexcept {
   return 0;
 }
 
-void OnFirstByteTimeout(uv_timer_t* handle) {
+// One timer per transfer: first the first-byte deadline, then (after the status line) the
+// idle deadline, re-armed lazily from the time of the last byte so the data path only stores
+// a timestamp.
+void OnWatchdog(uv_timer_t* handle) {
   auto* t = static_cast<Transfer*>(handle->data);
-  if (t->state != Transfer::State::kRunning || t->got_first_byte) return;
-  Guarded("first-byte timeout", [&] {
-    const auto waited = duration_cast<milliseconds>(MonoClock::now() - t->hop_started);
+  if (t->state != Transfer::State::kRunning) return;
+  Guarded("watchdog", [&] {
+    if (!t->got_first_byte) {
+      const auto waited = duration_cast<milliseconds>(MonoClock::now() - t->hop_started);
+      t->impl->Abort(t);
+      t->impl->Fail(t, FailureKind::kFirstByteTimeout,
+                    "no response within " + std::to_string(waited.count()) + " ms from " +
+                        ShortUrl(t->url));
+      return;
+    }
+    const uint64_t idle = static_cast<uint64_t>(t->request.idle_timeout.count());
+    const uint64_t now = uv_now(t->impl->uv);
+    if (now - t->last_activity_ms < idle) {
+      uv_timer_start(t->watchdog, &OnWatchdog, t->last_activity_ms + idle - now, 0);
+      return;
+    }
     t->impl->Abort(t);
-    t->impl->Fail(t, FailureKind::kFirstByteTimeout,
-                  "no response within " + std::to_string(waited.count()) + " ms from " +
-                      ShortUrl(t->url));
+    t->impl->Fail(t, FailureKind::kIdleTimeout,
+                  "nothing received for " + std::to_string(now - t->last_activity_ms) +
+                      " ms from " + ShortUrl(t->url));
   });
 }
 
@@ -578,9 +605,9 @@ Transfer* Client::Impl::Acquire() {
     t = owned.get();
     t->impl = this;
     t->slot = static_cast<uint32_t>(slots.size());
-    t->first_byte_timer = new uv_timer_t;
-    uv_timer_init(uv, t->first_byte_timer);
-    t->first_byte_timer->data = t;
+    t->watchdog = new uv_timer_t;
+    uv_timer_init(uv, t->watchdog);
+    t->watchdog->data = t;
     slots.push_back(std::move(owned));
   }
   ++t->generation;
@@ -589,7 +616,7 @@ Transfer* Client::Impl::Acquire() {
 
 void Client::Impl::Release(Transfer* t) {
   t->state = Transfer::State::kIdle;
-  uv_timer_stop(t->first_byte_timer);
+  uv_timer_stop(t->watchdog);
   if (t->easy) {
     // Let go of the jar now, so it can be destroyed while this handle sits in the pool.
     if (t->request.cookies) curl_easy_setopt(t->easy, CURLOPT_SHARE, nullptr);
@@ -655,11 +682,6 @@ bool Client::Impl::SetupRequest(Transfer* t) {
                    r.http2 ? long{CURL_HTTP_VERSION_2TLS} : long{CURL_HTTP_VERSION_1_1});
   if (r.http2) curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(r.connect_timeout.count()));
-  if (r.idle_timeout.count() > 0) {
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME,
-                     static_cast<long>(std::max<int64_t>(1, (r.idle_timeout.count() + 999) / 1000)));
-  }
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, r.verify_tls ? 1L : 0L);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, r.verify_tls ? 2L : 0L);
   if (!r.ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, r.ca_file.c_str());
@@ -740,18 +762,19 @@ bool Client::Impl::SetupHop(Transfer* t) {
 
 void Client::Impl::Launch(Transfer* t) {
   t->state = Transfer::State::kRunning;
+  t->last_activity_ms = uv_now(uv);
   if (t->request.first_byte_timeout.count() > 0)
-    uv_timer_start(t->first_byte_timer, &OnFirstByteTimeout,
+    uv_timer_start(t->watchdog, &OnWatchdog,
                    static_cast<uint64_t>(t->request.first_byte_timeout.count()), 0);
   const CURLMcode rc = curl_multi_add_handle(t->multi->handle, t->easy);
   if (rc != CURLM_OK) {
-    uv_timer_stop(t->first_byte_timer);
+    uv_timer_stop(t->watchdog);
     Defer(t, FailureKind::kInternal, std::string("curl_multi_add_handle: ") + curl_multi_strerror(rc));
   }
 }
 
 void Client::Impl::Abort(Transfer* t) {
-  uv_timer_stop(t->first_byte_timer);
+  uv_timer_stop(t->watchdog);
   if (t->state == Transfer::State::kRunning && t->multi && t->easy)
     curl_multi_remove_handle(t->multi->handle, t->easy);
 }
@@ -790,8 +813,6 @@ std::pair<FailureKind, std::string> Client::Impl::MapCurlError(Transfer* t, CURL
       const auto elapsed = duration_cast<milliseconds>(MonoClock::now() - t->started);
       if (elapsed + milliseconds(5) >= t->request.total_timeout)
         return {FailureKind::kTotalTimeout, detail};
-      if (std::strncmp(t->errbuf, "Operation too slow", 18) == 0)
-        return {FailureKind::kIdleTimeout, detail};
       curl_off_t connected = 0, tls = 0;
       curl_easy_getinfo(t->easy, CURLINFO_CONNECT_TIME_T, &connected);
       curl_easy_getinfo(t->easy, CURLINFO_APPCONNECT_TIME_T, &tls);
@@ -836,7 +857,7 @@ std::pair<FailureKind, std::string> Client::Impl::MapCurlError(Transfer* t, CURL
 }
 
 void Client::Impl::OnHopDone(Transfer* t, CURLcode rc) {
-  uv_timer_stop(t->first_byte_timer);
+  uv_timer_stop(t->watchdog);
   {
     curl_off_t header_bytes = 0, body_bytes = 0;
     long hb = 0;
@@ -975,7 +996,7 @@ Client::~Client() {
   for (auto& slot : impl.slots) {
     if (slot->easy) curl_easy_cleanup(slot->easy);
     slot->easy = nullptr;
-    CloseAndDelete(reinterpret_cast<uv_handle_t*>(slot->first_byte_timer));
+    CloseAndDelete(reinterpret_cast<uv_handle_t*>(slot->watchdog));
   }
   uv_timer_stop(impl.deferred_timer);
   CloseAndDelete(reinterpret_cast<uv_handle_t*>(impl.deferred_timer));

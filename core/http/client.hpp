@@ -66,7 +66,7 @@ enum class FailureKind {
   kTls,                // handshake or certificate failure; retryable only for handshake errors
   kConnectTimeout,     // DNS + TCP + TLS did not finish in connect_timeout; retryable
   kFirstByteTimeout,   // no response header in first_byte_timeout; retryable
-  kIdleTimeout,        // no byte for idle_timeout while receiving; retryable
+  kIdleTimeout,        // no byte for idle_timeout after the response began; retryable
   kTotalTimeout,       // the whole request (all hops) exceeded total_timeout; retryable
   kTooLarge,           // decompressed body over max_body_bytes; not retryable
   kTooManyRedirects,   // more than max_redirects hops; not retryable
@@ -156,7 +156,7 @@ struct Request {
 
   std::chrono::milliseconds connect_timeout{10'000};      // DNS + TCP + TLS, per hop
   std::chrono::milliseconds first_byte_timeout{30'000};   // hop start to first header byte
-  std::chrono::milliseconds idle_timeout{30'000};         // no byte received (1 s resolution); 0 = off
+  std::chrono::milliseconds idle_timeout{30'000};         // no byte for this long after the first; 0 = off
   std::chrono::milliseconds total_timeout{60'000};        // Start to the end, all hops
   size_t max_body_bytes = 10 * 1024 * 1024;               // decompressed
 

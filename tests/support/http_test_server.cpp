@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <stdexcept>
 
 #include <httplib.h>
@@ -20,6 +21,11 @@ extern char** environ;
 namespace celeriac::testing {
 
 using std::chrono::milliseconds;
+
+TlsFiles::~TlsFiles() {
+  std::error_code ignored;
+  if (!dir.empty()) std::filesystem::remove_all(dir, ignored);
+}
 
 TlsFiles MakeSelfSignedCert() {
   char tmpl[] = "/tmp/celeriac-tls-XXXXXX";

@@ -32,6 +32,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace httplib {
@@ -42,7 +43,17 @@ namespace celeriac::testing {
 
 // A throwaway self-signed certificate (CN=localhost, SAN localhost and 127.0.0.1) made with
 // the openssl CLI in a fresh temp directory; the certificate doubles as its own CA file.
+// The directory is removed with the object.
 struct TlsFiles {
+  TlsFiles(std::string d, std::string c, std::string k)
+      : dir(std::move(d)), cert(std::move(c)), key(std::move(k)) {}
+  TlsFiles(TlsFiles&& other) noexcept
+      : dir(std::exchange(other.dir, {})), cert(std::move(other.cert)), key(std::move(other.key)) {}
+  TlsFiles(const TlsFiles&) = delete;
+  TlsFiles& operator=(const TlsFiles&) = delete;
+  TlsFiles& operator=(TlsFiles&&) = delete;
+  ~TlsFiles();
+
   std::string dir;
   std::string cert;
   std::string key;
