@@ -960,7 +960,16 @@ void Client::Impl::ProcessDone(Multi& m) {
     curl_easy_getinfo(easy, CURLINFO_PRIVATE, &t);
     curl_multi_remove_handle(m.handle, easy);
     if (!t || t->state != Transfer::State::kRunning) continue;
-    Guarded("completion", [&] { OnHopDone(t, rc); });
+    const uint32_t generation = t->generation;
+    try {
+      OnHopDone(t, rc);
+    } catch (const std::exception& e) {
+      // Out of memory or a bug: still end the request, so `done` runs exactly once.
+      if (t->generation == generation && t->state != Transfer::State::kIdle) {
+        Abort(t);
+        Guarded("completion", [&] { Fail(t, FailureKind::kInternal, e.what()); });
+      }
+    }
   }
 }
 

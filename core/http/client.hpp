@@ -206,6 +206,7 @@ class Client {
   // Ends the request now and runs its `done` with kCancelled before returning. Unknown or
   // finished ids are ignored (returns false).
   bool Cancel(Id id);
+  // Requests started whose `done` has not run yet.
   size_t in_flight() const;
 
   struct Impl;

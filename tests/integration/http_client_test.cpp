@@ -397,6 +397,61 @@ TEST(HttpClient, RedirectToANonPublicAddressIsBlockedOnThatHop) {
   EXPECT_EQ(server.hits("/ok"), 1);
 }
 
+// A forward proxy's view of a request: httplib sees the absolute-form target as the path.
+void AddProxyRoute(httplib::Server& s) {
+  s.Get(R"(http://([^/]+)(/.*))", [](const httplib::Request& req, httplib::Response& res) {
+    res.set_content("proxied " + std::string(req.matches[1]) + " " + std::string(req.matches[2]),
+                    "text/plain");
+  });
+}
+
+TEST(HttpClient, SendsThroughTheRequestsProxyWithoutResolvingTheTarget) {
+  HttpTestServer proxy(nullptr, AddProxyRoute);
+  // .invalid never resolves: only the proxy's address is connected to.
+  auto req = Local("http://target.invalid/page?q=1");
+  req.proxy = proxy.Url("");
+  auto r = Fetch(req);
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_EQ(r->body, "proxied target.invalid /page");
+  EXPECT_EQ(r->primary_ip, "127.0.0.1");
+}
+
+TEST(HttpClient, WithAProxyThePolicyChecksTheProxyAndLiteralTargets) {
+  HttpTestServer proxy(nullptr, AddProxyRoute);
+  {
+    // The proxy is on loopback: refused without allow_private_network.
+    Request req;
+    req.url = "http://target.invalid/";
+    req.proxy = proxy.Url("");
+    auto r = Fetch(req);
+    EXPECT_KIND(r, FailureKind::kBlockedAddress);
+    EXPECT_NE(r.error().message().find("proxy"), std::string::npos) << r.error().message();
+  }
+  ClientOptions options;
+  options.treat_as_public = {"127.0.0.1"};
+  {
+    Request req;
+    req.url = "http://target.invalid/";
+    req.proxy = proxy.Url("");
+    auto r = Fetch(req, options);
+    ASSERT_TRUE(r.ok()) << r.error().ToString();
+  }
+  {
+    // An IP-literal private target is refused before the proxy is asked.
+    Request req;
+    req.url = "http://10.0.0.1/admin";
+    req.proxy = proxy.Url("");
+    auto r = Fetch(req, options);
+    EXPECT_KIND(r, FailureKind::kBlockedAddress);
+  }
+  {
+    auto req = Local("http://target.invalid/");
+    req.proxy = "ftp://127.0.0.1:1/";
+    auto r = Fetch(req);
+    EXPECT_KIND(r, FailureKind::kInvalidUrl);
+  }
+}
+
 TEST(HttpClient, InvalidUrlsFailLaterNotInsideStart) {
   Loop loop;
   bool inside_start = true, called = false;
