@@ -1,0 +1,93 @@
+#include "core/http/url.hpp"
+
+#include <curl/curl.h>
+
+#include <memory>
+
+namespace celeriac::http {
+namespace {
+
+struct UrlDeleter {
+  void operator()(CURLU* u) const { curl_url_cleanup(u); }
+};
+using UrlHandle = std::unique_ptr<CURLU, UrlDeleter>;
+
+struct CurlString {
+  char* p = nullptr;
+  ~CurlString() { curl_free(p); }
+};
+
+Error Invalid(std::string_view what, std::string_view url) {
+  std::string shown(url.substr(0, 200));
+  return Error(ErrorCode::kInvalidArgument, std::string(what) + ": " + shown, false);
+}
+
+Result<UrlParts> Extract(CURLU* u, std::string_view original) {
+  UrlParts parts;
+  {
+    CurlString s;
+    if (curl_url_get(u, CURLUPART_SCHEME, &s.p, 0) != CURLUE_OK)
+      return Invalid("URL has no scheme", original);
+    parts.scheme = s.p;
+  }
+  for (auto& c : parts.scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (parts.scheme != "http" && parts.scheme != "https")
+    return Invalid("only http and https URLs can be fetched", original);
+  {
+    CurlString s;
+    if (curl_url_get(u, CURLUPART_HOST, &s.p, 0) != CURLUE_OK || s.p[0] == '\0')
+      return Invalid("URL has no host", original);
+    parts.host = s.p;
+  }
+  {
+    CurlString s;
+    if (curl_url_get(u, CURLUPART_PORT, &s.p, CURLU_DEFAULT_PORT) == CURLUE_OK)
+      parts.port = std::atoi(s.p);
+  }
+  {
+    CurlString s;
+    if (curl_url_get(u, CURLUPART_URL, &s.p, 0) != CURLUE_OK)
+      return Invalid("URL cannot be normalized", original);
+    parts.url = s.p;
+  }
+  return parts;
+}
+
+}  // namespace
+
+Result<UrlParts> ParseHttpUrl(std::string_view url) {
+  if (url.empty()) return Invalid("empty URL", url);
+  if (url.size() > 64 * 1024) return Invalid("URL longer than 64 KiB", url);
+  UrlHandle u(curl_url());
+  if (!u) return Error(ErrorCode::kInternal, "curl_url() failed", false);
+  const std::string s(url);
+  // No CURLU_GUESS_SCHEME: "example.com/x" is a caller's bug, not a URL to guess at.
+  const CURLUcode rc = curl_url_set(u.get(), CURLUPART_URL, s.c_str(), CURLU_NON_SUPPORT_SCHEME);
+  if (rc != CURLUE_OK) return Invalid(std::string("malformed URL (") + curl_url_strerror(rc) + ")", url);
+  return Extract(u.get(), url);
+}
+
+Result<std::string> ResolveRedirect(std::string_view base, std::string_view location) {
+  if (location.empty()) return Invalid("empty Location", location);
+  if (location.size() > 64 * 1024) return Invalid("Location longer than 64 KiB", location);
+  UrlHandle u(curl_url());
+  if (!u) return Error(ErrorCode::kInternal, "curl_url() failed", false);
+  const std::string b(base), l(location);
+  if (curl_url_set(u.get(), CURLUPART_URL, b.c_str(), CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK)
+    return Invalid("malformed base URL", base);
+  // Setting a URL on a handle that holds one resolves it as a reference (RFC 3986 5.2).
+  const CURLUcode rc = curl_url_set(u.get(), CURLUPART_URL, l.c_str(), CURLU_NON_SUPPORT_SCHEME);
+  if (rc != CURLUE_OK)
+    return Invalid(std::string("malformed Location (") + curl_url_strerror(rc) + ")", location);
+  auto parts = Extract(u.get(), location);
+  if (!parts.ok()) return parts.error();
+  return std::move(parts->url);
+}
+
+bool RedirectKeepsMethod(int status, std::string_view method) {
+  if (status == 307 || status == 308) return true;
+  if (status == 303) return method == "HEAD";
+  return method != "POST";
+}
+
+}  // namespace celeriac::http
