@@ -1,13 +1,252 @@
-// extractor: consumes extractor.tasks.extract from extraction_queue and runs the crawl pipeline.
-// The pipeline lands with its own issue; today the binary checks its settings.
+// extractor: consumes extractor.tasks.extract from extraction_queue and runs the crawl pipeline
+// (extractor/pipeline/engine.hpp), or runs one crawl of a config file to its end (`crawl`).
 
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
 #include <iostream>
+#include <thread>
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "core/app/config_show.hpp"
+#include "core/app/startup.hpp"
+#include "core/base/ids.hpp"
+#include "core/broker/broker_factory.hpp"
+#include "core/loop/loop.hpp"
+#include "core/pg/pool.hpp"
+#include "extractor/parse/config_module.hpp"
+#include "extractor/pipeline/engine.hpp"
+#include "extractor/pipeline/extract_consumer.hpp"
+#include "extractor/pipeline/http_fetcher.hpp"
+
+namespace celeriac::extractor {
+namespace {
+
+using Json = nlohmann::json;
+
+ModuleFactory ConfigModules() {
+  return [](const Json& config) -> Result<std::shared_ptr<const Module>> {
+    auto compiled = parse::CompileConfig(config);
+    if (!compiled) return compiled.error();
+    return std::shared_ptr<const Module>(std::move(*compiled));
+  };
+}
+
+std::string Owner() {
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  return fmt::format("{}:{}:{}", host, getpid(), NewUuid4().substr(0, 8));
+}
+
+pg::PoolOptions PoolOptionsFrom(const Settings& s) {
+  pg::PoolOptions o;
+  o.url = s.database.url;
+  o.size = static_cast<size_t>(std::max<int64_t>(2, s.database.pool_size));
+  o.connect_timeout_s = static_cast<int>(s.database.connect_timeout_s);
+  o.max_attempts = static_cast<int>(s.database.max_attempts);
+  return o;
+}
+
+EngineOptions EngineOptionsFrom(const Settings& s) {
+  EngineOptions o;
+  o.concurrency = static_cast<size_t>(s.extractor.concurrency);
+  o.parse_threads = s.extractor.parse_threads > 0
+                        ? static_cast<size_t>(s.extractor.parse_threads)
+                        : std::max(1u, std::thread::hardware_concurrency());
+  o.lease = std::chrono::milliseconds(s.extractor.lease_ms);
+  o.default_user_agent = s.extractor.user_agent;
+  return o;
+}
+
+http::ClientOptions HttpOptionsFrom(const Settings& s) {
+  http::ClientOptions o;
+  o.user_agent = s.extractor.user_agent;
+  return o;
+}
+
+int RunWorker(const std::optional<std::string>& config_path) {
+  auto settings = app::Start(config_path);
+  if (!settings) {
+    std::cerr << "extractor: " << settings.error().message() << "\n";
+    return 2;
+  }
+  pg::Pool pool(PoolOptionsFrom(*settings));
+  if (auto st = pool.Ping(); !st) {
+    std::cerr << "extractor: database: " << st.error().message() << "\n";
+    return 1;
+  }
+  auto broker = broker::MakeBroker(settings->broker.url);
+  if (!broker) {
+    std::cerr << "extractor: broker: " << broker.error().message() << "\n";
+    return 2;
+  }
+  if (auto st = (*broker)->Connect(); !st) {
+    std::cerr << "extractor: broker: " << st.error().message() << "\n";
+    return 1;
+  }
+  Loop loop;
+  HttpFetcher fetcher(loop, HttpOptionsFrom(*settings));
+  CrawlStore store(pool, Owner());
+  Engine engine(loop, fetcher, store, ConfigModules(), EngineOptionsFrom(*settings));
+  ExtractConsumer consumer(**broker, engine, store, settings->extractor.queue,
+                           static_cast<uint16_t>(settings->extractor.prefetch));
+  engine.OnJobFinished([&](const FinishedJob& job) { consumer.PublishResult(job); });
+  if (auto st = consumer.Start(); !st) {
+    std::cerr << "extractor: consuming " << settings->extractor.queue << ": "
+              << st.error().message() << "\n";
+    return 1;
+  }
+  engine.Start();
+  // Results whose publisher died before sending them.
+  loop.AddTimer(std::chrono::seconds(30), [&] {
+    if (auto pending = store.UnpublishedResults(100))
+      for (const auto& job : *pending) consumer.PublishResult(job);
+  }, std::chrono::seconds(30));
+  loop.HandleShutdownSignals([&](int) {
+    spdlog::info("extractor {}: stopping: finishing requests in flight", store.owner());
+    consumer.Stop();
+    engine.Drain([&] { loop.Stop(); });
+  });
+  spdlog::info("extractor {} consuming {} ({} requests in flight at most)", store.owner(),
+               settings->extractor.queue, settings->extractor.concurrency);
+  loop.Run();
+  (*broker)->Close();
+  const auto stats = engine.Stats();
+  spdlog::info("extractor {} stopped: {} fetched, {} parsed, {} failed, {} retried",
+               store.owner(), stats.fetched, stats.parsed, stats.failed, stats.retried);
+  return 0;
+}
+
+struct CrawlArgs {
+  std::string config_file;
+  std::optional<int64_t> crawl_config_id;
+  int64_t data_source_id = 0;
+  std::string output;
+  bool quiet = false;
+};
+
+int RunCrawl(const std::optional<std::string>& config_path, const CrawlArgs& args) {
+  auto settings = app::Start(config_path);
+  if (!settings) {
+    std::cerr << "extractor: " << settings.error().message() << "\n";
+    return 2;
+  }
+  pg::Pool pool(PoolOptionsFrom(*settings));
+  int64_t config_id = args.crawl_config_id.value_or(0);
+  if (!args.config_file.empty()) {
+    std::ifstream in(args.config_file);
+    if (!in) {
+      std::cerr << "extractor: cannot read " << args.config_file << "\n";
+      return 2;
+    }
+    const Json config = Json::parse(in, nullptr, false);
+    if (config.is_discarded()) {
+      std::cerr << "extractor: " << args.config_file << " is not JSON\n";
+      return 2;
+    }
+    if (auto compiled = parse::CompileConfig(config); !compiled) {
+      std::cerr << "extractor: " << args.config_file << ": " << compiled.error().message()
+                << "\n";
+      return 2;
+    }
+    // A draft version of the data source's config: it never becomes the active one.
+    auto id = pool.Transact<int64_t>([&](pqxx::transaction_base& tx) -> Result<int64_t> {
+      tx.exec_params(
+          "INSERT INTO data_sources (id, name) VALUES ($1, 'data source ' || $1) "
+          "ON CONFLICT (id) DO NOTHING",
+          args.data_source_id);
+      tx.exec_params("SELECT pg_advisory_xact_lock(4242, $1::int)", args.data_source_id);
+      return tx.exec_params1(
+                   "INSERT INTO crawl_configs (data_source_id, version, status, config) "
+                   "SELECT $1, coalesce(max(version), 0) + 1, 'draft', $2::jsonb "
+                   "FROM crawl_configs WHERE data_source_id = $1 RETURNING id",
+                   args.data_source_id, config.dump())[0]
+          .as<int64_t>();
+    });
+    if (!id) {
+      std::cerr << "extractor: database: " << id.error().message() << "\n";
+      return 1;
+    }
+    config_id = *id;
+  }
+  Loop loop;
+  HttpFetcher fetcher(loop, HttpOptionsFrom(*settings));
+  CrawlStore store(pool, Owner());
+  ExtractRequest req;
+  req.crawl_config_id = config_id;
+  req.celery_task_id = "crawl-" + NewUuid4();
+  auto job = store.ClaimJob(req);
+  if (!job) {
+    std::cerr << "extractor: " << job.error().message() << "\n";
+    return 1;
+  }
+  auto options = EngineOptionsFrom(*settings);
+  options.only_job = job->job_id;
+  Engine engine(loop, fetcher, store, ConfigModules(), options);
+  std::optional<FinishedJob> finished;
+  engine.OnJobFinished([&](const FinishedJob& f) {
+    if (f.job_id == job->job_id) loop.Post([&, f] {
+      finished = f;
+      engine.Drain([&] { loop.Stop(); });
+    });
+  });
+  engine.SubmitExtract(req, [&](Status st) {
+    if (!st) loop.Post([&, st] {
+      std::cerr << "extractor: " << st.error().message() << "\n";
+      loop.Stop();
+    });
+  });
+  engine.Start();
+  const auto started = std::chrono::steady_clock::now();
+  if (!args.quiet)
+    loop.AddTimer(std::chrono::seconds(1), [&] {
+      const auto s = engine.Stats();
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                                        started).count();
+      std::cerr << fmt::format("\r{:6.1f}s  pages {:>7}  failed {:>5}  retried {:>5}  "
+                               "in flight {:>4}  {:>7.0f} pages/s",
+                               secs, s.parsed, s.failed, s.retried, s.in_flight,
+                               s.parsed / std::max(secs, 0.001));
+    }, std::chrono::seconds(1));
+  loop.HandleShutdownSignals([&](int) { engine.Drain([&] { loop.Stop(); }); });
+  loop.Run();
+  if (!args.quiet) std::cerr << "\n";
+  if (!finished) {
+    std::cerr << "extractor: crawl stopped before its job ended (job " << job->job_id
+              << " stays running; an extractor worker can finish it)\n";
+    return 1;
+  }
+  std::cout << finished->result.dump() << "\n";
+  if (!args.output.empty()) {
+    std::ofstream out(args.output);
+    auto rows = pool.Transact<std::vector<std::string>>(
+        [&](pqxx::transaction_base& tx) -> Result<std::vector<std::string>> {
+          std::vector<std::string> lines;
+          for (const auto& r : tx.exec_params(
+                   "SELECT data::text FROM extracted_items WHERE crawl_config_id = $1 "
+                   "AND last_run_id = $2 ORDER BY id",
+                   config_id, finished->run_id))
+            lines.push_back(r[0].as<std::string>());
+          return lines;
+        });
+    if (!rows) {
+      std::cerr << "extractor: reading items: " << rows.error().message() << "\n";
+      return 1;
+    }
+    for (const auto& line : *rows) out << line << "\n";
+  }
+  return finished->status == "succeeded" ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace celeriac::extractor
 
 int main(int argc, char** argv) {
+  using namespace celeriac;
   CLI::App app{"Celeriac extractor: the crawl pipeline behind extraction_queue"};
   app.require_subcommand(1);
   std::optional<std::string> config_path;
@@ -16,9 +255,37 @@ int main(int argc, char** argv) {
                  "by CELERIAC_<SECTION>_<KEY>");
   app.set_version_flag("--version", "extractor " CELERIAC_VERSION);
   int exit_code = 0;
+
   auto* config = app.add_subcommand("config", "Show settings");
   config->require_subcommand(1);
-  celeriac::app::AddConfigShow(*config, config_path, exit_code);
+  app::AddConfigShow(*config, config_path, exit_code);
+
+  auto* worker = app.add_subcommand(
+      "worker", "Consume extractor.tasks.extract from extraction_queue and crawl");
+  worker->callback([&] { exit_code = extractor::RunWorker(config_path); });
+
+  extractor::CrawlArgs crawl_args;
+  auto* crawl = app.add_subcommand(
+      "crawl", "Run one crawl of a config to its end, without the broker, and print its result");
+  auto* file_opt = crawl->add_option("--config-file", crawl_args.config_file,
+                                     "crawl config JSON (stored as a draft version)");
+  crawl->add_option("--crawl-config-id", crawl_args.crawl_config_id,
+                    "an existing crawl_configs row instead of a file")
+      ->excludes(file_opt);
+  crawl->add_option("--data-source-id", crawl_args.data_source_id,
+                    "data source the config file belongs to (created if missing)")
+      ->default_val(1);
+  crawl->add_option("--output", crawl_args.output, "write this run's items as JSON lines");
+  crawl->add_flag("-q,--quiet", crawl_args.quiet, "no progress line");
+  crawl->callback([&] {
+    if (crawl_args.config_file.empty() && !crawl_args.crawl_config_id) {
+      std::cerr << "extractor crawl: give --config-file or --crawl-config-id\n";
+      exit_code = 2;
+      return;
+    }
+    exit_code = extractor::RunCrawl(config_path, crawl_args);
+  });
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

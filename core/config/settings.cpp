@@ -71,6 +71,11 @@ std::vector<KeySpec> Keys(Settings& s) {
   keys.push_back(num("worker", "concurrency", &s.worker.concurrency, 0, 4096));
   keys.push_back(num("worker", "prefetch_multiplier", &s.worker.prefetch_multiplier, 1, 65535));
   keys.push_back(str("extractor", "queue", &s.extractor.queue));
+  keys.push_back(num("extractor", "concurrency", &s.extractor.concurrency, 1, 65'536));
+  keys.push_back(num("extractor", "parse_threads", &s.extractor.parse_threads, 0, 256));
+  keys.push_back(num("extractor", "prefetch", &s.extractor.prefetch, 1, 65'535));
+  keys.push_back(num("extractor", "lease_ms", &s.extractor.lease_ms, 1'000, 86'400'000));
+  keys.push_back(str("extractor", "user_agent", &s.extractor.user_agent));
   keys.push_back(num("tasks", "site_analysis_max_retries", &s.tasks.site_analysis_max_retries, 0,
                      1000));
   keys.push_back(num("tasks", "site_analysis_retry_delay_s", &s.tasks.site_analysis_retry_delay_s,

@@ -27,6 +27,12 @@
 // worker.concurrency           0 (= number of CPUs)                             tasks run at once
 // worker.prefetch_multiplier   4                                                prefetch = concurrency * this
 // extractor.queue              extraction_queue                                 queue the extractor consumes
+// extractor.concurrency        256                                              requests in flight, all hosts
+// extractor.parse_threads      0 (= number of CPUs)                             threads parsing pages
+// extractor.prefetch           4                                                extract messages taken ahead
+// extractor.lease_ms           60000                                            how long a leased request is
+//                                                                               ours without renewal
+// extractor.user_agent         Celeriac/<version> (+https://celeriac.dev/bot)   when a config sets none
 // tasks.site_analysis_max_retries    3                                          trigger_site_analysis retries
 // tasks.site_analysis_retry_delay_s  60                                         delay before each retry
 // tasks.site_analysis_backoff_max_s  0 (= fixed delay)                          > 0: exponential backoff with
@@ -76,6 +82,11 @@ struct WorkerSettings {
 
 struct ExtractorSettings {
   std::string queue = "extraction_queue";
+  int64_t concurrency = 256;
+  int64_t parse_threads = 0;
+  int64_t prefetch = 4;
+  int64_t lease_ms = 60'000;
+  std::string user_agent = "Celeriac/" CELERIAC_VERSION " (+https://celeriac.dev/bot)";
 };
 
 struct TaskSettings {

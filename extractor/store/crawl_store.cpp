@@ -739,4 +739,22 @@ Status CrawlStore::MarkResultPublished(int64_t job_id) {
   });
 }
 
+Status CrawlStore::WriteDeadLetter(const DeadLetterRecord& l) {
+  return pool_.Execute([&](pqxx::transaction_base& tx) -> Status {
+    const pqxx::binarystring body(l.body);
+    const std::optional<std::string> task_name =
+        l.task_name.empty() ? std::nullopt : std::optional(l.task_name);
+    const std::optional<std::string> task_id =
+        l.task_id.empty() ? std::nullopt : std::optional(l.task_id);
+    tx.exec_params(
+        "INSERT INTO dead_letters (queue, task_name, task_id, headers, properties, body, "
+        " error_class, error_message, error_context, attempts) "
+        "VALUES ($1, $2, $3, $4::json, $5::json, $6, $7, $8, $9::jsonb, $10)",
+        l.queue, task_name, task_id, l.properties.headers.dump(),
+        broker::PropertiesToJson(l.properties).dump(), body, l.error_class, l.error_message,
+        l.context.dump(), l.attempts);
+    return Ok();
+  });
+}
+
 }  // namespace celeriac::extractor

@@ -31,6 +31,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/base/result.hpp"
+#include "core/broker/message.hpp"
 #include "core/pg/pool.hpp"
 #include "extractor/pipeline/module.hpp"
 
@@ -109,6 +110,19 @@ struct CommitReport {
   std::vector<FinishedJob> finished;
 };
 
+// A message (or a failed request, framed as a message) for dead_letters (migrations/0002).
+struct DeadLetterRecord {
+  std::string queue;
+  std::string task_name;
+  std::string task_id;
+  broker::Properties properties;
+  std::string body;
+  std::string error_class;
+  std::string error_message;
+  nlohmann::json context = nlohmann::json::object();
+  int attempts = 1;
+};
+
 class CrawlStore {
  public:
   CrawlStore(pg::Pool& pool, std::string owner) : pool_(pool), owner_(std::move(owner)) {}
@@ -145,6 +159,8 @@ class CrawlStore {
   // Jobs that ended but whose result was never published (the publisher died).
   Result<std::vector<FinishedJob>> UnpublishedResults(size_t max);
   Status MarkResultPublished(int64_t job_id);
+
+  Status WriteDeadLetter(const DeadLetterRecord& letter);
 
   const std::string& owner() const { return owner_; }
 
