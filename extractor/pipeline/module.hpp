@@ -35,6 +35,8 @@ struct RequestSpec {
   int depth = 0;                  // link hops from a start URL; pagination keeps the depth
   int pagination_index = 0;       // pages followed by pagination from the first page (0 = first)
   bool is_pagination = false;     // found by the pagination rule (subject to stop_when_no_new_items)
+  bool stop_when_no_new_items = false;  // pagination only: drop this request when the page it
+                                        // was found on yielded no item new in this run
 };
 
 // A downloaded page handed to Parse.
