@@ -52,4 +52,10 @@ struct Delivery {
   std::string body;
 };
 
+// Properties without the headers as JSON (dead letters keep them so a replay restores them),
+// and back, with the headers given separately.
+nlohmann::ordered_json PropertiesToJson(const Properties& p);
+Properties PropertiesFromJson(const nlohmann::ordered_json& properties,
+                              const nlohmann::ordered_json& headers);
+
 }  // namespace celeriac::broker

@@ -37,7 +37,8 @@ std::optional<milliseconds> ParseRetryAfter(const std::string& value, Clock::Wal
   return std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(at - now));
 }
 
-milliseconds RetryDelay(const JobSettings& s, int attempt) {
+milliseconds RetryDelay(const parse::CrawlSettings& c, int attempt) {
+  const auto& s = c.retry;
   thread_local std::mt19937_64 rng{std::random_device{}()};
   const double base = static_cast<double>(s.backoff_base.count());
   const double cap = static_cast<double>(s.backoff_max.count());
@@ -176,7 +177,7 @@ std::shared_ptr<const Engine::JobRuntime> Engine::RuntimeFor(int64_t job_id) {
     return nullptr;
   }
   auto rt = std::make_shared<JobRuntime>();
-  rt->settings = JobSettings::FromConfig(info->config);
+  rt->settings = parse::CrawlSettings::FromConfig(info->config);
   rt->info = std::move(*info);
   rt->module = std::move(*module);
   runtimes_[job_id] = rt;
@@ -266,12 +267,12 @@ void Engine::Dispatch() {
   for (auto& [name, host] : hosts_) {
     while (!host.queue.empty() && in_flight_ < options_.concurrency) {
       const auto& s = host.queue.front().job->settings;
-      if (host.active >= s.per_host_concurrency) break;
+      if (host.active >= s.politeness.per_host_concurrency) break;
       if (host.next_start > now) {
         if (!wake || host.next_start < *wake) wake = host.next_start;
         break;
       }
-      host.next_start = now + s.min_delay;
+      host.next_start = now + s.politeness.min_delay;
       ++host.active;
       Work w = std::move(host.queue.front());
       host.queue.pop_front();
@@ -297,15 +298,17 @@ void Engine::StartFetch(Work w) {
   req.url = w.lease.spec.url;
   req.method = w.lease.spec.method;
   req.body = w.lease.spec.body;
-  req.headers = s.headers;
-  req.user_agent = s.user_agent.empty() ? options_.default_user_agent : s.user_agent;
-  req.timeout = s.timeout;
-  req.connect_timeout = s.connect_timeout;
-  req.max_bytes = s.max_bytes;
-  req.max_redirects = s.max_redirects;
-  req.proxy = s.proxy;
+  for (const auto& [k, v] : s.request.headers) req.headers.emplace_back(k, v);
+  if (s.request.body_is_json && !s.request.headers.contains("Content-Type"))
+    req.headers.emplace_back("Content-Type", "application/json");
+  req.user_agent = s.request.user_agent.value_or(s.user_agent.value_or(options_.default_user_agent));
+  req.timeout = s.request.timeout;
+  req.connect_timeout = s.request.connect_timeout;
+  req.max_bytes = static_cast<size_t>(s.request.max_bytes);
+  req.max_redirects = s.request.max_redirects;
+  req.proxy = s.request.proxy;
   req.allow_private_network = s.allow_private_network;
-  req.cookies = s.cookies;
+  req.cookies = s.request.cookies;
   req.cookie_scope = w.lease.job_id;
   auto shared = std::make_shared<Work>(std::move(w));
   fetcher_.Fetch(std::move(req), [this, shared](Result<FetchResponse> r, std::string kind) {
@@ -324,12 +327,12 @@ RequestResult Engine::Failure(const Work& w, std::string error_class, std::strin
   r.error_class = std::move(error_class);
   r.error_message = std::move(message);
   // attempts counts this one; retries made so far = attempts - 1.
-  if (retryable && w.lease.attempts <= s.max_retries) {
+  if (retryable && w.lease.attempts <= s.retry.max_retries) {
     r.state = RequestResult::State::kRetry;
     auto delay = RetryDelay(s, w.lease.attempts);
     if (retry_after) {
       if (auto ra = ParseRetryAfter(*retry_after, clock_.Now()))
-        delay = std::max(delay, std::min(*ra, s.max_retry_after));
+        delay = std::max(delay, std::min(*ra, s.politeness.max_retry_after));
     }
     r.retry_delay = delay;
   } else {
@@ -465,7 +468,11 @@ void Engine::Flush() {
       auto rt = runtimes_.find(r.job_id);
       if (rt == runtimes_.end()) continue;
       const auto& s = rt->second->settings;
-      limits[r.job_id] = JobLimits{s.max_pages, s.max_depth, s.run_abort_after};
+      limits[r.job_id] = JobLimits{s.limits.max_pages,
+                                   s.limits.max_depth ? std::optional<int>(static_cast<int>(
+                                                            *s.limits.max_depth))
+                                                      : std::nullopt,
+                                   s.errors.run_abort_after};
     }
     // A commit that cannot reach the database is retried until it can: the results are the
     // only record of the work, and their leases outlive short outages.

@@ -40,7 +40,7 @@
 #include "core/base/result.hpp"
 #include "core/loop/loop.hpp"
 #include "extractor/pipeline/fetcher.hpp"
-#include "extractor/pipeline/job_settings.hpp"
+#include "extractor/parse/crawl_settings.hpp"
 #include "extractor/pipeline/module.hpp"
 #include "extractor/store/crawl_store.hpp"
 
@@ -97,7 +97,7 @@ class Engine {
  private:
   struct JobRuntime {
     JobInfo info;
-    JobSettings settings;
+    parse::CrawlSettings settings;
     std::shared_ptr<const Module> module;
   };
   struct Work {

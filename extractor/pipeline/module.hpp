@@ -35,8 +35,8 @@ struct RequestSpec {
   int depth = 0;                  // link hops from a start URL; pagination keeps the depth
   int pagination_index = 0;       // pages followed by pagination from the first page (0 = first)
   bool is_pagination = false;     // found by the pagination rule
-  bool stop_when_no_new_items = true;  // pagination only: follow it only if the page it was
-                                       // found on brought an item or link new to the run
+  bool stop_when_no_new_items = false;  // pagination only: follow it only if the page it was
+                                        // found on brought an item or a link new to the run
 };
 
 // A downloaded page handed to Parse.

@@ -2,40 +2,6 @@
 
 namespace celeriac::orchestrator {
 
-nlohmann::ordered_json PropertiesToJson(const broker::Properties& p) {
-  nlohmann::ordered_json j;
-  j["content_type"] = p.content_type;
-  j["content_encoding"] = p.content_encoding;
-  j["delivery_mode"] = p.delivery_mode;
-  j["priority"] = p.priority;
-  j["correlation_id"] = p.correlation_id;
-  j["reply_to"] = p.reply_to;
-  if (p.expiration) j["expiration"] = *p.expiration;
-  if (p.message_id) j["message_id"] = *p.message_id;
-  if (p.timestamp) j["timestamp"] = *p.timestamp;
-  if (p.type) j["type"] = *p.type;
-  if (p.app_id) j["app_id"] = *p.app_id;
-  return j;
-}
-
-broker::Properties PropertiesFromJson(const nlohmann::ordered_json& j,
-                                      const nlohmann::ordered_json& headers) {
-  broker::Properties p;
-  p.content_type = j.value("content_type", "");
-  p.content_encoding = j.value("content_encoding", "");
-  p.delivery_mode = j.value("delivery_mode", uint8_t{2});
-  p.priority = j.value("priority", uint8_t{0});
-  p.correlation_id = j.value("correlation_id", "");
-  p.reply_to = j.value("reply_to", "");
-  if (j.contains("expiration")) p.expiration = j["expiration"].get<std::string>();
-  if (j.contains("message_id")) p.message_id = j["message_id"].get<std::string>();
-  if (j.contains("timestamp")) p.timestamp = j["timestamp"].get<uint64_t>();
-  if (j.contains("type")) p.type = j["type"].get<std::string>();
-  if (j.contains("app_id")) p.app_id = j["app_id"].get<std::string>();
-  p.headers = headers.is_object() ? headers : broker::Headers::object();
-  return p;
-}
-
 Result<int64_t> PgDeadLetterStore::Write(const DeadLetter& letter) {
   // Headers and properties go in as json (not jsonb) text, so a replay gets them back in the
   // order and form they arrived in.

@@ -26,9 +26,7 @@ class PgTaskStateStore final : public TaskStateSink {
   pg::Pool& pool_;
 };
 
-// AMQP properties without the headers, as JSON for the dead_letters.properties column.
-nlohmann::ordered_json PropertiesToJson(const broker::Properties& p);
-broker::Properties PropertiesFromJson(const nlohmann::ordered_json& properties,
-                                      const nlohmann::ordered_json& headers);
+using broker::PropertiesFromJson;
+using broker::PropertiesToJson;
 
 }  // namespace celeriac::orchestrator

@@ -110,6 +110,7 @@ class FakeModule final : public extractor::Module {
         s.url = url;
         s.page_type = "page";
         s.is_pagination = verb == "next";
+        s.stop_when_no_new_items = s.is_pagination;
         s.depth = page.depth + (s.is_pagination ? 0 : 1);
         s.pagination_index = s.is_pagination ? page.pagination_index + 1 : 0;
         out.requests.push_back(std::move(s));
