@@ -984,6 +984,7 @@ void Client::Impl::ProcessDone(Multi& m) {
 Client::Client(Loop& loop, ClientOptions options)
     : impl_(std::make_unique<Impl>(loop, std::move(options))) {
   GlobalInit();
+  if (impl_->options.user_agent.empty()) impl_->options.user_agent = "Celeriac/" CELERIAC_VERSION;
   impl_->InitMulti(impl_->public_multi);
   impl_->InitMulti(impl_->private_multi);
   impl_->deferred_timer = new uv_timer_t;
