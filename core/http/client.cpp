@@ -619,7 +619,12 @@ void Client::Impl::Release(Transfer* t) {
   uv_timer_stop(t->watchdog);
   if (t->easy) {
     // Let go of the jar now, so it can be destroyed while this handle sits in the pool.
-    if (t->request.cookies) curl_easy_setopt(t->easy, CURLOPT_SHARE, nullptr);
+    if (t->request.cookies) {
+      // Drop the pending cookie-file list COOKIEFILE "" made (libcurl 7.88 can leave it on the
+      // handle), while the share is still attached so its cookies are kept.
+      curl_easy_setopt(t->easy, CURLOPT_COOKIEFILE, nullptr);
+      curl_easy_setopt(t->easy, CURLOPT_SHARE, nullptr);
+    }
     if (pooled_handles >= options.max_pooled_handles) {
       curl_easy_cleanup(t->easy);
       t->easy = nullptr;
@@ -979,6 +984,7 @@ void Client::Impl::ProcessDone(Multi& m) {
 Client::Client(Loop& loop, ClientOptions options)
     : impl_(std::make_unique<Impl>(loop, std::move(options))) {
   GlobalInit();
+  if (impl_->options.user_agent.empty()) impl_->options.user_agent = "Celeriac/" CELERIAC_VERSION;
   impl_->InitMulti(impl_->public_multi);
   impl_->InitMulti(impl_->private_multi);
   impl_->deferred_timer = new uv_timer_t;
@@ -1097,8 +1103,9 @@ namespace {
 struct JarHandle {
   explicit JarHandle(void* share) : easy(curl_easy_init()) {
     if (!easy) return;
+    // The share brings its cookie store; no COOKIEFILE here (its pending list would leak, as
+    // this handle never runs a transfer that loads it).
     curl_easy_setopt(easy, CURLOPT_SHARE, static_cast<CURLSH*>(share));
-    curl_easy_setopt(easy, CURLOPT_COOKIEFILE, "");
   }
   ~JarHandle() {
     if (!easy) return;

@@ -143,7 +143,7 @@ struct Request {
   std::string url;
   std::string method = "GET";  // GET, HEAD, POST, PUT, ...
   std::vector<std::pair<std::string, std::string>> headers;  // extra request headers
-  std::string body;            // sent for any method when not empty (and for POST always)
+  std::string body;            // sent with POST (even empty) and with other methods but GET/HEAD
 
   std::shared_ptr<CookieJar> cookies;  // null: no cookies are stored or sent
   // "" for none; "http://host:port", "https://...", "socks5://...", "socks5h://..."
@@ -155,7 +155,7 @@ struct Request {
   int max_redirects = 10;
 
   std::chrono::milliseconds connect_timeout{10'000};      // DNS + TCP + TLS, per hop
-  std::chrono::milliseconds first_byte_timeout{30'000};   // hop start to first header byte
+  std::chrono::milliseconds first_byte_timeout{30'000};   // hop start (incl. connect) to status line; 0 = off
   std::chrono::milliseconds idle_timeout{30'000};         // no byte for this long after the first; 0 = off
   std::chrono::milliseconds total_timeout{60'000};        // Start to the end, all hops
   size_t max_body_bytes = 10 * 1024 * 1024;               // decompressed
@@ -180,7 +180,7 @@ class Outcome : public Result<Response> {
 
 // Settings for the Client as a whole. Key = default: meaning.
 struct ClientOptions {
-  std::string user_agent = "Celeriac/" CELERIAC_VERSION;  // User-Agent when a request sets none
+  std::string user_agent;             // User-Agent when a request sets none; "": "Celeriac/<version>"
   long max_total_connections = 0;     // 0: no cap (CURLMOPT_MAX_TOTAL_CONNECTIONS)
   long max_host_connections = 0;      // 0: no cap per host (politeness lives upstream)
   long connection_cache_size = 0;     // idle connections kept per policy; 0: curl's default
