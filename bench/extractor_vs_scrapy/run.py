@@ -157,20 +157,53 @@ class Nginx:
 
 # --- measuring -------------------------------------------------------------------------------
 
-def measure(argv, env=None, cwd=None, log_path=None):
-    """Run argv to completion: wall s, CPU s (user+sys incl. reaped children), peak RSS MB."""
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s():
+    """CPU seconds all CPUs spent busy since boot (/proc/stat: all but idle and iowait)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / TICK
+
+
+def tree_cpu_s(root_pid):
+    """user+sys CPU seconds of root_pid and its live children (nginx: master + workers)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(entry) == root_pid or int(fields[1]) == root_pid:
+            total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
+
+
+def measure(argv, env=None, cwd=None, log_path=None, server_pid=None):
+    """Run argv to completion: wall s, CPU s (user+sys incl. reaped children), peak RSS MB,
+    and what else kept the CPUs busy meanwhile: the web server, and everyone else."""
     out = open(log_path, "w") if log_path else subprocess.DEVNULL
+    busy0 = machine_busy_s()
+    server0 = tree_cpu_s(server_pid) if server_pid else 0.0
     start = time.monotonic()
     proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - start
+    busy = machine_busy_s() - busy0
+    server = tree_cpu_s(server_pid) - server0 if server_pid else 0.0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if log_path:
         out.close()
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
-            "user_s": usage.ru_utime, "sys_s": usage.ru_stime,
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"wall_s": wall, "cpu_s": cpu, "user_s": usage.ru_utime, "sys_s": usage.ru_stime,
             "peak_rss_mb": usage.ru_maxrss / 1024.0, "exit": proc.returncode,
-            "pages_per_s": PAGES / wall}
+            "pages_per_s": PAGES / wall, "pages_per_cpu_s": PAGES / cpu if cpu else 0.0,
+            "server_cpu_s": server, "others_cpu_s": max(0.0, busy - cpu - server)}
 
 
 def wrk(origin, out_dir, seconds):
@@ -255,7 +288,7 @@ def describe(check):
 
 # --- the two crawlers ------------------------------------------------------------------------
 
-def run_scrapy(origin, out_dir, rep):
+def run_scrapy(origin, out_dir, rep, server_pid):
     items_path = os.path.join(out_dir, "scrapy_items.jsonl")
     if os.path.exists(items_path):
         os.remove(items_path)
@@ -267,7 +300,7 @@ def run_scrapy(origin, out_dir, rep):
             "-s", "TELNETCONSOLE_ENABLED=False"]
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     log_path = os.path.join(out_dir, "scrapy-%d.log" % rep)
-    m = measure(argv, env=env, cwd=out_dir, log_path=log_path)
+    m = measure(argv, env=env, cwd=out_dir, log_path=log_path, server_pid=server_pid)
     if m["exit"] != 0 or not os.path.exists(items_path):
         raise BenchError("scrapy failed (exit %d), see %s" % (m["exit"], log_path))
     m["items"] = compare(read_jsonl(items_path), os.path.join(out_dir, "expected.jsonl"))
@@ -302,7 +335,7 @@ def celeriac_unavailable():
     return None
 
 
-def run_celeriac(origin, out_dir, rep, env):
+def run_celeriac(origin, out_dir, rep, env, server_pid):
     url = env.get("CELERIAC_DATABASE_URL")
     if not url:
         raise BenchError("CELERIAC_DATABASE_URL is not set and ./dev env did not give it; "
@@ -322,7 +355,7 @@ def run_celeriac(origin, out_dir, rep, env):
     log_path = os.path.join(out_dir, "celeriac-%d.log" % rep)
     m = measure([os.path.join(BIN, "extractor"), "crawl", "--config", config_path,
                  "--data-source-id", str(source_id), "--output", items_path],
-                env=env, cwd=out_dir, log_path=log_path)
+                env=env, cwd=out_dir, log_path=log_path, server_pid=server_pid)
     if m["exit"] != 0:
         raise BenchError("extractor crawl failed (exit %d), see %s" % (m["exit"], log_path))
     if os.path.exists(items_path):
@@ -351,19 +384,26 @@ def report(result):
     lines = ["", "extractor_vs_scrapy: %d pages (200 listing + 5,000 product, ~15 KB each), "
                  "nginx %d worker(s), %d CPU(s), load average at start %s"
              % (PAGES, result["nginx_workers"], os.cpu_count(), result["loadavg"]), ""]
-    lines.append("%-10s %10s %8s %8s %13s   %s" % ("", "pages/s", "wall s", "CPU s",
-                                                  "peak RSS MB", "items"))
+    lines.append("%-10s %9s %8s %7s %9s %12s %9s %9s   %s"
+                 % ("", "pages/s", "wall s", "CPU s", "pages/CPUs", "peak RSS MB",
+                    "nginx CPUs", "others CPUs", "items"))
     for name, r in (("scrapy", s), ("celeriac", c)):
         if r is None:
             lines.append("%-10s %s" % (name, result.get(name + "_skipped", "not run")))
         else:
-            lines.append("%-10s %10.0f %8.2f %8.2f %13.1f   %s"
-                         % (name, r["pages_per_s"], r["wall_s"], r["cpu_s"], r["peak_rss_mb"],
-                            describe(r["items"])))
+            lines.append("%-10s %9.0f %8.2f %7.2f %9.0f %12.1f %9.1f %9.1f   %s"
+                         % (name, r["pages_per_s"], r["wall_s"], r["cpu_s"],
+                            r["pages_per_cpu_s"], r["peak_rss_mb"], r["server_cpu_s"],
+                            r["others_cpu_s"], describe(r["items"])))
     if s and c:
-        lines.append("%-10s %9.1fx %8s %7.2fx %12.2fx   (celeriac / scrapy; CPU and RSS: lower "
-                     "is better)" % ("ratio", c["pages_per_s"] / s["pages_per_s"], "",
-                                     c["cpu_s"] / s["cpu_s"], c["peak_rss_mb"] / s["peak_rss_mb"]))
+        lines.append("%-10s %8.1fx %8s %6.2fx %8.1fx %11.2fx   (celeriac / scrapy; CPU and RSS: "
+                     "lower is better)" % ("ratio", c["pages_per_s"] / s["pages_per_s"], "",
+                                           c["cpu_s"] / s["cpu_s"],
+                                           c["pages_per_cpu_s"] / s["pages_per_cpu_s"],
+                                           c["peak_rss_mb"] / s["peak_rss_mb"]))
+    lines.append("(pages/CPUs: pages per CPU second of the crawler; nginx CPUs: the web server's "
+                 "CPU seconds during the crawl; others CPUs: every other process's, i.e. load "
+                 "from outside the benchmark)")
     lines.append("")
     if result.get("wrk"):
         w = result["wrk"]
@@ -432,12 +472,12 @@ def main():
         for rep in range(args.reps):
             if not args.skip_scrapy:
                 log("scrapy: crawl %d/%d" % (rep + 1, args.reps))
-                runs["scrapy"].append(run_scrapy(nginx.origin, out_dir, rep))
+                runs["scrapy"].append(run_scrapy(nginx.origin, out_dir, rep, nginx.proc.pid))
                 log("scrapy: %.1f s, %s" % (runs["scrapy"][-1]["wall_s"],
                                             describe(runs["scrapy"][-1]["items"])))
             if not skip_celeriac:
                 log("celeriac: crawl %d/%d" % (rep + 1, args.reps))
-                runs["celeriac"].append(run_celeriac(nginx.origin, out_dir, rep, env))
+                runs["celeriac"].append(run_celeriac(nginx.origin, out_dir, rep, env, nginx.proc.pid))
                 log("celeriac: %.1f s, %s" % (runs["celeriac"][-1]["wall_s"],
                                               describe(runs["celeriac"][-1]["items"])))
         if args.skip_scrapy:
