@@ -2,7 +2,7 @@
 """extractor_vs_scrapy: Celeriac's extractor vs Scrapy crawling the same static shop from nginx.
 
     /usr/bin/python3 bench/extractor_vs_scrapy/run.py [--reps 1] [--nginx-workers 2]
-        [--skip-scrapy] [--skip-celeriac] [--skip-wrk] [--json out.json]
+        [--skip-scrapy] [--skip-celeriac] [--skip-wrk] [--wait-idle 600] [--json out.json]
 
 Needs nginx (nginx-light), wrk, python3-scrapy and the binaries:
     cmake --build build -j2 --target extractor bench_raw_parse
@@ -165,6 +165,23 @@ def machine_busy_s():
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
     return (sum(fields[:8]) - fields[3] - fields[4]) / TICK
+
+
+def wait_idle(max_wait_s):
+    """Wait (at most max_wait_s) until less than 25% of all CPUs are busy over one second."""
+    deadline = time.time() + max_wait_s
+    while True:
+        busy0 = machine_busy_s()
+        time.sleep(1)
+        share = (machine_busy_s() - busy0) / os.cpu_count()
+        if share < 0.25:
+            return
+        if time.time() > deadline:
+            log("machine still %.0f%% busy after %d s; measuring anyway" % (share * 100,
+                                                                         max_wait_s))
+            return
+        log("machine %.0f%% busy; waiting for it to calm down" % (share * 100))
+        time.sleep(19)
 
 
 def tree_cpu_s(root_pid):
@@ -437,6 +454,9 @@ def main():
     parser.add_argument("--skip-celeriac", action="store_true")
     parser.add_argument("--skip-wrk", action="store_true")
     parser.add_argument("--skip-raw-parse", action="store_true")
+    parser.add_argument("--wait-idle", type=int, default=0, metavar="SECONDS",
+                        help="before each crawl, wait up to this long for the machine to be "
+                             "under 25%% busy (default: do not wait)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
@@ -471,11 +491,15 @@ def main():
         runs = {"scrapy": [], "celeriac": []}
         for rep in range(args.reps):
             if not args.skip_scrapy:
+                if args.wait_idle:
+                    wait_idle(args.wait_idle)
                 log("scrapy: crawl %d/%d" % (rep + 1, args.reps))
                 runs["scrapy"].append(run_scrapy(nginx.origin, out_dir, rep, nginx.proc.pid))
                 log("scrapy: %.1f s, %s" % (runs["scrapy"][-1]["wall_s"],
                                             describe(runs["scrapy"][-1]["items"])))
             if not skip_celeriac:
+                if args.wait_idle:
+                    wait_idle(args.wait_idle)
                 log("celeriac: crawl %d/%d" % (rep + 1, args.reps))
                 runs["celeriac"].append(run_celeriac(nginx.origin, out_dir, rep, env, nginx.proc.pid))
                 log("celeriac: %.1f s, %s" % (runs["celeriac"][-1]["wall_s"],
