@@ -209,7 +209,12 @@ def measure(argv, env=None, cwd=None, log_path=None, server_pid=None):
     server0 = tree_cpu_s(server_pid) if server_pid else 0.0
     start = time.monotonic()
     proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-    _, status, usage = os.wait4(proc.pid, 0)
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:  # SIGTERM or ^C: take the crawler down with us
+        proc.kill()
+        proc.wait()
+        raise
     wall = time.monotonic() - start
     busy = machine_busy_s() - busy0
     server = tree_cpu_s(server_pid) - server0 if server_pid else 0.0
@@ -470,6 +475,8 @@ def main():
         log("another run holds %s; waiting for it" % LOCK)
         fcntl.flock(lock, fcntl.LOCK_EX)
 
+    # A SIGTERM (e.g. from `timeout`) unwinds like an error, so nginx is stopped in `finally`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("extractor_vs_scrapy: terminated"))
     out_dir = os.path.abspath(args.out_dir)
     ensure_site(out_dir, args.seed)
     result = {"nginx_workers": args.nginx_workers,
