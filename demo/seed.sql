@@ -1,8 +1,11 @@
 -- Demo rows for `./dev demo`: data sources, crawl tasks, and crawl configs in every status the
 -- orchestrator must handle (an active config, an older inactive version, a draft, and a source
 -- with no active config at all, which execute_crawl_task skips with a warning).
--- Safe to load twice: fixed ids, ON CONFLICT DO NOTHING. The demo site runs on 127.0.0.1:18081,
--- so its configs allow private network addresses explicitly.
+-- Safe to load twice: fixed ids, ON CONFLICT DO NOTHING. The demo site (build/bin/demo-site,
+-- demo/site/demo_site.cpp) runs on 127.0.0.1:18081, so its configs allow private network
+-- addresses explicitly. A full crawl of config 2 yields 46 items (DEMO-001..DEMO-050 but for a
+-- page without its sku, a permanent 500, a dead link and a page robots.txt forbids); config 4
+-- yields 24 (CLR-001..CLR-024). `demo-site --print-expected 2|4` prints them.
 
 INSERT INTO data_sources (id, name, base_url) VALUES
   (1, 'Demo shop', 'http://127.0.0.1:18081/'),
@@ -37,6 +40,7 @@ INSERT INTO crawl_configs (id, data_source_id, version, status, config) VALUES
      "allow_private_network": true,
      "politeness": {"robots_txt": true, "per_host_concurrency": 8, "min_delay_ms": 0},
      "retry": {"max_retries": 2, "backoff_base_ms": 200, "backoff_max_ms": 2000},
+     "errors": {"module_pause_after": 5, "module_cooldown_ms": 5000, "run_abort_after": 10},
      "limits": {"max_pages": 500, "max_depth": 5},
      "pages": {
        "listing": {

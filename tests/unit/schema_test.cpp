@@ -59,6 +59,16 @@ TEST(Schemas, ValidExamplesPass) {
   EXPECT_GE(checked, 10u);
 }
 
+// Crawl configs shipped outside schemas/examples (benchmarks) must load too.
+TEST(Schemas, BenchCrawlConfigsPass) {
+  auto validator = schemas::Get("crawl_config");
+  ASSERT_TRUE(validator.ok());
+  for (const char* rel : {"bench/extractor_vs_scrapy/celeriac_config.json"}) {
+    const auto st = (*validator)->Validate(ReadJson(testing::SourceDir() / rel));
+    EXPECT_TRUE(st.ok()) << rel << ": " << (st.ok() ? "" : st.error().message());
+  }
+}
+
 TEST(Schemas, InvalidExamplesFailAtTheExpectedPath) {
   size_t checked = 0;
   for (const auto& name : schemas::Names()) {
