@@ -156,7 +156,7 @@ int RunCrawl(const std::optional<std::string>& config_path, const CrawlArgs& arg
     // A draft version of the data source's config: it never becomes the active one.
     auto id = pool.Transact<int64_t>([&](pqxx::transaction_base& tx) -> Result<int64_t> {
       tx.exec_params(
-          "INSERT INTO data_sources (id, name) VALUES ($1, 'data source ' || $1) "
+          "INSERT INTO data_sources (id, name) VALUES ($1::bigint, 'data source ' || $1::text) "
           "ON CONFLICT (id) DO NOTHING",
           args.data_source_id);
       tx.exec_params("SELECT pg_advisory_xact_lock(4242, $1::int)", args.data_source_id);
@@ -220,6 +220,10 @@ int RunCrawl(const std::optional<std::string>& config_path, const CrawlArgs& arg
               << " stays running; an extractor worker can finish it)\n";
     return 1;
   }
+  const auto stats = engine.Stats();
+  spdlog::info("crawl: {} fetched, {} parsed, {} failed, {} retried; {} commits took {:.2f} s",
+               stats.fetched, stats.parsed, stats.failed, stats.retried, stats.commits,
+               stats.commit_seconds);
   std::cout << finished->result.dump() << "\n";
   if (!args.output.empty()) {
     std::ofstream out(args.output);

@@ -19,6 +19,9 @@ ALTER TABLE extraction_jobs
   ADD COLUMN reply_to            text NULL,
   ADD COLUMN result_published_at timestamptz NULL;
 
+-- the run that saw an item before its latest run (tells an item new to this run)
+ALTER TABLE extracted_items ADD COLUMN previous_run_id bigint NULL;
+
 CREATE TABLE crawl_requests (
   id               bigserial PRIMARY KEY,
   job_id           bigint NOT NULL REFERENCES extraction_jobs (id) ON DELETE CASCADE,

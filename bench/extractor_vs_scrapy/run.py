@@ -21,7 +21,7 @@ One run, in this order, against one nginx on a private loopback port:
      3): the parse ceiling for one core.
   5. Scrapy (runspider scrapy_shop.py; 64 concurrent requests, 64 per domain, no delay, robots
      off, autothrottle off, log level WARNING) from /catalogue/page-1.html, output JSON lines.
-  6. Celeriac: `extractor crawl --config celeriac_config.json --data-source-id N --output F`
+  6. Celeriac: `extractor crawl --config-file celeriac_config.json --data-source-id N --output F`
      (start_urls rewritten to nginx's port), skipped with a message when the extractor has no
      `crawl` command yet.
 Each crawler is measured as a whole process: wall time from spawn to exit, CPU seconds
@@ -375,7 +375,7 @@ def run_celeriac(origin, out_dir, rep, env, server_pid):
     if os.path.exists(items_path):
         os.remove(items_path)
     log_path = os.path.join(out_dir, "celeriac-%d.log" % rep)
-    m = measure([os.path.join(BIN, "extractor"), "crawl", "--config", config_path,
+    m = measure([os.path.join(BIN, "extractor"), "crawl", "-q", "--config-file", config_path,
                  "--data-source-id", str(source_id), "--output", items_path],
                 env=env, cwd=out_dir, log_path=log_path, server_pid=server_pid)
     if m["exit"] != 0:

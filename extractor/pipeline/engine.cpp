@@ -5,6 +5,7 @@
 #include <ctime>
 #include <random>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 namespace celeriac::extractor {
@@ -65,10 +66,15 @@ class Engine::Executor {
     cv_.notify_all();
     for (auto& t : threads_) t.join();
   }
-  void Post(std::function<void()> fn) {
+  // `urgent` work runs before everything queued (pages on the crawl's critical path).
+  void Post(std::function<void()> fn, bool urgent = false) {
     {
       std::lock_guard lock(mutex_);
-      queue_.push_back(std::move(fn));
+      if (urgent) {
+        queue_.push_front(std::move(fn));
+      } else {
+        queue_.push_back(std::move(fn));
+      }
     }
     cv_.notify_one();
   }
@@ -191,8 +197,14 @@ void Engine::Finished(const std::vector<FinishedJob>& jobs) {
                  f.reason.empty() ? "" : ": ", f.reason, f.result.dump());
     if (f.run_finished) spdlog::info("run {}: {}", f.run_id, f.run_status);
     if (on_finished_) on_finished_(f);
-    const int64_t scope = f.job_id;
-    loop_.Post([this, scope] { fetcher_.ForgetScope(scope); });
+    const int64_t job_id = f.job_id;
+    loop_.Post([this, job_id] {
+      fetcher_.ForgetScope(job_id);
+      runtime_cache_.erase(job_id);
+      std::erase_if(speculations_, [&](const auto& kv) {
+        return kv.second->job_id == job_id && kv.second->done;
+      });
+    });
   }
 }
 
@@ -249,7 +261,10 @@ void Engine::OnLeased(std::vector<Work> work, bool failed) {
   }
   outstanding_ += got;
   queued_ += got;
-  for (auto& w : work) hosts_[w.host].queue.push_back(std::move(w));
+  for (auto& w : work) {
+    runtime_cache_.try_emplace(w.lease.job_id, w.job);
+    hosts_[w.host].queue.push_back(std::move(w));
+  }
   Dispatch();
   if (got > 0 && !failed) return MaybeLease();
   // Nothing to do (or the database is away): look again in a while.
@@ -291,17 +306,18 @@ void Engine::Dispatch() {
   }
 }
 
-void Engine::StartFetch(Work w) {
-  ++in_flight_;
-  const auto& s = w.job->settings;
+FetchRequest Engine::MakeFetch(const JobRuntime& job, const RequestSpec& spec,
+                               int64_t job_id) const {
+  const auto& s = job.settings;
   FetchRequest req;
-  req.url = w.lease.spec.url;
-  req.method = w.lease.spec.method;
-  req.body = w.lease.spec.body;
+  req.url = spec.url;
+  req.method = spec.method;
+  req.body = spec.body;
   for (const auto& [k, v] : s.request.headers) req.headers.emplace_back(k, v);
   if (s.request.body_is_json && !s.request.headers.contains("Content-Type"))
     req.headers.emplace_back("Content-Type", "application/json");
-  req.user_agent = s.request.user_agent.value_or(s.user_agent.value_or(options_.default_user_agent));
+  req.user_agent =
+      s.request.user_agent.value_or(s.user_agent.value_or(options_.default_user_agent));
   req.timeout = s.request.timeout;
   req.connect_timeout = s.request.connect_timeout;
   req.max_bytes = static_cast<size_t>(s.request.max_bytes);
@@ -309,11 +325,141 @@ void Engine::StartFetch(Work w) {
   req.proxy = s.request.proxy;
   req.allow_private_network = s.allow_private_network;
   req.cookies = s.request.cookies;
-  req.cookie_scope = w.lease.job_id;
+  req.cookie_scope = job_id;
+  return req;
+}
+
+std::string Engine::SpeculationKey(int64_t job_id, const RequestSpec& s) {
+  return fmt::format("{}|{}|{}|{}|{}|{}", job_id, s.method, s.page_type, s.depth,
+                     s.pagination_index, s.url);
+}
+
+void Engine::StartFetch(Work w) {
+  ++in_flight_;
+  if (!speculations_.empty()) {
+    auto it = speculations_.find(SpeculationKey(w.lease.job_id, w.lease.spec));
+    if (it != speculations_.end()) {
+      auto spec = it->second;
+      if (!spec->done) {
+        spec->waiters.push_back(std::move(w));
+      } else {
+        auto shared = std::make_shared<Work>(std::move(w));
+        loop_.Post([this, spec, shared] { Consume(*spec, std::move(*shared)); });
+      }
+      return;
+    }
+  }
+  auto req = MakeFetch(*w.job, w.lease.spec, w.lease.job_id);
   auto shared = std::make_shared<Work>(std::move(w));
   fetcher_.Fetch(std::move(req), [this, shared](Result<FetchResponse> r, std::string kind) {
     OnFetched(std::move(*shared), std::move(r), kind);
   });
+}
+
+// Pagination is the one chain in a crawl that cannot run in parallel: page N+1 is known only
+// once page N is parsed. Recording page N and leasing N+1 through Postgres takes a round trip or
+// two, so the next page is fetched and parsed speculatively as soon as it is seen; when its
+// lease arrives the result is ready. Only for hosts without a politeness delay, a few pages
+// ahead at most; a speculation nobody leases (another extractor took it) is just dropped.
+void Engine::Speculate(const std::shared_ptr<const JobRuntime>& job, const RequestSpec& spec,
+                       int64_t job_id, int ahead) {
+  constexpr size_t kMaxSpeculations = 64;
+  constexpr int kMaxAhead = 2;  // pages beyond the last recorded one; also the waste at a stop
+  if (ahead > kMaxAhead || !options_.speculate) return;
+  if (draining_ || job->settings.politeness.min_delay.count() > 0) return;
+  if (speculations_.size() >= kMaxSpeculations) return;
+  auto key = SpeculationKey(job_id, spec);
+  if (speculations_.contains(key)) return;
+  auto entry = std::make_shared<Speculation>();
+  entry->key = key;
+  entry->job_id = job_id;
+  speculations_.emplace(key, entry);
+  ++speculating_;
+  fetcher_.Fetch(MakeFetch(*job, spec, job_id),
+                 [this, entry, job, spec, ahead](Result<FetchResponse> r, std::string) {
+    {
+      std::lock_guard lock(stats_mutex_);
+      ++stats_.fetched;
+      if (r) stats_.bytes += r->bytes;
+    }
+    if (!r || r->status < 200 || r->status >= 300) {
+      --speculating_;
+      return Resolve(entry, std::nullopt);  // the real request will fetch and classify it
+    }
+    auto response = std::make_shared<FetchResponse>(std::move(*r));
+    parse_threads_->Post([this, entry, job, spec, response, ahead] {
+      auto result = ParseResponse(*job, spec, *response);
+      loop_.Post([this, entry, job, ahead, result = std::move(result)]() mutable {
+        --speculating_;
+        if (result.state == RequestResult::State::kDone)
+          for (const auto& next : result.requests)
+            if (next.is_pagination) Speculate(job, next, entry->job_id, ahead + 1);
+        Resolve(entry, std::move(result));
+      });
+    }, true);
+  });
+}
+
+void Engine::Resolve(const std::shared_ptr<Speculation>& entry,
+                     std::optional<RequestResult> result) {
+  entry->done = true;
+  entry->result = std::move(result);
+  auto waiters = std::move(entry->waiters);
+  entry->waiters.clear();
+  for (auto& w : waiters) Consume(*entry, std::move(w));
+  CheckDrained();
+}
+
+void Engine::Consume(Speculation& entry, Work w) {
+  speculations_.erase(entry.key);  // entry stays alive: the caller holds it
+  if (!entry.result) {
+    // The speculative fetch failed: fetch for real, and let that classify and retry.
+    --in_flight_;
+    return StartFetch(std::move(w));
+  }
+  RequestResult r = *entry.result;
+  r.request_id = w.lease.id;
+  r.job_id = w.lease.job_id;
+  --hosts_[w.host].active;
+  --in_flight_;
+  AddResult(std::move(r));
+  Dispatch();
+}
+
+RequestResult Engine::ParseResponse(const JobRuntime& job, const RequestSpec& spec,
+                                    const FetchResponse& resp) {
+  Page page;
+  page.url = resp.final_url.empty() ? spec.url : resp.final_url;
+  page.content_type = resp.content_type;
+  page.body = resp.body;
+  page.status = resp.status;
+  page.page_type = spec.page_type;
+  page.depth = spec.depth;
+  page.pagination_index = spec.pagination_index;
+  RequestResult r;
+  r.status_code = resp.status;
+  r.bytes = resp.bytes;
+  r.url = page.url;
+  r.parsed = true;
+  Result<ParseOutcome> outcome = Error(ErrorCode::kInternal, "not parsed");
+  try {
+    outcome = job.module->Parse(page);
+  } catch (const std::exception& e) {
+    outcome = Error(ErrorCode::kInternal, std::string("parser threw: ") + e.what(), false);
+  }
+  if (outcome) {
+    r.state = RequestResult::State::kDone;
+    r.items = std::move(outcome->items);
+    r.requests = std::move(outcome->requests);
+    r.item_errors = outcome->item_errors.size();
+    for (const auto& e : outcome->item_errors)
+      spdlog::debug("job {}: {}: item dropped: {}", job.info.job_id, page.url, e);
+  } else {
+    r.state = RequestResult::State::kFailed;
+    r.error_class = "Parse";
+    r.error_message = outcome.error().message();
+  }
+  return r;
 }
 
 RequestResult Engine::Failure(const Work& w, std::string error_class, std::string message,
@@ -376,50 +522,20 @@ void Engine::OnFetched(Work w, Result<FetchResponse> response, const std::string
     return;
   }
   // Parse off the loop thread.
+  const bool urgent = w.lease.spec.is_pagination || w.lease.spec.depth == 0;
   auto shared = std::make_shared<std::pair<Work, FetchResponse>>(std::move(w),
                                                                  std::move(*response));
   parse_threads_->Post([this, shared] {
     auto& [work, resp] = *shared;
-    Page page;
-    page.url = resp.final_url.empty() ? work.lease.spec.url : resp.final_url;
-    page.content_type = resp.content_type;
-    page.body = resp.body;
-    page.status = resp.status;
-    page.page_type = work.lease.spec.page_type;
-    page.depth = work.lease.spec.depth;
-    page.pagination_index = work.lease.spec.pagination_index;
-    RequestResult r;
+    RequestResult r = ParseResponse(*work.job, work.lease.spec, resp);
     r.request_id = work.lease.id;
     r.job_id = work.lease.job_id;
-    r.status_code = resp.status;
-    r.bytes = resp.bytes;
-    r.url = page.url;
-    Result<ParseOutcome> outcome = Error(ErrorCode::kInternal, "not parsed");
-    try {
-      outcome = work.job->module->Parse(page);
-    } catch (const std::exception& e) {
-      outcome = Error(ErrorCode::kInternal, std::string("parser threw: ") + e.what(), false);
-    }
-    if (outcome) {
-      r.state = RequestResult::State::kDone;
-      r.parsed = true;
-      r.items = std::move(outcome->items);
-      r.requests = std::move(outcome->requests);
-      r.item_errors = outcome->item_errors.size();
-      for (const auto& e : outcome->item_errors)
-        spdlog::debug("job {}: {}: item dropped: {}", r.job_id, page.url, e);
-    } else {
-      r.state = RequestResult::State::kFailed;
-      r.parsed = true;
-      r.error_class = "Parse";
-      r.error_message = outcome.error().message();
-    }
     loop_.Post([this, r = std::move(r)]() mutable {
       --in_flight_;
       AddResult(std::move(r));
       Dispatch();
     });
-  });
+  }, urgent);
 }
 
 // ---- recording --------------------------------------------------------------------------
@@ -434,8 +550,20 @@ void Engine::AddResult(RequestResult result) {
   if (result.state == RequestResult::State::kFailed)
     spdlog::warn("job {} request {}: {} error: {}", result.job_id, result.request_id,
                  result.error_class, result.error_message);
-  pending_results_.push_back(std::move(result));
-  if (pending_results_.size() >= options_.commit_batch || draining_) return Flush();
+  // A page that leads to more pages is recorded first: its links are the crawl's critical path.
+  const bool leads = Leads(result);
+  if (leads && result.state == RequestResult::State::kDone) {
+    if (auto rt = runtime_cache_.find(result.job_id); rt != runtime_cache_.end())
+      for (const auto& next : result.requests)
+        if (next.is_pagination) Speculate(rt->second, next, result.job_id, 1);
+  }
+  if (leads) {
+    pending_results_.insert(pending_results_.begin(), std::move(result));
+  } else {
+    pending_results_.push_back(std::move(result));
+  }
+  if (pending_results_.size() >= options_.commit_batch || draining_ || leads || Starving())
+    return Flush();
   if (!flush_timer_)
     flush_timer_ = loop_.AddTimer(options_.commit_interval, [this] {
       flush_timer_.reset();
@@ -450,6 +578,9 @@ void Engine::Flush() {
     flush_timer_.reset();
   }
   committing_ = true;
+  const size_t target = options_.concurrency * 2 + options_.commit_batch;
+  const size_t lease_new =
+      draining_ ? 0 : target - std::min(target, outstanding_ + (leasing_ ? options_.lease_batch : 0));
   auto batch = std::make_shared<std::vector<RequestResult>>();
   if (pending_results_.size() <= options_.commit_batch) {
     batch->swap(pending_results_);
@@ -461,8 +592,9 @@ void Engine::Flush() {
                            pending_results_.begin() +
                                static_cast<std::ptrdiff_t>(options_.commit_batch));
   }
-  store_thread_->Post([this, batch] {
+  store_thread_->Post([this, batch, lease_new] {
     std::map<int64_t, JobLimits> limits;
+    std::vector<Work> discovered;
     for (const auto& r : *batch) {
       if (limits.contains(r.job_id)) continue;
       auto rt = runtimes_.find(r.job_id);
@@ -477,8 +609,24 @@ void Engine::Flush() {
     // A commit that cannot reach the database is retried until it can: the results are the
     // only record of the work, and their leases outlive short outages.
     for (int attempt = 0;; ++attempt) {
-      auto report = store_.Commit(*batch, limits);
+      const auto commit_started = std::chrono::steady_clock::now();
+      auto report = store_.Commit(*batch, limits, lease_new, options_.lease);
+      {
+        std::lock_guard lock(stats_mutex_);
+        stats_.commit_seconds += std::chrono::duration<double>(
+            std::chrono::steady_clock::now() - commit_started).count();
+        ++stats_.commits;
+      }
       if (report) {
+        for (auto& l : report->leased) {
+          auto rt = RuntimeFor(l.job_id);
+          if (!rt) continue;  // its job ended; the lease expires harmlessly
+          Work w;
+          w.host = HostOf(l.spec.url);
+          w.lease = std::move(l);
+          w.job = std::move(rt);
+          discovered.push_back(std::move(w));
+        }
         {
           std::lock_guard lock(stats_mutex_);
           stats_.committed += report->recorded;
@@ -500,15 +648,32 @@ void Engine::Flush() {
       std::this_thread::sleep_for(std::min(milliseconds(5000), milliseconds(100 << std::min(attempt, 5))));
     }
     const size_t n = batch->size();
-    loop_.Post([this, n] { OnCommitted(n); });
+    loop_.Post([this, n, discovered = std::move(discovered)]() mutable {
+      OnCommitted(n, std::move(discovered));
+    });
   });
 }
 
-void Engine::OnCommitted(size_t count) {
+void Engine::OnCommitted(size_t count, std::vector<Work> discovered) {
   committing_ = false;
   outstanding_ -= std::min(outstanding_, count);
+  if (!discovered.empty()) {
+    if (draining_) {
+      std::vector<int64_t> ids;
+      for (const auto& w : discovered) ids.push_back(w.lease.id);
+      store_thread_->Post([this, ids] { (void)store_.ReleaseLeases(ids); });
+    } else {
+      outstanding_ += discovered.size();
+      queued_ += discovered.size();
+      for (auto& w : discovered) {
+        runtime_cache_.try_emplace(w.lease.job_id, w.job);
+        hosts_[w.host].queue.push_back(std::move(w));
+      }
+      Dispatch();
+    }
+  }
   if (!pending_results_.empty() &&
-      (pending_results_.size() >= options_.commit_batch || draining_))
+      (pending_results_.size() >= options_.commit_batch || draining_ || Starving()))
     Flush();
   else if (!pending_results_.empty() && !flush_timer_)
     flush_timer_ = loop_.AddTimer(options_.commit_interval, [this] {
@@ -517,6 +682,18 @@ void Engine::OnCommitted(size_t count) {
     });
   if (draining_) return CheckDrained();
   MaybeLease();
+}
+
+bool Engine::Leads(const RequestResult& r) {
+  for (const auto& next : r.requests)
+    if (next.is_pagination) return true;
+  return false;
+}
+
+bool Engine::Starving() const {
+  // Fewer requests waiting or running than the pipeline can take: recording now (and leasing
+  // what the results discovered) beats batching.
+  return queued_ + in_flight_ < options_.concurrency / 8;
 }
 
 // ---- maintenance and shutdown -----------------------------------------------------------
@@ -576,7 +753,9 @@ void Engine::Drain(std::function<void()> done) {
 
 void Engine::CheckDrained() {
   if (!draining_ || !drained_) return;
-  if (leasing_ || in_flight_ > 0 || committing_ || !pending_results_.empty()) return;
+  if (leasing_ || in_flight_ > 0 || speculating_ > 0 || committing_ ||
+      !pending_results_.empty())
+    return;
   if (maintain_timer_) {
     loop_.CancelTimer(*maintain_timer_);
     maintain_timer_.reset();

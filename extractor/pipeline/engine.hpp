@@ -61,11 +61,16 @@ struct EngineOptions {
   int max_lease_attempts = 5;          // leases that expired before a request is given up
   std::string default_user_agent = "Celeriac/0.1 (+https://github.com/celeriac)";
   std::optional<int64_t> only_job;     // lease only from this job (one-shot crawls)
+  // Fetch and parse the next pagination page before its lease arrives (hosts without a
+  // politeness delay only, at most two pages ahead of the last recorded one).
+  bool speculate = true;
 };
 
 struct EngineStats {
   uint64_t fetched = 0, parsed = 0, failed = 0, retried = 0, committed = 0, dropped = 0;
   uint64_t bytes = 0;
+  uint64_t commits = 0;
+  double commit_seconds = 0;   // time the store thread spent recording results
   size_t in_flight = 0, queued = 0;
 };
 
@@ -110,6 +115,13 @@ class Engine {
     int active = 0;
     Clock::MonoTime next_start{};
   };
+  struct Speculation {
+    std::string key;
+    int64_t job_id = 0;
+    bool done = false;
+    std::optional<RequestResult> result;  // nullopt: the speculative fetch failed
+    std::vector<Work> waiters;            // leases that arrived before it was done
+  };
   class Executor;
 
   // loop thread
@@ -117,10 +129,21 @@ class Engine {
   void OnLeased(std::vector<Work> work, bool failed);
   void Dispatch();
   void StartFetch(Work work);
+  FetchRequest MakeFetch(const JobRuntime& job, const RequestSpec& spec, int64_t job_id) const;
+  static std::string SpeculationKey(int64_t job_id, const RequestSpec& spec);
+  void Speculate(const std::shared_ptr<const JobRuntime>& job, const RequestSpec& spec,
+                 int64_t job_id, int ahead);
+  void Resolve(const std::shared_ptr<Speculation>& entry, std::optional<RequestResult> result);
+  void Consume(Speculation& entry, Work work);
+  // Parse thread: a page through its job's module.
+  static RequestResult ParseResponse(const JobRuntime& job, const RequestSpec& spec,
+                                     const FetchResponse& response);
   void OnFetched(Work work, Result<FetchResponse> response, const std::string& failure_kind);
   void AddResult(RequestResult result);
   void Flush();
-  void OnCommitted(size_t count);
+  void OnCommitted(size_t count, std::vector<Work> discovered);
+  bool Starving() const;
+  static bool Leads(const RequestResult& r);
   void Maintain();
   void CheckDrained();
   RequestResult Failure(const Work& w, std::string error_class, std::string message,
@@ -145,6 +168,9 @@ class Engine {
 
   // loop thread only
   std::unordered_map<std::string, Host> hosts_;
+  std::unordered_map<int64_t, std::shared_ptr<const JobRuntime>> runtime_cache_;
+  std::unordered_map<std::string, std::shared_ptr<Speculation>> speculations_;
+  size_t speculating_ = 0;     // speculative fetches and parses under way
   size_t queued_ = 0;          // leased, waiting for a host slot
   size_t in_flight_ = 0;       // fetching or parsing
   size_t outstanding_ = 0;     // leased and not yet committed

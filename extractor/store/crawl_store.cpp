@@ -191,10 +191,10 @@ Json RequestRow(int64_t job_id, const RequestSpec& s, const std::string& fp) {
               {"p", s.pagination_index}, {"g", s.is_pagination}};
 }
 
-// Inserts frontier rows; returns the (job, fingerprint) pairs that were new.
-std::set<std::pair<int64_t, std::string>> InsertRequests(pqxx::transaction_base& tx,
-                                                         const Json& rows) {
-  std::set<std::pair<int64_t, std::string>> inserted;
+// Inserts frontier rows; returns the (job, fingerprint) pairs that were new, with their ids.
+std::map<std::pair<int64_t, std::string>, int64_t> InsertRequests(pqxx::transaction_base& tx,
+                                                                 const Json& rows) {
+  std::map<std::pair<int64_t, std::string>, int64_t> inserted;
   if (rows.empty()) return inserted;
   const auto r = tx.exec_params(
       "INSERT INTO crawl_requests (job_id, fingerprint, url, method, body, page_type, depth, "
@@ -203,10 +203,27 @@ std::set<std::pair<int64_t, std::string>> InsertRequests(pqxx::transaction_base&
       "FROM jsonb_to_recordset($1::jsonb) AS x(j bigint, f text, u text, m text, b text, t text, "
       " d int, p int, g boolean) "
       "ORDER BY x.j, x.f "
-      "ON CONFLICT (job_id, fingerprint) DO NOTHING RETURNING job_id, fingerprint",
+      "ON CONFLICT (job_id, fingerprint) DO NOTHING RETURNING job_id, fingerprint, id",
       rows.dump());
-  for (const auto& row : r) inserted.emplace(row[0].as<int64_t>(), row[1].as<std::string>());
+  for (const auto& row : r)
+    inserted.emplace(std::pair(row[0].as<int64_t>(), row[1].as<std::string>()),
+                     row[2].as<int64_t>());
   return inserted;
+}
+
+LeasedRequest ReadLeased(const pqxx::row& r) {
+  LeasedRequest l;
+  l.id = r[0].as<int64_t>();
+  l.job_id = r[1].as<int64_t>();
+  l.attempts = r[2].as<int>();
+  l.spec.url = r[3].as<std::string>();
+  l.spec.method = r[4].as<std::string>();
+  l.spec.body = r[5].as<std::string>();
+  l.spec.page_type = r[6].as<std::string>();
+  l.spec.depth = r[7].as<int>();
+  l.spec.pagination_index = r[8].as<int>();
+  l.spec.is_pagination = r[9].as<bool>();
+  return l;
 }
 
 }  // namespace
@@ -439,20 +456,7 @@ Result<std::vector<LeasedRequest>> CrawlStore::Lease(size_t max, std::chrono::mi
         owner_, static_cast<int64_t>(max), static_cast<int64_t>(lease.count()), job_id);
     Out out;
     out.reserve(rows.size());
-    for (const auto& r : rows) {
-      LeasedRequest l;
-      l.id = r[0].as<int64_t>();
-      l.job_id = r[1].as<int64_t>();
-      l.attempts = r[2].as<int>();
-      l.spec.url = r[3].as<std::string>();
-      l.spec.method = r[4].as<std::string>();
-      l.spec.body = r[5].as<std::string>();
-      l.spec.page_type = r[6].as<std::string>();
-      l.spec.depth = r[7].as<int>();
-      l.spec.pagination_index = r[8].as<int>();
-      l.spec.is_pagination = r[9].as<bool>();
-      out.push_back(std::move(l));
-    }
+    for (const auto& r : rows) out.push_back(ReadLeased(r));
     std::sort(out.begin(), out.end(),
               [](const LeasedRequest& a, const LeasedRequest& b) { return a.id < b.id; });
     return out;
@@ -510,8 +514,14 @@ Result<std::vector<LeasedRequest>> CrawlStore::ReclaimExpired(int max_attempts,
 }
 
 Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& results,
-                                        const std::map<int64_t, JobLimits>& limits) {
+                                        const std::map<int64_t, JobLimits>& limits,
+                                        size_t lease_new, std::chrono::milliseconds lease) {
   return pool_.Transact<CommitReport>([&](pqxx::transaction_base& tx) -> Result<CommitReport> {
+    // Without waiting for the WAL flush: a commit lost in a Postgres crash loses a consistent
+    // suffix of results, whose requests are then still leased (or pending) and are simply done
+    // again: nothing is lost and the upserts duplicate nothing. StartJob, which the message ack
+    // depends on, stays synchronous.
+    tx.exec("SET LOCAL synchronous_commit = off");
     CommitReport report;
     std::vector<int64_t> job_ids;
     for (const auto& r : results) job_ids.push_back(r.job_id);
@@ -544,12 +554,9 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
       for (const auto& row : rows) owned.insert(row[0].as<int64_t>());
     }
 
-    // 2. Items, per crawl config: the previous hash says new / updated / unchanged, the previous
-    //    run says whether this run saw the item before (for stop_when_no_new_items).
-    struct Seen {
-      std::string hash;
-      int64_t last_run_id = 0;
-    };
+    // 2. Items, per crawl config, upserted in one statement that also says what each was:
+    //    new (inserted), updated (its hash changed: updated_at moved to now()), or unchanged;
+    //    previous_run_id says whether this run saw it before (for stop_when_no_new_items).
     std::unordered_map<const RequestResult*, bool> page_has_new_in_run;
     std::map<int64_t, std::vector<const RequestResult*>> by_config;
     for (const auto& r : results) {
@@ -561,52 +568,52 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
       std::map<std::string, std::pair<const Item*, const RequestResult*>> latest;
       for (const auto* r : pages)
         for (const auto& item : r->items) latest[item.key] = {&item, r};
-      Json keys = Json::array();
-      for (const auto& [k, _] : latest) keys.push_back(k);
-      std::unordered_map<std::string, Seen> before;
-      for (const auto& row : tx.exec_params(
-               "SELECT item_key, content_hash, coalesce(last_run_id, 0) FROM extracted_items "
-               "WHERE crawl_config_id = $1 AND item_key IN "
-               " (SELECT value FROM jsonb_array_elements_text($2::jsonb)) "
-               "ORDER BY item_key FOR UPDATE",
-               config_id, keys.dump()))
-        before[row[0].as<std::string>()] = {row[1].as<std::string>(), row[2].as<int64_t>()};
-      Json rows = Json::array();
+      std::string rows = "[";
       for (const auto& [key, entry] : latest) {
-        const auto* item = entry.first;
+        if (rows.size() > 1) rows += ',';
+        rows += Json{{"k", key},
+                     {"h", entry.first->content_hash},
+                     {"u", entry.second->url},
+                     {"r", jobs[entry.second->job_id]->run_id}}
+                    .dump();
+        rows.pop_back();
+        rows += ",\"d\":";
+        rows += entry.first->data.dump();
+        rows += '}';
+      }
+      rows += ']';
+      for (const auto& row : tx.exec_params(
+               "INSERT INTO extracted_items AS e (crawl_config_id, item_key, data, content_hash, "
+               " url, first_run_id, last_run_id) "
+               "SELECT $1, x.k, x.d, x.h, x.u, x.r, x.r "
+               "FROM jsonb_to_recordset($2::jsonb) AS x(k text, d jsonb, h text, u text, r bigint) "
+               "ORDER BY x.k "
+               "ON CONFLICT (crawl_config_id, item_key) DO UPDATE SET "
+               " previous_run_id = e.last_run_id, "
+               " last_seen_at = now(), last_run_id = EXCLUDED.last_run_id, url = EXCLUDED.url, "
+               " data = CASE WHEN e.content_hash = EXCLUDED.content_hash "
+               "        THEN e.data ELSE EXCLUDED.data END, "
+               " updated_at = CASE WHEN e.content_hash = EXCLUDED.content_hash "
+               "              THEN e.updated_at ELSE now() END, "
+               " content_hash = EXCLUDED.content_hash "
+               "RETURNING e.item_key, e.xmax = 0, e.updated_at = now(), "
+               " coalesce(e.previous_run_id, 0)",
+               config_id, rows)) {
+        const auto& entry = latest[row[0].as<std::string>()];
         const auto* r = entry.second;
         JobRow* j = jobs[r->job_id];
-        auto it = before.find(key);
-        if (it == before.end()) {
+        if (row[1].as<bool>()) {
           ++j->d_new;
           page_has_new_in_run[r] = true;
         } else {
-          if (it->second.hash != item->content_hash) ++j->d_updated; else ++j->d_unchanged;
-          if (it->second.last_run_id != j->run_id) page_has_new_in_run[r] = true;
+          if (row[2].as<bool>()) ++j->d_updated; else ++j->d_unchanged;
+          if (row[3].as<int64_t>() != j->run_id) page_has_new_in_run[r] = true;
         }
-        rows.push_back(Json{{"k", key},
-                            {"d", item->data},
-                            {"h", item->content_hash},
-                            {"u", r->url},
-                            {"r", j->run_id}});
       }
       // Items of a key repeated within one page (or batch) count once per page.
       for (const auto* r : pages)
         for (const auto& item : r->items)
           if (latest[item.key].first != &item) ++jobs[r->job_id]->d_unchanged;
-      tx.exec_params(
-          "INSERT INTO extracted_items (crawl_config_id, item_key, data, content_hash, url, "
-          " first_run_id, last_run_id) "
-          "SELECT $1, x.k, x.d, x.h, x.u, x.r, x.r "
-          "FROM jsonb_to_recordset($2::jsonb) AS x(k text, d jsonb, h text, u text, r bigint) "
-          "ON CONFLICT (crawl_config_id, item_key) DO UPDATE SET "
-          " last_seen_at = now(), last_run_id = EXCLUDED.last_run_id, url = EXCLUDED.url, "
-          " data = CASE WHEN extracted_items.content_hash = EXCLUDED.content_hash "
-          "        THEN extracted_items.data ELSE EXCLUDED.data END, "
-          " updated_at = CASE WHEN extracted_items.content_hash = EXCLUDED.content_hash "
-          "              THEN extracted_items.updated_at ELSE now() END, "
-          " content_hash = EXCLUDED.content_hash",
-          config_id, rows.dump());
     }
 
     // 3. New requests of running jobs, within the job's limits: links first, then pagination,
@@ -619,6 +626,7 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
       return true;
     };
     std::unordered_map<const RequestResult*, int64_t> new_links;
+    std::vector<int64_t> new_ids;
     for (int pass = 0; pass < 2; ++pass) {
       Json rows = Json::array();
       std::set<std::pair<int64_t, std::string>> batch;
@@ -638,9 +646,10 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
         }
       }
       const auto inserted = InsertRequests(tx, rows);
-      for (const auto& [job_id, fp] : inserted) {
-        jobs[job_id]->requests_open += 1;
-        jobs[job_id]->requests_total += 1;
+      for (const auto& [key, id] : inserted) {
+        jobs[key.first]->requests_open += 1;
+        jobs[key.first]->requests_total += 1;
+        new_ids.push_back(id);
       }
       std::set<std::pair<int64_t, std::string>> credited;
       for (const auto& [r, job_id, fp] : origin)
@@ -699,6 +708,32 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
         j.requests_open = std::max<int64_t>(0, j.requests_open);
       }
       if (auto finished = WriteJob(tx, j)) report.finished.push_back(std::move(*finished));
+    }
+
+    // 6. Lease what this batch discovered straight away (pagination first: it is the crawl's
+    //    critical path), saving the round trip of a separate Lease.
+    if (lease_new > 0 && !new_ids.empty()) {
+      for (const auto& r : tx.exec_params(
+               "WITH picked AS ("
+               "  SELECT r.id FROM crawl_requests r "
+               "  WHERE r.id IN (SELECT value::bigint FROM jsonb_array_elements_text($1::jsonb)) "
+               "    AND r.state = 'pending' AND EXISTS (SELECT 1 FROM extraction_jobs j "
+               "    WHERE j.id = r.job_id AND j.status = 'running') "
+               "  ORDER BY r.is_pagination DESC, r.id LIMIT $2 FOR UPDATE OF r SKIP LOCKED) "
+               "UPDATE crawl_requests r SET state = 'leased', lease_owner = $3, "
+               " lease_expires_at = now() + $4 * interval '1 millisecond', "
+               " attempts = r.attempts + 1 "
+               "FROM picked WHERE r.id = picked.id "
+               "RETURNING r.id, r.job_id, r.attempts, r.url, r.method, coalesce(r.body, ''), "
+               " r.page_type, r.depth, r.pagination_index, r.is_pagination",
+               Json(new_ids).dump(), static_cast<int64_t>(lease_new), owner_,
+               static_cast<int64_t>(lease.count())))
+        report.leased.push_back(ReadLeased(r));
+      std::sort(report.leased.begin(), report.leased.end(),
+                [](const LeasedRequest& a, const LeasedRequest& b) {
+                  return a.spec.is_pagination > b.spec.is_pagination ||
+                         (a.spec.is_pagination == b.spec.is_pagination && a.id < b.id);
+                });
     }
     return report;
   });

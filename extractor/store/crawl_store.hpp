@@ -108,6 +108,7 @@ struct CommitReport {
   size_t recorded = 0;         // results whose lease we still held
   size_t dropped = 0;          // results for leases lost to expiry
   std::vector<FinishedJob> finished;
+  std::vector<LeasedRequest> leased;  // discovered by this batch and leased to us
 };
 
 // A message (or a failed request, framed as a message) for dead_letters (migrations/0002).
@@ -153,8 +154,11 @@ class CrawlStore {
   Result<std::vector<LeasedRequest>> ReclaimExpired(int max_attempts,
                                                     std::chrono::milliseconds lease);
 
+  // Also leases up to `lease_new` of the requests the batch discovered to this owner (returned
+  // in the report), pagination first.
   Result<CommitReport> Commit(const std::vector<RequestResult>& results,
-                              const std::map<int64_t, JobLimits>& limits);
+                              const std::map<int64_t, JobLimits>& limits, size_t lease_new = 0,
+                              std::chrono::milliseconds lease = std::chrono::milliseconds(60'000));
 
   // Jobs that ended but whose result was never published (the publisher died).
   Result<std::vector<FinishedJob>> UnpublishedResults(size_t max);
