@@ -50,3 +50,24 @@ CREATE TABLE crawl_requests (
 CREATE INDEX crawl_requests_pending ON crawl_requests (id) WHERE state = 'pending';
 CREATE INDEX crawl_requests_leased ON crawl_requests (lease_expires_at) WHERE state = 'leased';
 CREATE INDEX extraction_jobs_running ON extraction_jobs (id) WHERE status = 'running';
+
+-- Per run and host (scheme://host[:port]): robots.txt fetched once per run, the politeness state
+-- every extractor of the run shares (a slot reservation keeps the host's rate across processes),
+-- and what the API shows of each host.
+CREATE TABLE crawl_hosts (
+  run_id            bigint NOT NULL REFERENCES crawl_runs (id) ON DELETE CASCADE,
+  host              text NOT NULL,
+  robots_status     integer NULL,       -- HTTP status of robots.txt; 0 = unreachable; NULL = not asked
+  robots_txt        text NULL,
+  robots_fetched_at timestamptz NULL,
+  crawl_delay_ms    integer NULL,       -- from robots.txt, capped
+  state             text NOT NULL DEFAULT 'ok' CHECK (state IN ('ok', 'slowed', 'backing_off')),
+  delay_ms          integer NOT NULL DEFAULT 0 CHECK (delay_ms >= 0),  -- current gap between starts
+  next_slot_at      timestamptz NOT NULL DEFAULT now(),                -- next start any process may make
+  backoff_until     timestamptz NULL,   -- after a 429/503 (Retry-After, capped)
+  requests          bigint NOT NULL DEFAULT 0,
+  errors            bigint NOT NULL DEFAULT 0,
+  rate_limited      bigint NOT NULL DEFAULT 0,   -- 429 and 503 answers
+  updated_at        timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (run_id, host)
+);
