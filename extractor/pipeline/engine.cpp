@@ -13,7 +13,8 @@ namespace {
 
 using std::chrono::milliseconds;
 
-std::string HostOf(const std::string& url) {
+// scheme://host[:port], lower case: what robots.txt and politeness apply to.
+std::string OriginOf(const std::string& url) {
   const auto s = url.find("://");
   if (s == std::string::npos) return {};
   const size_t begin = s + 3;
@@ -21,8 +22,13 @@ std::string HostOf(const std::string& url) {
   if (end == std::string::npos) end = url.size();
   std::string host = url.substr(begin, end - begin);
   if (const auto at = host.rfind('@'); at != std::string::npos) host = host.substr(at + 1);
-  for (auto& c : host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return host;
+  std::string origin = url.substr(0, s + 3) + host;
+  for (auto& c : origin) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return origin;
+}
+
+std::string HostKey(int64_t run_id, const std::string& url) {
+  return std::to_string(run_id) + ' ' + OriginOf(url);
 }
 
 // Retry-After: delay-seconds or an HTTP-date.
@@ -114,11 +120,13 @@ Engine::Engine(Loop& loop, Fetcher& fetcher, CrawlStore& store, ModuleFactory mo
       options_(std::move(options)),
       clock_(clock),
       store_thread_(std::make_unique<Executor>(1, "store")),
-      parse_threads_(std::make_unique<Executor>(options_.parse_threads, "parse")) {}
+      parse_threads_(std::make_unique<Executor>(options_.parse_threads, "parse")),
+      host_thread_(std::make_unique<Executor>(1, "hosts")) {}
 
 Engine::~Engine() {
   // Threads first: their queued work may still Post to the loop, which outlives us.
   parse_threads_.reset();
+  host_thread_.reset();
   store_thread_.reset();
 }
 
@@ -201,6 +209,20 @@ void Engine::Finished(const std::vector<FinishedJob>& jobs) {
     loop_.Post([this, job_id] {
       fetcher_.ForgetScope(job_id);
       runtime_cache_.erase(job_id);
+      // Its requests still waiting here are void (the job skipped them when it ended).
+      size_t dropped = 0;
+      for (auto& [key, host] : hosts_)
+        dropped += std::erase_if(host.queue, [&](const Work& w) { return w.lease.job_id == job_id; });
+      queued_ -= std::min(queued_, dropped);
+      for (auto it = modules_state_.begin(); it != modules_state_.end();) {
+        if (it->first.starts_with(std::to_string(job_id) + ' ')) {
+          dropped += it->second.parked.size();
+          it = modules_state_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      outstanding_ -= std::min(outstanding_, dropped);
       std::erase_if(speculations_, [&](const auto& kv) {
         return kv.second->job_id == job_id && kv.second->done;
       });
@@ -236,7 +258,7 @@ void Engine::MaybeLease() {
           continue;
         }
         Work w;
-        w.host = HostOf(l.spec.url);
+        w.host = HostKey(rt->info.run_id, l.spec.url);
         w.lease = std::move(l);
         w.job = std::move(rt);
         work.push_back(std::move(w));
@@ -263,7 +285,7 @@ void Engine::OnLeased(std::vector<Work> work, bool failed) {
   queued_ += got;
   for (auto& w : work) {
     runtime_cache_.try_emplace(w.lease.job_id, w.job);
-    hosts_[w.host].queue.push_back(std::move(w));
+    HostFor(w).queue.push_back(std::move(w));
   }
   Dispatch();
   if (got > 0 && !failed) return MaybeLease();
@@ -276,24 +298,30 @@ void Engine::OnLeased(std::vector<Work> work, bool failed) {
 
 // ---- downloading ------------------------------------------------------------------------
 
+Engine::Host& Engine::HostFor(const Work& w) {
+  auto [it, fresh] = hosts_.try_emplace(w.host);
+  if (fresh) {
+    it->second.run_id = w.job->info.run_id;
+    it->second.origin = OriginOf(w.lease.spec.url);
+  }
+  return it->second;
+}
+
+std::chrono::milliseconds Engine::BaseDelay(const Host& host,
+                                            const parse::CrawlSettings& s) const {
+  auto delay = s.politeness.min_delay;
+  if (host.rules)
+    if (auto cd = host.rules->crawl_delay())
+      delay = std::max(delay, std::min(*cd, s.politeness.max_retry_after));
+  return delay;
+}
+
 void Engine::Dispatch() {
   const auto now = clock_.Monotonic();
   std::optional<Clock::MonoTime> wake;
   for (auto& [name, host] : hosts_) {
-    while (!host.queue.empty() && in_flight_ < options_.concurrency) {
-      const auto& s = host.queue.front().job->settings;
-      if (host.active >= s.politeness.per_host_concurrency) break;
-      if (host.next_start > now) {
-        if (!wake || host.next_start < *wake) wake = host.next_start;
-        break;
-      }
-      host.next_start = now + s.politeness.min_delay;
-      ++host.active;
-      Work w = std::move(host.queue.front());
-      host.queue.pop_front();
-      --queued_;
-      StartFetch(std::move(w));
-    }
+    if (in_flight_ >= options_.concurrency) break;
+    DispatchHost(host, now, wake);
   }
   if (wake && (!dispatch_timer_ || *wake < dispatch_at_)) {
     if (dispatch_timer_) loop_.CancelTimer(*dispatch_timer_);
@@ -304,6 +332,199 @@ void Engine::Dispatch() {
       Dispatch();
     });
   }
+}
+
+void Engine::DispatchHost(Host& host, Clock::MonoTime now,
+                          std::optional<Clock::MonoTime>& wake) {
+  auto wake_at = [&](Clock::MonoTime t) {
+    if (!wake || t < *wake) wake = t;
+  };
+  while (!host.queue.empty() && in_flight_ < options_.concurrency) {
+    Work& w = host.queue.front();
+    const auto& s = w.job->settings;
+    // robots.txt first: nothing goes to a host before its rules are known.
+    if (s.politeness.robots_txt && host.robots != Host::Robots::kReady) {
+      if (host.robots == Host::Robots::kUnknown) StartRobots(host, w);
+      return;
+    }
+    if (s.politeness.robots_txt && host.rules && !host.rules->Allowed(w.lease.spec.url)) {
+      RequestResult r;
+      r.request_id = w.lease.id;
+      r.job_id = w.lease.job_id;
+      r.url = w.lease.spec.url;
+      r.state = RequestResult::State::kSkipped;
+      r.error_message = "disallowed by robots.txt";
+      host.queue.pop_front();
+      --queued_;
+      AddResult(std::move(r));
+      continue;
+    }
+    // A page type paused after repeated failures waits out its cool-down.
+    if (auto m = modules_state_.find(ModuleKey(w.lease.job_id, w.lease.spec.page_type));
+        m != modules_state_.end() && m->second.paused_until > now) {
+      wake_at(m->second.paused_until);
+      m->second.parked.push_back(std::move(w));
+      host.queue.pop_front();
+      --queued_;
+      continue;
+    }
+    if (host.active >= s.politeness.per_host_concurrency) return;
+    if (host.backoff_until > now) return wake_at(host.backoff_until);
+    const auto base = BaseDelay(host, s);
+    if (base.count() > 0) host.shared = true;
+    if (host.shared) {
+      // Reserved in Postgres, so the host's rate holds across processes.
+      if (!host.reserved_start) {
+        if (!host.reserving) Reserve(host, base);
+        return;
+      }
+      if (*host.reserved_start > now) return wake_at(*host.reserved_start);
+      host.reserved_start.reset();
+    } else if (host.next_start > now) {
+      return wake_at(host.next_start);
+    }
+    host.next_start = now + std::max(base, host.delay);
+    ++host.active;
+    ++host.requests;
+    Work next = std::move(host.queue.front());
+    host.queue.pop_front();
+    --queued_;
+    StartFetch(std::move(next));
+  }
+}
+
+void Engine::StartRobots(Host& host, const Work& w) {
+  host.robots = Host::Robots::kFetching;
+  const std::string key = w.host;
+  const std::string origin = host.origin;
+  const int64_t run_id = host.run_id;
+  auto job = w.job;
+  const std::string agent =
+      job->settings.user_agent.value_or(options_.default_user_agent);
+  auto ready = [this, key, agent](StoredRobots stored) {
+    auto it = hosts_.find(key);
+    if (it == hosts_.end()) return;
+    it->second.rules = std::make_shared<const RobotsRules>(
+        RobotsRules::FromStatus(stored.status, stored.body, agent));
+    it->second.robots = Host::Robots::kReady;
+    Dispatch();
+  };
+  host_thread_->Post([this, run_id, origin, job, agent, ready] {
+    auto stored = store_.GetRobots(run_id, origin);
+    if (stored && *stored) return loop_.Post([ready, s = **stored] { ready(s); });
+    loop_.Post([this, run_id, origin, job, agent, ready] {
+      RequestSpec robots_spec;
+      robots_spec.url = origin + "/robots.txt";
+      FetchRequest req = MakeFetch(*job, robots_spec, job->info.job_id);
+      req.method = "GET";
+      req.body.clear();
+      req.user_agent = agent;
+      req.max_bytes = RobotsRules::kMaxBodyBytes;
+      ++speculating_;  // in flight outside the request accounting, waited for by Drain
+      fetcher_.Fetch(std::move(req), [this, run_id, origin, agent, job, ready](
+                                         Result<FetchResponse> r, std::string kind) {
+        --speculating_;
+        StoredRobots fetched;
+        if (r) {
+          fetched.status = r->status;
+          fetched.body = std::move(r->body);
+        } else {
+          spdlog::warn("run {}: robots.txt of {} unreachable ({}: {}): nothing of it is "
+                       "crawled (RFC 9309)",
+                       run_id, origin, kind, r.error().message());
+        }
+        const auto rules = RobotsRules::FromStatus(fetched.status, fetched.body, agent);
+        std::optional<milliseconds> delay;
+        if (auto cd = rules.crawl_delay())
+          delay = std::min(*cd, job->settings.politeness.max_retry_after);
+        host_thread_->Post([this, run_id, origin, fetched, delay, ready] {
+          auto stored = store_.PutRobots(run_id, origin, fetched, delay);
+          loop_.Post([ready, s = stored ? *stored : fetched] { ready(s); });
+        });
+      });
+    });
+  });
+}
+
+void Engine::Reserve(Host& host, milliseconds min_delay) {
+  host.reserving = true;
+  const int64_t run_id = host.run_id;
+  const std::string origin = host.origin;
+  const std::string key = std::to_string(run_id) + ' ' + origin;
+  host_thread_->Post([this, run_id, origin, key, min_delay] {
+    auto slot = store_.ReserveSlot(run_id, origin, min_delay);
+    loop_.Post([this, key, min_delay, slot = std::move(slot)] {
+      auto it = hosts_.find(key);
+      if (it == hosts_.end()) return;
+      Host& h = it->second;
+      h.reserving = false;
+      const auto now = clock_.Monotonic();
+      if (slot) {
+        h.reserved_start = now + slot->wait;
+        h.delay = slot->delay;
+      } else {
+        // The database is away: keep the configured pace in this process.
+        spdlog::warn("reserving a request slot on {} failed: {}", h.origin,
+                     slot.error().message());
+        h.reserved_start = std::max(now, h.next_start);
+        h.delay = min_delay;
+      }
+      Dispatch();
+    });
+  });
+}
+
+void Engine::SlowDown(Host& host, const parse::CrawlSettings& s,
+                      const std::optional<std::string>& retry_after) {
+  const auto cap = s.politeness.max_retry_after;
+  auto backoff = std::max(milliseconds(1000), host.delay * 2);
+  if (retry_after)
+    if (auto ra = ParseRetryAfter(*retry_after, clock_.Now())) backoff = *ra;
+  backoff = std::min(backoff, cap);
+  host.delay = std::min(std::max(milliseconds(1000), host.delay * 2), std::max(cap, milliseconds(1000)));
+  host.backoff_until = std::max(host.backoff_until, clock_.Monotonic() + backoff);
+  host.shared = true;
+  host.reserved_start.reset();
+  spdlog::info("run {}: {} answered 429/503: backing off {} ms, then one request per {} ms",
+               host.run_id, host.origin, backoff.count(), host.delay.count());
+  const int64_t run_id = host.run_id;
+  const std::string origin = host.origin;
+  host_thread_->Post([this, run_id, origin, backoff, cap] {
+    if (auto st = store_.SlowDown(run_id, origin, backoff, cap); !st)
+      spdlog::warn("recording the backoff of {} failed: {}", origin, st.error().message());
+  });
+}
+
+std::string Engine::ModuleKey(int64_t job_id, const std::string& page_type) {
+  return std::to_string(job_id) + ' ' + page_type;
+}
+
+void Engine::NoteModuleOutcome(const Work& w, bool failed) {
+  const auto& s = w.job->settings;
+  auto& m = modules_state_[ModuleKey(w.lease.job_id, w.lease.spec.page_type)];
+  if (!failed) {
+    m.consecutive_failures = 0;
+    return;
+  }
+  if (++m.consecutive_failures < s.errors.module_pause_after) return;
+  m.consecutive_failures = 0;
+  m.paused_until = clock_.Monotonic() + s.errors.module_cooldown;
+  spdlog::warn("job {}: page type '{}' paused for {} ms after {} consecutive failures",
+               w.lease.job_id, w.lease.spec.page_type, s.errors.module_cooldown.count(),
+               s.errors.module_pause_after);
+  const std::string key = ModuleKey(w.lease.job_id, w.lease.spec.page_type);
+  loop_.AddTimer(s.errors.module_cooldown + milliseconds(1), [this, key] {
+    auto it = modules_state_.find(key);
+    if (it == modules_state_.end()) return;
+    auto parked = std::move(it->second.parked);
+    it->second.parked.clear();
+    spdlog::info("job page type {} resumes with {} waiting request(s)", key, parked.size());
+    for (auto& w : parked) {
+      ++queued_;
+      HostFor(w).queue.push_back(std::move(w));
+    }
+    Dispatch();
+  });
 }
 
 FetchRequest Engine::MakeFetch(const JobRuntime& job, const RequestSpec& spec,
@@ -420,7 +641,7 @@ void Engine::Consume(Speculation& entry, Work w) {
   RequestResult r = *entry.result;
   r.request_id = w.lease.id;
   r.job_id = w.lease.job_id;
-  --hosts_[w.host].active;
+  --HostFor(w).active;
   --in_flight_;
   AddResult(std::move(r));
   Dispatch();
@@ -488,7 +709,7 @@ RequestResult Engine::Failure(const Work& w, std::string error_class, std::strin
 }
 
 void Engine::OnFetched(Work w, Result<FetchResponse> response, const std::string& failure_kind) {
-  auto& host = hosts_[w.host];
+  auto& host = HostFor(w);
   --host.active;
   {
     std::lock_guard lock(stats_mutex_);
@@ -498,9 +719,12 @@ void Engine::OnFetched(Work w, Result<FetchResponse> response, const std::string
   if (!response) {
     --in_flight_;
     const auto& e = response.error();
-    AddResult(Failure(w, "Download",
-                      failure_kind.empty() ? e.message() : failure_kind + ": " + e.message(),
-                      e.retryable(), 0, std::nullopt));
+    ++host.errors;
+    auto r = Failure(w, "Download",
+                     failure_kind.empty() ? e.message() : failure_kind + ": " + e.message(),
+                     e.retryable(), 0, std::nullopt);
+    NoteModuleOutcome(w, r.state == RequestResult::State::kFailed);
+    AddResult(std::move(r));
     Dispatch();
     return;
   }
@@ -514,13 +738,20 @@ void Engine::OnFetched(Work w, Result<FetchResponse> response, const std::string
       cls = "RateLimit";
       retryable = true;
     }
+    ++host.errors;
+    if (status == 429 || status == 503) SlowDown(host, w.job->settings, response->retry_after);
     auto r = Failure(w, cls, "HTTP " + std::to_string(status) + " from " + response->final_url,
                      retryable, status, response->retry_after);
     r.bytes = response->bytes;
+    NoteModuleOutcome(w, r.state == RequestResult::State::kFailed);
     AddResult(std::move(r));
     Dispatch();
     return;
   }
+  NoteModuleOutcome(w, false);
+  if (host.delay > BaseDelay(host, w.job->settings) && host.backoff_until <= clock_.Monotonic())
+    host.delay = std::max(BaseDelay(host, w.job->settings),
+                          std::chrono::duration_cast<milliseconds>(host.delay * 0.8));
   // Parse off the loop thread.
   const bool urgent = w.lease.spec.is_pagination || w.lease.spec.depth == 0;
   auto shared = std::make_shared<std::pair<Work, FetchResponse>>(std::move(w),
@@ -622,7 +853,7 @@ void Engine::Flush() {
           auto rt = RuntimeFor(l.job_id);
           if (!rt) continue;  // its job ended; the lease expires harmlessly
           Work w;
-          w.host = HostOf(l.spec.url);
+          w.host = HostKey(rt->info.run_id, l.spec.url);
           w.lease = std::move(l);
           w.job = std::move(rt);
           discovered.push_back(std::move(w));
@@ -667,7 +898,7 @@ void Engine::OnCommitted(size_t count, std::vector<Work> discovered) {
       queued_ += discovered.size();
       for (auto& w : discovered) {
         runtime_cache_.try_emplace(w.lease.job_id, w.job);
-        hosts_[w.host].queue.push_back(std::move(w));
+        HostFor(w).queue.push_back(std::move(w));
       }
       Dispatch();
     }
@@ -699,6 +930,17 @@ bool Engine::Starving() const {
 // ---- maintenance and shutdown -----------------------------------------------------------
 
 void Engine::Maintain() {
+  std::vector<std::tuple<int64_t, std::string, int64_t, int64_t>> counts;
+  for (auto& [key, h] : hosts_) {
+    if (h.requests == 0 && h.errors == 0) continue;
+    counts.emplace_back(h.run_id, h.origin, h.requests, h.errors);
+    h.requests = h.errors = 0;
+  }
+  if (!counts.empty())
+    host_thread_->Post([this, counts = std::move(counts)] {
+      if (auto st = store_.AddHostCounts(counts); !st)
+        spdlog::warn("host counters not recorded: {}", st.error().message());
+    });
   if (maintaining_) return;
   maintaining_ = true;
   store_thread_->Post([this] {

@@ -42,6 +42,7 @@
 #include "extractor/pipeline/fetcher.hpp"
 #include "extractor/parse/crawl_settings.hpp"
 #include "extractor/pipeline/module.hpp"
+#include "extractor/pipeline/robots.hpp"
 #include "extractor/store/crawl_store.hpp"
 
 namespace celeriac::extractor {
@@ -108,12 +109,31 @@ class Engine {
   struct Work {
     LeasedRequest lease;
     std::shared_ptr<const JobRuntime> job;
-    std::string host;
+    std::string host;   // key of its Host in hosts_
   };
+  // One host (origin) of one run: its queue, politeness and robots.txt.
   struct Host {
+    int64_t run_id = 0;
+    std::string origin;            // scheme://host[:port]
     std::deque<Work> queue;
     int active = 0;
-    Clock::MonoTime next_start{};
+    Clock::MonoTime next_start{};  // in-process gap between starts
+    std::chrono::milliseconds delay{0};       // current gap (config, crawl-delay, backoff)
+    Clock::MonoTime backoff_until{};
+    // robots.txt: unknown until asked; requests wait while it is fetched
+    enum class Robots { kUnknown, kFetching, kReady } robots = Robots::kUnknown;
+    std::shared_ptr<const RobotsRules> rules;
+    // Shared through Postgres once a delay or a backoff applies: every start is reserved in
+    // crawl_hosts, so the rate holds across the run's extractors.
+    bool shared = false;
+    bool reserving = false;
+    std::optional<Clock::MonoTime> reserved_start;
+    int64_t requests = 0, errors = 0;  // not yet added to crawl_hosts
+  };
+  struct ModuleState {
+    int consecutive_failures = 0;
+    Clock::MonoTime paused_until{};
+    std::vector<Work> parked;      // requests that waited out the pause
   };
   struct Speculation {
     std::string key;
@@ -128,6 +148,16 @@ class Engine {
   void MaybeLease();
   void OnLeased(std::vector<Work> work, bool failed);
   void Dispatch();
+  // Dispatch for one host; returns when it would wait until `*wake` (or cannot proceed).
+  void DispatchHost(Host& host, Clock::MonoTime now, std::optional<Clock::MonoTime>& wake);
+  void StartRobots(Host& host, const Work& w);
+  void Reserve(Host& host, std::chrono::milliseconds min_delay);
+  void SlowDown(Host& host, const parse::CrawlSettings& s,
+                const std::optional<std::string>& retry_after);
+  std::chrono::milliseconds BaseDelay(const Host& host, const parse::CrawlSettings& s) const;
+  void NoteModuleOutcome(const Work& w, bool failed);
+  static std::string ModuleKey(int64_t job_id, const std::string& page_type);
+  Host& HostFor(const Work& w);
   void StartFetch(Work work);
   FetchRequest MakeFetch(const JobRuntime& job, const RequestSpec& spec, int64_t job_id) const;
   static std::string SpeculationKey(int64_t job_id, const RequestSpec& spec);
@@ -162,12 +192,14 @@ class Engine {
   std::function<void(const FinishedJob&)> on_finished_;
   std::unique_ptr<Executor> store_thread_;
   std::unique_ptr<Executor> parse_threads_;
+  std::unique_ptr<Executor> host_thread_;   // robots.txt and slot reservations in Postgres
 
   // store thread only
   std::unordered_map<int64_t, std::shared_ptr<const JobRuntime>> runtimes_;
 
   // loop thread only
-  std::unordered_map<std::string, Host> hosts_;
+  std::unordered_map<std::string, Host> hosts_;  // by "run_id origin"
+  std::unordered_map<std::string, ModuleState> modules_state_;  // by "job_id page_type"
   std::unordered_map<int64_t, std::shared_ptr<const JobRuntime>> runtime_cache_;
   std::unordered_map<std::string, std::shared_ptr<Speculation>> speculations_;
   size_t speculating_ = 0;     // speculative fetches and parses under way

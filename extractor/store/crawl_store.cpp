@@ -90,12 +90,15 @@ Json ExtractResult(const JobRow& j) {
               {"bytes", j.bytes}};
 }
 
-// Skips a job's pending requests; returns how many.
-int64_t SkipPending(pqxx::transaction_base& tx, int64_t job_id, const std::string& why) {
+// Skips a job's pending requests (and leased ones too when it ends early: whoever holds them
+// will find its lease gone); returns how many.
+int64_t SkipPending(pqxx::transaction_base& tx, int64_t job_id, const std::string& why,
+                    bool leased_too = false) {
   const auto r = tx.exec_params(
-      "UPDATE crawl_requests SET state = 'skipped', finished_at = now(), error_message = $2 "
-      "WHERE job_id = $1 AND state = 'pending'",
-      job_id, why);
+      "UPDATE crawl_requests SET state = 'skipped', finished_at = now(), error_message = $2, "
+      " lease_owner = NULL, lease_expires_at = NULL "
+      "WHERE job_id = $1 AND (state = 'pending' OR ($3 AND state = 'leased'))",
+      job_id, why, leased_too);
   return static_cast<int64_t>(r.affected_rows());
 }
 
@@ -421,7 +424,7 @@ Result<std::optional<FinishedJob>> CrawlStore::FailJob(int64_t job_id,
                    false);
     JobRow& j = jobs[0];
     if (j.status != "pending" && j.status != "running") return Out{};
-    const int64_t skipped = SkipPending(tx, job_id, "job failed: " + reason);
+    const int64_t skipped = SkipPending(tx, job_id, "job failed: " + reason, true);
     j.requests_open = std::max<int64_t>(0, j.requests_open - skipped);
     j.status = "failed";
     j.reason = reason;
@@ -693,7 +696,7 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
         const auto lim = limits.find(j.id);
         if (lim != limits.end() && lim->second.abort_after_errors > 0 &&
             j.errors >= lim->second.abort_after_errors) {
-          j.requests_open -= SkipPending(tx, j.id, "job aborted");
+          j.requests_open -= SkipPending(tx, j.id, "job aborted", true);
           j.status = "aborted";
           j.reason = fmt::format("{} errors reached the abort threshold ({})", j.errors,
                                  lim->second.abort_after_errors);
@@ -788,6 +791,111 @@ Status CrawlStore::WriteDeadLetter(const DeadLetterRecord& l) {
         l.queue, task_name, task_id, l.properties.headers.dump(),
         broker::PropertiesToJson(l.properties).dump(), body, l.error_class, l.error_message,
         l.context.dump(), l.attempts);
+    return Ok();
+  });
+}
+
+Result<std::optional<StoredRobots>> CrawlStore::GetRobots(int64_t run_id,
+                                                          const std::string& origin) {
+  using Out = std::optional<StoredRobots>;
+  return pool_.Transact<Out>([&](pqxx::transaction_base& tx) -> Result<Out> {
+    const auto r = tx.exec_params(
+        "SELECT robots_status, coalesce(robots_txt, '') FROM crawl_hosts "
+        "WHERE run_id = $1 AND host = $2 AND robots_status IS NOT NULL",
+        run_id, origin);
+    if (r.empty()) return Out{};
+    return Out{StoredRobots{r[0][0].as<int>(), r[0][1].as<std::string>()}};
+  });
+}
+
+Result<StoredRobots> CrawlStore::PutRobots(int64_t run_id, const std::string& origin,
+                                           const StoredRobots& robots,
+                                           std::optional<std::chrono::milliseconds> delay) {
+  return pool_.Transact<StoredRobots>([&](pqxx::transaction_base& tx) -> Result<StoredRobots> {
+    const int64_t delay_ms = delay ? static_cast<int64_t>(delay->count()) : -1;
+    const auto r = tx.exec_params1(
+        "INSERT INTO crawl_hosts (run_id, host, robots_status, robots_txt, robots_fetched_at, "
+        " crawl_delay_ms) VALUES ($1, $2, $3, $4, now(), nullif($5, -1)) "
+        "ON CONFLICT (run_id, host) DO UPDATE SET "
+        " robots_status = coalesce(crawl_hosts.robots_status, EXCLUDED.robots_status), "
+        " robots_txt = CASE WHEN crawl_hosts.robots_status IS NULL THEN EXCLUDED.robots_txt "
+        "              ELSE crawl_hosts.robots_txt END, "
+        " robots_fetched_at = coalesce(crawl_hosts.robots_fetched_at, now()), "
+        " crawl_delay_ms = CASE WHEN crawl_hosts.robots_status IS NULL "
+        "                  THEN EXCLUDED.crawl_delay_ms ELSE crawl_hosts.crawl_delay_ms END, "
+        " updated_at = now() "
+        "RETURNING robots_status, coalesce(robots_txt, '')",
+        run_id, origin, robots.status, robots.body, delay_ms);
+    return StoredRobots{r[0].as<int>(), r[1].as<std::string>()};
+  });
+}
+
+Result<HostSlot> CrawlStore::ReserveSlot(int64_t run_id, const std::string& origin,
+                                         std::chrono::milliseconds min_delay) {
+  return pool_.Transact<HostSlot>([&](pqxx::transaction_base& tx) -> Result<HostSlot> {
+    const int64_t min_ms = min_delay.count();
+    tx.exec_params(
+        "INSERT INTO crawl_hosts (run_id, host, delay_ms) VALUES ($1, $2, $3) "
+        "ON CONFLICT (run_id, host) DO NOTHING",
+        run_id, origin, min_ms);
+    const auto r = tx.exec_params1(
+        "UPDATE crawl_hosts h SET "
+        " delay_ms = CASE WHEN h.backoff_until IS NULL "
+        "                   OR h.backoff_until < now() - interval '10 seconds' "
+        "            THEN greatest($3, (h.delay_ms * 0.8)::int) "
+        "            ELSE greatest($3, h.delay_ms) END, "
+        " next_slot_at = greatest(h.next_slot_at, now(), coalesce(h.backoff_until, now())) "
+        "   + greatest($3, h.delay_ms) * interval '1 millisecond', "
+        " updated_at = now() "
+        "WHERE run_id = $1 AND host = $2 "
+        "RETURNING greatest(0, extract(epoch FROM (h.next_slot_at - now())) * 1000 "
+        "                     - greatest($3, h.delay_ms))::bigint, h.delay_ms, "
+        " h.backoff_until > now()",
+        run_id, origin, min_ms);
+    HostSlot slot;
+    slot.wait = std::chrono::milliseconds(r[0].as<int64_t>());
+    slot.delay = std::chrono::milliseconds(r[1].as<int64_t>());
+    const bool backing_off = !r[2].is_null() && r[2].as<bool>();
+    slot.state = backing_off ? "backing_off" : slot.delay.count() > min_ms ? "slowed" : "ok";
+    tx.exec_params("UPDATE crawl_hosts SET state = $3 WHERE run_id = $1 AND host = $2 "
+                   "AND state <> $3",
+                   run_id, origin, slot.state);
+    return slot;
+  });
+}
+
+Status CrawlStore::SlowDown(int64_t run_id, const std::string& origin,
+                            std::chrono::milliseconds backoff, std::chrono::milliseconds max_delay) {
+  return pool_.Execute([&](pqxx::transaction_base& tx) -> Status {
+    tx.exec_params(
+        "INSERT INTO crawl_hosts (run_id, host) VALUES ($1, $2) ON CONFLICT DO NOTHING", run_id,
+        origin);
+    tx.exec_params(
+        "UPDATE crawl_hosts SET delay_ms = least($4, greatest(1000, delay_ms * 2)), "
+        " backoff_until = greatest(coalesce(backoff_until, now()), "
+        "                          now() + $3 * interval '1 millisecond'), "
+        " state = 'backing_off', rate_limited = rate_limited + 1, updated_at = now() "
+        "WHERE run_id = $1 AND host = $2",
+        run_id, origin, static_cast<int64_t>(backoff.count()),
+        static_cast<int64_t>(std::max<int64_t>(1000, max_delay.count())));
+    return Ok();
+  });
+}
+
+Status CrawlStore::AddHostCounts(
+    const std::vector<std::tuple<int64_t, std::string, int64_t, int64_t>>& counts) {
+  if (counts.empty()) return Ok();
+  Json rows = Json::array();
+  for (const auto& [run, host, requests, errors] : counts)
+    rows.push_back(Json{{"r", run}, {"h", host}, {"n", requests}, {"e", errors}});
+  return pool_.Execute([&](pqxx::transaction_base& tx) -> Status {
+    tx.exec_params(
+        "INSERT INTO crawl_hosts AS c (run_id, host, requests, errors) "
+        "SELECT x.r, x.h, x.n, x.e FROM jsonb_to_recordset($1::jsonb) AS x(r bigint, h text, "
+        " n bigint, e bigint) ORDER BY x.r, x.h "
+        "ON CONFLICT (run_id, host) DO UPDATE SET requests = c.requests + EXCLUDED.requests, "
+        " errors = c.errors + EXCLUDED.errors, updated_at = now()",
+        rows.dump());
     return Ok();
   });
 }

@@ -26,6 +26,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -124,6 +125,19 @@ struct DeadLetterRecord {
   int attempts = 1;
 };
 
+// A run's robots.txt for one origin, as the first extractor to fetch it stored it.
+struct StoredRobots {
+  int status = 0;        // HTTP status; 0 = unreachable
+  std::string body;
+};
+
+// The shared politeness state of one host of a run after a slot reservation.
+struct HostSlot {
+  std::chrono::milliseconds wait{0};   // until the reserved start
+  std::chrono::milliseconds delay{0};  // the host's current gap between starts
+  std::string state;                   // ok | slowed | backing_off
+};
+
 class CrawlStore {
  public:
   CrawlStore(pg::Pool& pool, std::string owner) : pool_(pool), owner_(std::move(owner)) {}
@@ -165,6 +179,26 @@ class CrawlStore {
   Status MarkResultPublished(int64_t job_id);
 
   Status WriteDeadLetter(const DeadLetterRecord& letter);
+
+  // ---- hosts (crawl_hosts): robots.txt once per run and origin, politeness shared by every
+  //      extractor of the run
+  Result<std::optional<StoredRobots>> GetRobots(int64_t run_id, const std::string& origin);
+  // Stores robots.txt unless another extractor stored it first; returns what is stored.
+  Result<StoredRobots> PutRobots(int64_t run_id, const std::string& origin,
+                                 const StoredRobots& robots,
+                                 std::optional<std::chrono::milliseconds> crawl_delay);
+  // Reserves the next request start on the host: after the previous reservation plus the
+  // host's delay (at least `min_delay`), and after any backoff. The delay eases back towards
+  // `min_delay` once the host has gone 10 s without a 429/503.
+  Result<HostSlot> ReserveSlot(int64_t run_id, const std::string& origin,
+                               std::chrono::milliseconds min_delay);
+  // A 429/503: the host's delay doubles (at least 1 s, at most `max_delay`) and nobody starts a
+  // request on it before `backoff`.
+  Status SlowDown(int64_t run_id, const std::string& origin, std::chrono::milliseconds backoff,
+                  std::chrono::milliseconds max_delay);
+  // Adds requests and errors to hosts' counters (batched by the engine).
+  Status AddHostCounts(const std::vector<std::tuple<int64_t, std::string, int64_t, int64_t>>&
+                           run_host_requests_errors);
 
   const std::string& owner() const { return owner_; }
 

@@ -42,7 +42,10 @@ class FakeFetcher final : public extractor::Fetcher {
       call = ++calls_[request.url];
     }
     ++in_flight_;
-    FakePage page = handler_(request, call);
+    // A site without robots.txt unless the handler serves one.
+    FakePage page = request.url.ends_with("/robots.txt") && !serve_robots
+                        ? FakePage{404, "", std::nullopt, std::nullopt}
+                        : handler_(request, call);
     loop_.Post([this, request = std::move(request), page = std::move(page),
                 done = std::move(done)]() mutable {
       --in_flight_;
@@ -58,6 +61,7 @@ class FakeFetcher final : public extractor::Fetcher {
     });
   }
   size_t in_flight() const override { return in_flight_; }
+  bool serve_robots = false;  // pass /robots.txt to the handler too
   int Calls(const std::string& url) {
     std::lock_guard lock(mutex_);
     return calls_[url];
