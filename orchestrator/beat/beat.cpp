@@ -211,7 +211,9 @@ Result<FireReport> Beat::FireBatch(Clock::WallTime now) {
     int64_t skipped = 0, already = 0;
     std::vector<std::pair<int64_t, std::string>> bad;
     std::vector<std::string> fired_log;
+    double claimed_ms = 0, built_ms = 0, confirmed_ms = 0;
   };
+  const auto started = std::chrono::steady_clock::now();
   auto outcome = pool_.Transact<Outcome>([&](pqxx::transaction_base& tx) -> Result<Outcome> {
     Outcome out;
     MarkBeat(tx);
@@ -224,6 +226,8 @@ Result<FireReport> Beat::FireBatch(Clock::WallTime now) {
         Micros(now), options_.batch);
     out.report.claimed = static_cast<int64_t>(rows.size());
     if (rows.empty()) return out;
+    out.claimed_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                               started).count();
 
     struct Fire {
       int64_t id;
@@ -303,12 +307,16 @@ Result<FireReport> Beat::FireBatch(Clock::WallTime now) {
         m.custom_headers[kScheduledForHeader] = FormatIso8601(f.due);
         messages.push_back(celery::EncodeTask(m, options_.queue, now));
       }
+      out.built_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                               started).count();
       if (auto st = broker_.PublishBatch(messages); !st)
         return Error(st.error().code(),
                      fmt::format("publishing {} execute_crawl_task message(s) to queue {}: {}",
                                  messages.size(), options_.queue, st.error().message()),
                      st.error().retryable());
       const auto confirmed = clock_.Now();
+      out.confirmed_ms = std::chrono::duration<double, std::milli>(
+                             std::chrono::steady_clock::now() - started).count();
       std::vector<int64_t> ids, dues;
       std::vector<std::optional<int64_t>> missed;
       std::vector<std::string> tids;
@@ -351,6 +359,13 @@ Result<FireReport> Beat::FireBatch(Clock::WallTime now) {
     for (const auto& s : outcome->fired_log) sample += (sample.empty() ? "" : ", ") + s;
     spdlog::info("beat: fired {} crawl task(s) to queue {}: {}{}", outcome->report.fired,
                  options_.queue, sample, outcome->report.fired > 5 ? ", ..." : "");
+    spdlog::debug("beat: firing took {:.1f} ms: claimed at {:.1f}, messages built at {:.1f}, "
+                  "confirmed at {:.1f}, committed at {:.1f}",
+                  std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                            started).count(),
+                  outcome->claimed_ms, outcome->built_ms, outcome->confirmed_ms,
+                  std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                            started).count());
   }
   std::lock_guard lock(stats_mutex_);
   stats_.fired += outcome->report.fired;
