@@ -96,6 +96,20 @@ milliseconds Beat::RealDelay(Clock::WallTime::duration d) const {
   return std::chrono::ceil<milliseconds>(d);
 }
 
+Clock::WallTime::duration Beat::FirstSightLookback() const {
+  return 2 * std::max<Clock::WallTime::duration>(options_.max_sleep, std::chrono::seconds(60));
+}
+
+Result<int64_t> Beat::DeleteOldFires() {
+  return pool_.Transact<int64_t>([&](pqxx::transaction_base& tx) -> Result<int64_t> {
+    const auto r = tx.exec_params(
+        "DELETE FROM beat_fires WHERE ctid = ANY(ARRAY(SELECT ctid FROM beat_fires "
+        "WHERE due_at < " + Ts("$1") + " LIMIT 10000))",
+        Micros(clock_.Now() - options_.fires_retention));
+    return static_cast<int64_t>(r.affected_rows());
+  });
+}
+
 BeatStats Beat::stats() const {
   std::lock_guard lock(stats_mutex_);
   return stats_;
@@ -103,6 +117,9 @@ BeatStats Beat::stats() const {
 
 Result<int64_t> Beat::ScheduleUnscheduled() {
   constexpr int64_t kChunk = 5000;
+  // A schedule counts from its change, but never from further back than a beat could have
+  // taken to notice it: a row written while no beat ran does not catch up on runs before that.
+  const auto base_floor = clock_.Now() - FirstSightLookback();
   int64_t total = 0;
   int64_t after_id = 0;
   while (true) {
@@ -136,7 +153,8 @@ Result<int64_t> Beat::ScheduleUnscheduled() {
       std::string why;
       if (!schedule) {
         why = schedule.error().message();
-      } else if (next = schedule->NextAfter(FromMicros(row.updated_us)); !next) {
+      } else if (next = schedule->NextAfter(std::max(FromMicros(row.updated_us), base_floor));
+                 !next) {
         why = fmt::format("schedule \"{}\" has no due time in the next 8 years", row.schedule);
       }
       if (!why.empty()) {
@@ -385,6 +403,7 @@ Status Beat::Run() {
   bool rescan = true;
   const Backoff backoff(BackoffPolicy{milliseconds(200), milliseconds(10'000), 2.0, true});
   int failures = 0;
+  auto next_cleanup = clock_.Monotonic() + std::chrono::minutes(5);
   spdlog::info("beat {} started: queue {}, catch-up grace {}", options_.name, options_.queue,
                options_.catch_up_grace.count() > 0
                    ? fmt::format("{} s", options_.catch_up_grace.count())
@@ -402,6 +421,16 @@ Status Beat::Run() {
     }
     auto fired = FireDue();
     if (!fired) return fired.error();
+    if (clock_.Monotonic() >= next_cleanup) {
+      if (auto n = DeleteOldFires(); !n) {
+        spdlog::warn("beat: deleting old beat_fires rows: {}", n.error().message());
+      } else if (*n > 0) {
+        spdlog::info("beat: deleted {} beat_fires row(s) older than {} days", *n,
+                     std::chrono::duration_cast<std::chrono::hours>(options_.fires_retention)
+                             .count() / 24);
+      }
+      next_cleanup = clock_.Monotonic() + std::chrono::hours(1);
+    }
     auto earliest = EarliestDue();
     if (!earliest) return earliest.error();
     if (!*earliest) return options_.max_sleep;

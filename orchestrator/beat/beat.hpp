@@ -6,8 +6,10 @@
 //   - Due times live in crawl_tasks.next_run_at. Beat computes it (schedule.hpp) for rows that
 //     have none: new rows, and rows whose schedule, timezone or enabled flag changed (a trigger
 //     clears next_run_at then, migrations/0003). It counts from updated_at, the time of the
-//     change, so every beat computes the same value; the write is conditional on the row being
-//     unchanged since it was read.
+//     change, but from no earlier than 2 x max_sleep (at least 2 minutes) before the beat that
+//     first reads it, so a row written while no beat ran does not catch up on older times.
+//     The write is conditional on the row being unchanged and still without a next_run_at, so
+//     when several beats compute it the first one's value stands.
 //   - Changes made with plain SQL reach every beat through LISTEN celeriac_beat (a trigger
 //     NOTIFYs on insert, delete, and changes of schedule, timezone, enabled or next_run_at).
 //     Nothing polls the rows: between firings a beat sleeps until the earliest next_run_at (one
@@ -76,6 +78,8 @@ struct BeatOptions {
   std::chrono::milliseconds max_sleep{60'000};  // longest wait without a notification
   std::chrono::milliseconds busy_retry{200};    // due rows locked by another beat: look again
   std::string name;                             // "host:pid", recorded in beat_fires.beat
+  // beat_fires rows are deleted (hourly, 10,000 at a time) once their due time is this old.
+  std::chrono::hours fires_retention{24 * 30};
   // Real time to wait for a span of the clock's time (identity; a test's ScaledClock divides).
   std::function<std::chrono::milliseconds(Clock::WallTime::duration)> real_delay;
 };
@@ -106,7 +110,11 @@ class Beat {
   // The earliest next_run_at of an enabled scheduled row (nullopt: none).
   Result<std::optional<Clock::WallTime>> EarliestDue();
 
-  // LISTEN, then schedule, fire and sleep until Stop(). Returns non-OK only for errors at start.
+  // Deletes beat_fires rows older than fires_retention (up to 10,000 a call).
+  Result<int64_t> DeleteOldFires();
+
+  // LISTEN, then schedule, fire and sleep until Stop(). Outages of Postgres or the broker are
+  // logged and retried with backoff, never fatal; returns OK once stopped.
   Status Run();
   void Stop();
 
@@ -115,6 +123,7 @@ class Beat {
  private:
   Result<FireReport> FireBatch(Clock::WallTime now);
   std::chrono::milliseconds RealDelay(Clock::WallTime::duration d) const;
+  Clock::WallTime::duration FirstSightLookback() const;
 
   pg::Pool& pool_;
   broker::Broker& broker_;

@@ -269,6 +269,32 @@ TEST_F(BeatTest, MissedTimesFoldIntoOneRunUnlessOlderThanTheGrace) {
   clock_.Set(T("2026-05-01T10:40:30Z"));  // 30 s late: within the grace
   EXPECT_EQ(Fire(*grace).fired, 1);
   EXPECT_EQ(Messages().size(), 1u);
+
+  // A row written a week ago while no beat ran has no next due time yet: it counts from when a
+  // beat first sees it (less 2 minutes), so last week's times are not caught up.
+  Exec("INSERT INTO crawl_tasks (id, name, data_source_ids, schedule, updated_at) VALUES "
+       "(2, 'old', '{1}', '0 * * * *', '2026-04-24T10:00:00Z'), "
+       "(3, 'just before', '{1}', '0 * * * *', '2026-05-01T10:59:30Z')");
+  clock_.Set(T("2026-05-01T11:00:20Z"));
+  EXPECT_EQ(Schedule(*beat), 2);
+  EXPECT_EQ(When("next_run_at", "crawl_tasks WHERE id = 2"), "2026-05-01T11:00:00Z")
+      << "counts from 10:58:20: the 11:00 run a beat saw coming is still fired";
+  EXPECT_EQ(When("next_run_at", "crawl_tasks WHERE id = 3"), "2026-05-01T11:00:00Z");
+  EXPECT_EQ(Fire(*beat).fired, 3) << "2, 3 and task 1 (10:45 and 11:00 folded)";
+  EXPECT_EQ(Count("SELECT count(*) FROM beat_fires WHERE crawl_task_id IN (2, 3) AND "
+                  "due_at = '2026-05-01T11:00:00Z' AND missed_since IS NULL"),
+            2);
+}
+
+TEST_F(BeatTest, OldFireRecordsAreDeleted) {
+  Exec("INSERT INTO beat_fires (crawl_task_id, due_at, celery_task_id, fired_at, published_at, "
+       "beat) VALUES (1, '2026-03-01T00:00:00Z', 'a', now(), now(), 'x'), "
+       "(1, '2026-04-15T00:00:00Z', 'b', now(), now(), 'x')");
+  auto beat = MakeBeat();
+  auto n = beat->DeleteOldFires();
+  ASSERT_TRUE(n.ok()) << n.error().message();
+  EXPECT_EQ(*n, 1);
+  EXPECT_EQ(Text("SELECT string_agg(celery_task_id, ',') FROM beat_fires"), "b");
 }
 
 TEST_F(BeatTest, DstOnAManualClockFiresEachLocalTimeOnce) {
@@ -276,6 +302,7 @@ TEST_F(BeatTest, DstOnAManualClockFiresEachLocalTimeOnce) {
   Exec("ALTER TABLE crawl_tasks DISABLE TRIGGER crawl_tasks_touch");
   Exec("INSERT INTO crawl_tasks (id, name, data_source_ids, schedule, timezone, updated_at) "
        "VALUES (1, 'berlin', '{1}', '30 2 * * *', 'Europe/Berlin', '2026-03-28T12:00:00Z')");
+  clock_.Set(T("2026-03-28T12:00:00Z"));
   auto beat = MakeBeat();
   EXPECT_EQ(Schedule(*beat), 1);
   // Spring: 02:30 does not exist on 29 March; it fires once at 03:00 CEST (01:00 UTC).
