@@ -25,10 +25,11 @@
 // the commit: the due row is then still due, another beat claims it, and publishes a message
 // with the same Celery task id, a name-based UUID of (task, due time). The worker records runs
 // by Celery task id (crawl_runs.celery_task_id is unique), so such a duplicate delivery finds
-// the run it already has: one crawl run per due time. Nothing is fired before its commit can
-// include it, so a kill at any moment loses no due time while another beat runs: it is fired,
-// late by at most the time the others take to notice (the row lock is released when the dead
-// beat's connection closes; a beat that saw due rows locked by another retries every
+// the run it already has: one crawl run per due time. (The same holds when Postgres fails the
+// transaction after the publish and the pool runs it again.) Nothing counts as fired before its
+// commit, so a kill at any moment loses no due time while another beat runs: it is fired, late
+// by at most the time the others take to notice (the row lock goes when the dead beat's
+// connection closes; a beat that saw due rows locked by another looks again every
 // `busy_retry`).
 //
 // Missed due times. When due times passed while no beat ran (or the broker was down), the

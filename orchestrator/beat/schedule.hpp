@@ -63,7 +63,8 @@ class Schedule {
 
   // The latest firing instant in (after, at_or_before], nullopt if none. For coalescing the
   // times missed while no beat ran into one run.
-  std::optional<Clock::WallTime> LatestIn(Clock::WallTime after, Clock::WallTime at_or_before) const;
+  std::optional<Clock::WallTime> LatestIn(Clock::WallTime after,
+                                          Clock::WallTime at_or_before) const;
 
   const std::string& expression() const { return expression_; }
   const std::string& zone_name() const { return zone_name_; }

@@ -112,12 +112,12 @@ class BeatTest : public testing::PgTest {
 };
 
 TEST_F(BeatTest, InvalidSchedulesAndZonesAreRefusedWhereTheyAreWritten) {
-  auto why = Refusal(
-      "INSERT INTO crawl_tasks (name, data_source_ids, schedule) VALUES ('a', '{1}', '61 * * * *')");
+  auto why = Refusal("INSERT INTO crawl_tasks (name, data_source_ids, schedule) "
+                     "VALUES ('a', '{1}', '61 * * * *')");
   EXPECT_NE(why.find("invalid cron expression \"61 * * * *\""), std::string::npos) << why;
   EXPECT_NE(why.find("minute field \"61\": 61 is out of range 0-59"), std::string::npos) << why;
-  why = Refusal(
-      "INSERT INTO crawl_tasks (name, data_source_ids, schedule) VALUES ('a', '{1}', '0 0 30 2 *')");
+  why = Refusal("INSERT INTO crawl_tasks (name, data_source_ids, schedule) "
+                "VALUES ('a', '{1}', '0 0 30 2 *')");
   EXPECT_NE(why.find("\"0 0 30 2 *\""), std::string::npos) << why;
   why = Refusal("INSERT INTO crawl_tasks (name, data_source_ids, schedule, timezone) "
                 "VALUES ('a', '{1}', '@daily', 'Mars/Olympus')");
