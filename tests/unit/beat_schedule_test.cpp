@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "core/base/ids.hpp"
+#include "core/config/settings.hpp"
 #include "orchestrator/beat/beat.hpp"
 #include "orchestrator/beat/schedule.hpp"
 #include "tests/support/manual_clock.hpp"
@@ -237,3 +238,30 @@ TEST(BeatSchedule, ScaledClockRunsFasterFromItsOrigin) {
 
 }  // namespace
 }  // namespace celeriac::orchestrator::beat
+
+namespace celeriac {
+namespace {
+
+TEST(BeatSettings, DefaultsAndOverrides) {
+  auto d = Settings::Parse("", "test", [](const std::string&) { return std::nullopt; });
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->beat.catch_up_grace_s, 0);
+  EXPECT_EQ(d->beat.batch_size, 1000);
+  EXPECT_EQ(d->beat.max_sleep_s, 60);
+  auto s = Settings::Parse("[beat]\ncatch_up_grace_s = 600\n", "celeriac.toml",
+                           [](const std::string& name) -> std::optional<std::string> {
+                             if (name == "CELERIAC_BEAT_BATCH_SIZE") return "50";
+                             return std::nullopt;
+                           });
+  ASSERT_TRUE(s.ok()) << s.error().message();
+  EXPECT_EQ(s->beat.catch_up_grace_s, 600);
+  EXPECT_EQ(s->beat.batch_size, 50);
+  auto bad = Settings::Parse("[beat]\nbatch_size = 0\n", "celeriac.toml",
+                             [](const std::string&) { return std::nullopt; });
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message().find("beat.batch_size"), std::string::npos)
+      << bad.error().message();
+}
+
+}  // namespace
+}  // namespace celeriac
