@@ -44,3 +44,9 @@ endfunction()
 
 # valijson aborts on a bad schema unless told to throw.
 celeriac_header_lib(valijson valijson/validator.hpp libvalijson-dev VALIJSON_USE_EXCEPTIONS=1)
+
+# Howard Hinnant's date/tz (IANA time zones for beat's schedules). Debian builds libdate-tz with
+# USE_OS_TZDB=1: it reads the OS tz database (/usr/share/zoneinfo, package tzdata), the same
+# one Debian's Postgres uses, so a zone Postgres accepts is one beat knows.
+find_package(date CONFIG REQUIRED)
+add_library(dep::date ALIAS date::date-tz)

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   RegisterRuns(app, common, exit_code);
   RegisterDlq(app, common, exit_code);
   RegisterApi(app, common, exit_code);
+  RegisterBeat(app, common, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -82,6 +82,9 @@ std::vector<KeySpec> Keys(Settings& s) {
                      0, 86'400));
   keys.push_back(num("tasks", "site_analysis_backoff_max_s", &s.tasks.site_analysis_backoff_max_s,
                      0, 86'400));
+  keys.push_back(num("beat", "catch_up_grace_s", &s.beat.catch_up_grace_s, 0, 366 * 86'400));
+  keys.push_back(num("beat", "batch_size", &s.beat.batch_size, 1, 100'000));
+  keys.push_back(num("beat", "max_sleep_s", &s.beat.max_sleep_s, 1, 3600));
   return keys;
 }
 

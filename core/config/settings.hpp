@@ -37,6 +37,10 @@
 // tasks.site_analysis_retry_delay_s  60                                         delay before each retry
 // tasks.site_analysis_backoff_max_s  0 (= fixed delay)                          > 0: exponential backoff with
 //                                                                               jitter from the delay up to this
+// beat.catch_up_grace_s        0 (= no limit)                                   a run missed while no beat ran
+//                                                                               fires late unless older than this
+// beat.batch_size              1000                                             due tasks fired per transaction
+// beat.max_sleep_s             60                                               longest sleep without a notification
 
 #include <cstdint>
 #include <functional>
@@ -95,6 +99,12 @@ struct TaskSettings {
   int64_t site_analysis_backoff_max_s = 0;
 };
 
+struct BeatSettings {
+  int64_t catch_up_grace_s = 0;
+  int64_t batch_size = 1000;
+  int64_t max_sleep_s = 60;
+};
+
 struct Settings {
   DatabaseSettings database;
   BrokerSettings broker;
@@ -104,6 +114,7 @@ struct Settings {
   WorkerSettings worker;
   ExtractorSettings extractor;
   TaskSettings tasks;
+  BeatSettings beat;
 
   // Reads environment variables; tests pass their own.
   using EnvLookup = std::function<std::optional<std::string>(const std::string& name)>;

@@ -21,5 +21,6 @@ void RegisterRunNow(CLI::App& app, const CommonOptions& common, int& exit_code);
 void RegisterRuns(CLI::App& app, const CommonOptions& common, int& exit_code);
 void RegisterDlq(CLI::App& app, const CommonOptions& common, int& exit_code);
 void RegisterApi(CLI::App& app, const CommonOptions& common, int& exit_code);
+void RegisterBeat(CLI::App& app, const CommonOptions& common, int& exit_code);
 
 }  // namespace celeriac::orchestrator

@@ -53,6 +53,15 @@ std::string TriggerOf(const celery::TaskMessage& message) {
   return "bff";
 }
 
+std::optional<std::string> ScheduledFor(const celery::TaskMessage& message) {
+  const auto& h = message.custom_headers;
+  const auto it = h.find(kScheduledForHeader);
+  if (it == h.end() || !it->is_string()) return std::nullopt;
+  const auto t = ParseIso8601(it->get<std::string>());
+  if (!t) return std::nullopt;  // a malformed header is not worth failing the run for
+  return FormatIso8601(*t);
+}
+
 std::optional<Json> Argument(const TaskContext& ctx, size_t index, const char* name) {
   if (ctx.args().size() > index) return ctx.args()[index];
   if (auto it = ctx.kwargs().find(name); it != ctx.kwargs().end()) return *it;
@@ -98,9 +107,9 @@ TaskOutcome CrawlTasks::ExecuteCrawlTask(TaskContext& ctx) {
       return Error(ErrorCode::kInvalidArgument,
                    fmt::format("crawl task {} is disabled", crawl_task_id), false);
     tx.exec_params(
-        "INSERT INTO crawl_runs (crawl_task_id, celery_task_id, trigger) VALUES ($1, $2, $3) "
-        "ON CONFLICT (celery_task_id) DO NOTHING",
-        crawl_task_id, request.id, trigger);
+        "INSERT INTO crawl_runs (crawl_task_id, celery_task_id, trigger, scheduled_for) "
+        "VALUES ($1, $2, $3, $4::timestamptz) ON CONFLICT (celery_task_id) DO NOTHING",
+        crawl_task_id, request.id, trigger, ScheduledFor(request));
     const auto run = tx.exec_params1(
         "SELECT id, status, trigger, sources_skipped::text FROM crawl_runs "
         "WHERE celery_task_id = $1 FOR UPDATE",

@@ -36,6 +36,8 @@ inline constexpr const char* kExtractTask = "extractor.tasks.extract";
 // Custom headers that say who started a run (they survive retries and replays).
 inline constexpr const char* kTriggerHeader = "x_celeriac_trigger";    // "run-now"
 inline constexpr const char* kScheduleHeader = "x_celeriac_schedule";  // beat: the crawl task id
+// beat: the due time it fired (ISO-8601), recorded as crawl_runs.scheduled_for
+inline constexpr const char* kScheduledForHeader = "x_celeriac_scheduled_for";
 
 struct CrawlTaskOptions {
   std::string extraction_queue = "extraction_queue";
@@ -68,6 +70,10 @@ class CrawlTasks {
 
 // "beat", "run-now" or "bff", from the message's custom headers.
 std::string TriggerOf(const celery::TaskMessage& message);
+
+// The due time beat fired the message for (header x_celeriac_scheduled_for), as ISO-8601 UTC;
+// nullopt when absent or malformed.
+std::optional<std::string> ScheduledFor(const celery::TaskMessage& message);
 
 // Reads argument `name` at position `index` or from kwargs (the body schema checked its type).
 std::optional<Json> Argument(const TaskContext& ctx, size_t index, const char* name);
