@@ -2,11 +2,11 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <fstream>
 #include <map>
-#include <optional>
 #include <sstream>
 #include <utility>
 #include <vector>
@@ -28,9 +28,6 @@ constexpr std::array<const char*, 5> kRunStatuses = {"pending", "running", "succ
 // The extractor's error classes (SPEC 5); each is reported for a recent run, 0 until seen.
 constexpr std::array<const char*, 6> kErrorClasses = {"Download", "HttpStatus", "Auth",
                                                       "RateLimit", "Parse", "Store"};
-// crawl_requests' states.
-constexpr std::array<const char*, 5> kRequestStates = {"pending", "leased", "done", "failed",
-                                                       "skipped"};
 
 struct RecentRun {
   int64_t id = 0;
@@ -57,7 +54,7 @@ struct ApiMetrics::StoreFigures {
   std::map<std::pair<std::string, std::string>, int64_t> pending_dead_letters;
   std::vector<RecentRun> recent_runs;
   std::vector<HostFigures> hosts;
-  std::optional<std::map<std::string, int64_t>> requests_by_state;  // nullopt: not read
+  std::map<std::string, int64_t> requests_by_state;  // pending, leased, failed
 };
 
 namespace {
@@ -109,31 +106,28 @@ Status ReadRunsAndHosts(pg::Pool& pool, const ApiMetricsOptions& options,
       f.hosts.push_back(HostFigures{row[0].as<int64_t>(), row[1].as<std::string>(),
                                     row[2].as<std::string>(), row[3].as<int64_t>()});
     }
+    // Requests of running runs by state, from the jobs' exact counters (open = pending +
+    // leased) and the leased ones (few: those in flight) through their partial index, never a
+    // scan of the requests: ms where a GROUP BY over 1M requests takes seconds.
+    const auto requests = tx.exec1(
+        "WITH running AS MATERIALIZED ("
+        "  SELECT j.id, j.requests_open, j.requests_failed FROM extraction_jobs j "
+        "  JOIN crawl_runs r ON r.id = j.run_id WHERE r.status = 'running'), "
+        "leased AS MATERIALIZED (SELECT job_id FROM crawl_requests WHERE state = 'leased') "
+        "SELECT (SELECT coalesce(sum(requests_open), 0)::bigint FROM running), "
+        "       (SELECT coalesce(sum(requests_failed), 0)::bigint FROM running), "
+        "       (SELECT count(*) FROM leased l JOIN running ON running.id = l.job_id)");
+    const auto open = requests[0].as<int64_t>();
+    const auto leased = requests[2].as<int64_t>();
+    f.requests_by_state = {{"pending", std::max<int64_t>(0, open - leased)},
+                           {"leased", leased},
+                           {"failed", requests[1].as<int64_t>()}};
     f.ok = true;
     return f;
   });
   if (!read) return read.error();
   out = std::move(*read);
   return Ok();
-}
-
-// A scan of the running runs' requests: read on its own, so that a timeout here costs only
-// celeriac_crawl_requests.
-Result<std::map<std::string, int64_t>> ReadRequestStates(pg::Pool& pool,
-                                                         const ApiMetricsOptions& options) {
-  return pool.Transact<std::map<std::string, int64_t>>(
-      [&](pqxx::transaction_base& tx) -> Result<std::map<std::string, int64_t>> {
-        SetStatementTimeout(tx, options.query_timeout);
-        std::map<std::string, int64_t> out;
-        for (const auto& row : tx.exec(
-                 "SELECT q.state, count(*) FROM crawl_requests q "
-                 "JOIN extraction_jobs j ON j.id = q.job_id "
-                 "JOIN crawl_runs r ON r.id = j.run_id "
-                 "WHERE r.status = 'running' GROUP BY q.state")) {
-          out[row[0].as<std::string>()] = row[1].as<int64_t>();
-        }
-        return out;
-      });
 }
 
 prometheus::MetricFamily GaugeFamily(std::string name, std::string help) {
@@ -233,9 +227,7 @@ std::shared_ptr<const ApiMetrics::StoreFigures> ApiMetrics::Figures() {
   if (cache_ && now - cache_read_at_ < options_.cache_ttl) return cache_;
   auto figures = std::make_shared<StoreFigures>();
   const auto since = clock_.Now() - options_.recent_window;
-  if (ReadRunsAndHosts(pool_, options_, since, *figures).ok()) {
-    if (auto states = ReadRequestStates(pool_, options_)) figures->requests_by_state = *states;
-  }
+  (void)ReadRunsAndHosts(pool_, options_, since, *figures);  // figures->ok says how it went
   // A failed read is kept too: an unreachable Postgres is not asked again by every scrape.
   cache_ = std::move(figures);
   cache_read_at_ = clock_.Monotonic();
@@ -291,16 +283,13 @@ std::string ApiMetrics::Render() {
   families.push_back(std::move(state));
   families.push_back(std::move(delay));
 
-  if (figures->requests_by_state) {
-    auto requests = GaugeFamily("celeriac_crawl_requests",
-                                "Requests of the running crawl runs, by state");
-    for (const char* s : kRequestStates) {
-      const auto it = figures->requests_by_state->find(s);
-      AddGauge(requests, {{"state", s}},
-               static_cast<double>(it == figures->requests_by_state->end() ? 0 : it->second));
-    }
-    families.push_back(std::move(requests));
+  auto requests = GaugeFamily("celeriac_crawl_requests",
+                              "Requests of the running crawl runs that are pending, leased (in "
+                              "flight) or failed");
+  for (const auto& [request_state, n] : figures->requests_by_state) {
+    AddGauge(requests, {{"state", request_state}}, static_cast<double>(n));
   }
+  families.push_back(std::move(requests));
 
   auto dead = GaugeFamily("celeriac_dead_letters_pending",
                           "Dead letters neither replayed nor purged, by queue and error class");

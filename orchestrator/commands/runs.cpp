@@ -24,7 +24,10 @@ struct RunsFlags {
   // runs show
   int64_t run_id = 0;
   bool show_json = false;
+  int64_t hosts = -1;  // -1: kTableHosts for people, ShowRunOptions' default with --json
 };
+
+constexpr int64_t kTableHosts = 20;
 
 std::string Duration(const std::optional<Clock::WallTime>& started,
                      const std::optional<Clock::WallTime>& finished) {
@@ -99,7 +102,14 @@ int ShowRunCommand(const CommonOptions& common, const RunsFlags& f) {
   auto opened = cli::OpenSettingsAndDatabase(common.config_path, me);
   if (auto* code = std::get_if<int>(&opened)) return *code;
   auto& pool = std::get<cli::Opened>(opened).pool;
-  auto shown = ops::ShowRun(*pool, f.run_id);
+  const bool json = f.json || f.show_json;
+  ops::ShowRunOptions options;
+  if (f.hosts >= 0) {
+    options.max_hosts = f.hosts;
+  } else if (!json) {
+    options.max_hosts = kTableHosts;
+  }
+  auto shown = ops::ShowRun(*pool, f.run_id, options);
   if (!shown) {
     std::cerr << me << ": " << shown.error().message() << "\n";
     return cli::kExitFailed;
@@ -109,7 +119,7 @@ int ShowRunCommand(const CommonOptions& common, const RunsFlags& f) {
     return cli::kExitFailed;
   }
   const ops::RunRow& r = **shown;
-  if (f.json || f.show_json) {
+  if (json) {
     cli::PrintJson(r.ToJson());
     return cli::kExitOk;
   }
@@ -184,7 +194,7 @@ int ShowRunCommand(const CommonOptions& common, const RunsFlags& f) {
   }
   hosts.Print(std::cout);
   if (r.hosts_total > static_cast<int64_t>(r.hosts.size()))
-    std::cout << fmt::format("({} of {} hosts shown, the most active first; --json for the same)\n",
+    std::cout << fmt::format("({} of {} hosts shown, the most active first; --hosts 0 for all)\n",
                              r.hosts.size(), r.hosts_total);
   return cli::kExitOk;
 }
@@ -210,6 +220,10 @@ void RegisterRuns(CLI::App& app, const CommonOptions& common, int& exit_code) {
       "show", "One run with its progress, error counts, requests, extraction jobs and hosts");
   show->add_option("run_id", f->run_id, "crawl_runs.id")->required();
   show->add_flag("--json", f->show_json, "The run as one JSON document on stdout");
+  show->add_option("--hosts", f->hosts,
+                   "At most this many hosts, the most active first (default 20, with --json "
+                   "1000; 0 = all)")
+      ->check(cli::NonNegative());
   show->callback([&common, &exit_code, f] { exit_code = ShowRunCommand(common, *f); });
 
   cmd->callback([&common, &exit_code, f, show] {

@@ -818,10 +818,11 @@ TEST_F(AdminApiTest, MetricsShowRecentRunsTheirHostsAndRequests) {
     INSERT INTO crawl_hosts (run_id, host, state, delay_ms) VALUES
       (7, 'https://old.example', 'slowed', 500);
     INSERT INTO extraction_jobs (id, run_id, crawl_config_id, config_version, data_source_id,
-                                 celery_task_id, status)
-      VALUES (70, 7, 10, 1, 1, 'e-70', 'failed');
+                                 celery_task_id, status, requests_open, requests_failed)
+      VALUES (70, 7, 10, 1, 1, 'e-70', 'failed', 1, 1);
     INSERT INTO crawl_requests (job_id, fingerprint, url, page_type, state)
-      VALUES (70, 'g1', 'https://old.example/', 'list', 'failed');
+      VALUES (70, 'g1', 'https://old.example/', 'list', 'failed'),
+             (70, 'g2', 'https://old.example/2', 'list', 'leased');
   )");
   const auto r = Call("GET", "/metrics", std::nullopt, std::nullopt);
   ASSERT_EQ(r.status, 200);
@@ -842,11 +843,10 @@ TEST_F(AdminApiTest, MetricsShowRecentRunsTheirHostsAndRequests) {
            R"(celeriac_crawl_host_state{host="http://cdn.example:8080",run_id="5",state="ok"} 1)",
            R"(celeriac_crawl_host_delay_seconds{host="https://shop.example",run_id="5"} 4)",
            R"(celeriac_crawl_host_delay_seconds{host="http://cdn.example:8080",run_id="5"} 0)",
+           // from job 50's counters (3 open, 1 failed) and its one leased request
            R"(celeriac_crawl_requests{state="pending"} 2)",
            R"(celeriac_crawl_requests{state="leased"} 1)",
-           R"(celeriac_crawl_requests{state="done"} 4)",
            R"(celeriac_crawl_requests{state="failed"} 1)",
-           R"(celeriac_crawl_requests{state="skipped"} 1)",
            "celeriac_api_database_up 1",
        }) {
     EXPECT_NE(r.text.find(expected), std::string::npos) << expected << " in\n" << r.text;
@@ -913,7 +913,8 @@ TEST_F(AdminApiTest, MetricsReadPostgresAtMostOncePerTtlAndBoundTheirSeries) {
   clock.Advance(std::chrono::hours(2));
   const std::string later = metrics.Render();
   EXPECT_EQ(later.find("celeriac_crawl_run_pages_total{"), std::string::npos) << later;
-  EXPECT_NE(later.find(R"(celeriac_crawl_requests{state="done"} 0)"), std::string::npos) << later;
+  EXPECT_NE(later.find(R"(celeriac_crawl_requests{state="pending"} 0)"), std::string::npos)
+      << "no running run, no requests:\n" << later;
 }
 
 TEST_F(AdminApiTest, OpenApiDocumentParsesAndDescribesEveryRoute) {

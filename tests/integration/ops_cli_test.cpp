@@ -192,6 +192,13 @@ TEST_F(OpsCliTest, RunsShowPrintsErrorCountsRequestsJobsAndHosts) {
   EXPECT_EQ(doc["hosts"][0]["robots_txt_bytes"], 13);
   EXPECT_EQ(doc["jobs"][0]["requests_total"], 9);
 
+  Exec("INSERT INTO crawl_hosts (run_id, host, requests) VALUES (5, 'https://quiet.example', 1)");
+  auto one_host = Run("runs show 5 --hosts 1");
+  ASSERT_EQ(one_host.exit_code, 0) << one_host.output;
+  EXPECT_NE(one_host.output.find("https://shop.example"), std::string::npos) << one_host.output;
+  EXPECT_EQ(one_host.output.find("quiet.example"), std::string::npos) << one_host.output;
+  EXPECT_NE(one_host.output.find("1 of 2 hosts shown"), std::string::npos) << one_host.output;
+
   auto listed = Run("runs");
   ASSERT_EQ(listed.exit_code, 0) << listed.output;
   EXPECT_NE(listed.output.find("Download 3, RateLimit 1"), std::string::npos) << listed.output;
