@@ -382,7 +382,7 @@ struct AdminApi::Impl {
 
   Impl(pg::Pool& pool, broker::Broker& broker, std::string token, AdminApiOptions options)
       : pool(pool), broker(broker), token(std::move(token)), options(std::move(options)),
-        metrics(pool), log(log::Get("api")) {}
+        metrics(pool, SystemClock::Instance(), this->options.metrics), log(log::Get("api")) {}
 
   void Install();
   void Dispatch(const Route& route, const httplib::Request& req, httplib::Response& res);

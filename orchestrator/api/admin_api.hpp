@@ -4,7 +4,7 @@
 //   GET  /healthz  /readyz  /metrics  /openapi.json               no auth
 //   POST /api/v1/crawl-tasks/{id}/run-now                          bearer token
 //   POST /api/v1/site-analysis
-//   GET  /api/v1/runs   /api/v1/runs/{id}
+//   GET  /api/v1/runs   /api/v1/runs/{id}    (a run: with its jobs, hosts, requests by state)
 //   GET  /api/v1/dead-letters   /api/v1/dead-letters/{id}
 //   POST /api/v1/dead-letters/{id}/replay   /api/v1/dead-letters/replay
 //   POST /api/v1/dead-letters/purge   DELETE /api/v1/dead-letters/{id}
@@ -36,6 +36,7 @@
 #include "core/base/result.hpp"
 #include "core/broker/broker.hpp"
 #include "core/pg/pool.hpp"
+#include "orchestrator/api/api_metrics.hpp"
 
 namespace celeriac::orchestrator::api {
 
@@ -45,6 +46,7 @@ struct AdminApiOptions {
   std::chrono::seconds write_timeout{10};
   size_t max_body_bytes = 1 << 20;  // larger bodies get 413
   int64_t max_list_limit = 1000;    // `limit` of list routes
+  ApiMetricsOptions metrics;        // what GET /metrics reads from Postgres, and how often
 };
 
 // One implemented route, as the OpenAPI document names it.

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <fstream>
@@ -24,26 +25,109 @@ namespace {
 // The run statuses of crawl_runs' CHECK constraint; each is reported, 0 when no row has it.
 constexpr std::array<const char*, 5> kRunStatuses = {"pending", "running", "succeeded", "failed",
                                                      "aborted"};
+// The extractor's error classes (SPEC 5); each is reported for a recent run, 0 until seen.
+constexpr std::array<const char*, 6> kErrorClasses = {"Download", "HttpStatus", "Auth",
+                                                      "RateLimit", "Parse", "Store"};
 
-struct StoreCounts {
-  std::map<std::string, int64_t> runs_by_status;
-  std::map<std::pair<std::string, std::string>, int64_t> pending_dead_letters;
+struct RecentRun {
+  int64_t id = 0;
+  int64_t pages = 0;
+  std::map<std::string, int64_t> errors;  // class -> count
 };
 
-Result<StoreCounts> ReadCounts(pg::Pool& pool) {
-  return pool.Transact<StoreCounts>([](pqxx::transaction_base& tx) -> Result<StoreCounts> {
-    StoreCounts out;
+struct HostFigures {
+  int64_t run_id = 0;
+  std::string host;
+  std::string state;
+  int64_t delay_ms = 0;
+};
+
+void SetStatementTimeout(pqxx::transaction_base& tx, std::chrono::milliseconds timeout) {
+  tx.exec("SET LOCAL statement_timeout = " + std::to_string(timeout.count()));
+}
+
+}  // namespace
+
+struct ApiMetrics::StoreFigures {
+  bool ok = false;  // the main read answered
+  std::map<std::string, int64_t> runs_by_status;
+  std::map<std::pair<std::string, std::string>, int64_t> pending_dead_letters;
+  std::vector<RecentRun> recent_runs;
+  std::vector<HostFigures> hosts;
+  std::map<std::string, int64_t> requests_by_state;  // pending, leased, failed
+};
+
+namespace {
+
+using StoreFigures = ApiMetrics::StoreFigures;
+
+Status ReadRunsAndHosts(pg::Pool& pool, const ApiMetricsOptions& options,
+                        Clock::WallTime recent_since, StoreFigures& out) {
+  auto read = pool.Transact<StoreFigures>([&](pqxx::transaction_base& tx)
+                                              -> Result<StoreFigures> {
+    StoreFigures f;
+    SetStatementTimeout(tx, options.query_timeout);
     for (const auto& row : tx.exec("SELECT status, count(*) FROM crawl_runs GROUP BY status")) {
-      out.runs_by_status[row[0].as<std::string>()] = row[1].as<int64_t>();
+      f.runs_by_status[row[0].as<std::string>()] = row[1].as<int64_t>();
     }
     for (const auto& row : tx.exec(
              "SELECT queue, error_class, count(*) FROM dead_letters "
              "WHERE replayed_at IS NULL AND purged_at IS NULL GROUP BY queue, error_class")) {
-      out.pending_dead_letters[{row[0].as<std::string>(), row[1].as<std::string>()}] =
+      f.pending_dead_letters[{row[0].as<std::string>(), row[1].as<std::string>()}] =
           row[2].as<int64_t>();
     }
-    return out;
+    // error_counts is a jsonb object; a value that is not a whole number (never expected) is
+    // left out rather than failing the scrape.
+    for (const auto& row : tx.exec_params(
+             "SELECT r.id, r.pages, e.key, "
+             "  CASE WHEN jsonb_typeof(e.value) = 'number' "
+             "        AND e.value::text::numeric BETWEEN -9e18 AND 9e18 "
+             "       THEN e.value::text::numeric::bigint END "
+             "FROM (SELECT id, pages, error_counts FROM crawl_runs "
+             "      WHERE status = 'running' OR finished_at >= $1::timestamptz "
+             "      ORDER BY id DESC LIMIT $2::bigint) r "
+             "LEFT JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(r.error_counts) = 'object' "
+             "                                  THEN r.error_counts END) e ON true "
+             "ORDER BY r.id DESC",
+             FormatIso8601(recent_since), static_cast<int64_t>(options.max_runs))) {
+      const auto id = row[0].as<int64_t>();
+      if (f.recent_runs.empty() || f.recent_runs.back().id != id) {
+        f.recent_runs.push_back(RecentRun{id, row[1].as<int64_t>(), {}});
+      }
+      if (!row[2].is_null() && !row[3].is_null()) {
+        f.recent_runs.back().errors[row[2].as<std::string>()] = row[3].as<int64_t>();
+      }
+    }
+    for (const auto& row : tx.exec_params(
+             "SELECT h.run_id, h.host, h.state, h.delay_ms FROM crawl_hosts h "
+             "JOIN crawl_runs r ON r.id = h.run_id WHERE r.status = 'running' "
+             "ORDER BY h.state = 'ok', h.requests DESC, h.run_id, h.host LIMIT $1::bigint",
+             static_cast<int64_t>(options.max_hosts))) {
+      f.hosts.push_back(HostFigures{row[0].as<int64_t>(), row[1].as<std::string>(),
+                                    row[2].as<std::string>(), row[3].as<int64_t>()});
+    }
+    // Requests of running runs by state, from the jobs' exact counters (open = pending +
+    // leased) and the leased ones (few: those in flight) through their partial index, never a
+    // scan of the requests: ms where a GROUP BY over 1M requests takes seconds.
+    const auto requests = tx.exec1(
+        "WITH running AS MATERIALIZED ("
+        "  SELECT j.id, j.requests_open, j.requests_failed FROM extraction_jobs j "
+        "  JOIN crawl_runs r ON r.id = j.run_id WHERE r.status = 'running'), "
+        "leased AS MATERIALIZED (SELECT job_id FROM crawl_requests WHERE state = 'leased') "
+        "SELECT (SELECT coalesce(sum(requests_open), 0)::bigint FROM running), "
+        "       (SELECT coalesce(sum(requests_failed), 0)::bigint FROM running), "
+        "       (SELECT count(*) FROM leased l JOIN running ON running.id = l.job_id)");
+    const auto open = requests[0].as<int64_t>();
+    const auto leased = requests[2].as<int64_t>();
+    f.requests_by_state = {{"pending", std::max<int64_t>(0, open - leased)},
+                           {"leased", leased},
+                           {"failed", requests[1].as<int64_t>()}};
+    f.ok = true;
+    return f;
   });
+  if (!read) return read.error();
+  out = std::move(*read);
+  return Ok();
 }
 
 prometheus::MetricFamily GaugeFamily(std::string name, std::string help) {
@@ -54,11 +138,25 @@ prometheus::MetricFamily GaugeFamily(std::string name, std::string help) {
   return family;
 }
 
+prometheus::MetricFamily CounterFamily(std::string name, std::string help) {
+  auto family = GaugeFamily(std::move(name), std::move(help));
+  family.type = prometheus::MetricType::Counter;
+  return family;
+}
+
 void AddGauge(prometheus::MetricFamily& family, std::vector<prometheus::ClientMetric::Label> labels,
               double value) {
   prometheus::ClientMetric metric;
   metric.label = std::move(labels);
   metric.gauge.value = value;
+  family.metric.push_back(std::move(metric));
+}
+
+void AddCounter(prometheus::MetricFamily& family,
+                std::vector<prometheus::ClientMetric::Label> labels, double value) {
+  prometheus::ClientMetric metric;
+  metric.label = std::move(labels);
+  metric.counter.value = value;
   family.metric.push_back(std::move(metric));
 }
 
@@ -91,8 +189,11 @@ double ProcessStartTimeSeconds() {
   return static_cast<double>(boot) + static_cast<double>(start_ticks) / static_cast<double>(ticks);
 }
 
-ApiMetrics::ApiMetrics(pg::Pool& pool)
-    : pool_(pool), registry_(std::make_shared<prometheus::Registry>()) {
+ApiMetrics::ApiMetrics(pg::Pool& pool, const Clock& clock, ApiMetricsOptions options)
+    : pool_(pool),
+      clock_(clock),
+      options_(options),
+      registry_(std::make_shared<prometheus::Registry>()) {
   requests_ = &prometheus::BuildCounter()
                    .Name("celeriac_api_http_requests_total")
                    .Help("Admin API requests answered, by method, route and status code")
@@ -120,30 +221,82 @@ void ApiMetrics::ObserveRequest(const std::string& method, const std::string& ro
   durations_->Add({{"method", method}, {"route", route}}, kBuckets).Observe(seconds);
 }
 
+std::shared_ptr<const ApiMetrics::StoreFigures> ApiMetrics::Figures() {
+  std::lock_guard lock(cache_mutex_);
+  const auto now = clock_.Monotonic();
+  if (cache_ && now - cache_read_at_ < options_.cache_ttl) return cache_;
+  auto figures = std::make_shared<StoreFigures>();
+  const auto since = clock_.Now() - options_.recent_window;
+  (void)ReadRunsAndHosts(pool_, options_, since, *figures);  // figures->ok says how it went
+  // A failed read is kept too: an unreachable Postgres is not asked again by every scrape.
+  cache_ = std::move(figures);
+  cache_read_at_ = clock_.Monotonic();
+  return cache_;
+}
+
 std::string ApiMetrics::Render() {
   std::vector<prometheus::MetricFamily> families = registry_->Collect();
 
+  const auto figures = Figures();
   auto up = GaugeFamily("celeriac_api_database_up",
                         "1 if Postgres answered the counts of this scrape, else 0");
-  auto counts = ReadCounts(pool_);
-  AddGauge(up, {}, counts.ok() ? 1 : 0);
+  AddGauge(up, {}, figures->ok ? 1 : 0);
   families.push_back(std::move(up));
-  if (counts.ok()) {
-    auto runs = GaugeFamily("celeriac_crawl_runs", "Crawl runs in Postgres, by status");
-    for (const char* status : kRunStatuses) {
-      const auto it = counts->runs_by_status.find(status);
-      AddGauge(runs, {{"status", status}},
-               static_cast<double>(it == counts->runs_by_status.end() ? 0 : it->second));
-    }
-    families.push_back(std::move(runs));
-    auto dead = GaugeFamily("celeriac_dead_letters_pending",
-                            "Dead letters neither replayed nor purged, by queue and error class");
-    for (const auto& [key, n] : counts->pending_dead_letters) {
-      AddGauge(dead, {{"error_class", key.second}, {"queue", key.first}},
-               static_cast<double>(n));
-    }
-    families.push_back(std::move(dead));
+  if (!figures->ok) return prometheus::TextSerializer().Serialize(families);
+
+  auto runs = GaugeFamily("celeriac_crawl_runs", "Crawl runs in Postgres, by status");
+  for (const char* status : kRunStatuses) {
+    const auto it = figures->runs_by_status.find(status);
+    AddGauge(runs, {{"status", status}},
+             static_cast<double>(it == figures->runs_by_status.end() ? 0 : it->second));
   }
+  families.push_back(std::move(runs));
+
+  auto pages = CounterFamily("celeriac_crawl_run_pages_total",
+                             "Pages fetched and parsed by a crawl run that is running or "
+                             "finished within the last hour");
+  auto errors = CounterFamily("celeriac_crawl_run_errors_total",
+                              "Errors of a crawl run that is running or finished within the "
+                              "last hour, by error class");
+  for (const auto& run : figures->recent_runs) {
+    const std::string id = std::to_string(run.id);
+    AddCounter(pages, {{"run_id", id}}, static_cast<double>(run.pages));
+    std::map<std::string, int64_t> classes = run.errors;
+    for (const char* c : kErrorClasses) classes.try_emplace(c, 0);
+    for (const auto& [c, n] : classes) {
+      AddCounter(errors, {{"error_class", c}, {"run_id", id}}, static_cast<double>(n));
+    }
+  }
+  families.push_back(std::move(pages));
+  families.push_back(std::move(errors));
+
+  auto state = GaugeFamily("celeriac_crawl_host_state",
+                           "1 for each host of a running crawl run, labelled with its politeness "
+                           "state (ok, slowed, backing_off)");
+  auto delay = GaugeFamily("celeriac_crawl_host_delay_seconds",
+                           "Current gap between request starts to a host of a running crawl run");
+  for (const auto& h : figures->hosts) {
+    const std::string id = std::to_string(h.run_id);
+    AddGauge(state, {{"host", h.host}, {"run_id", id}, {"state", h.state}}, 1);
+    AddGauge(delay, {{"host", h.host}, {"run_id", id}}, static_cast<double>(h.delay_ms) / 1000.0);
+  }
+  families.push_back(std::move(state));
+  families.push_back(std::move(delay));
+
+  auto requests = GaugeFamily("celeriac_crawl_requests",
+                              "Requests of the running crawl runs that are pending, leased (in "
+                              "flight) or failed");
+  for (const auto& [request_state, n] : figures->requests_by_state) {
+    AddGauge(requests, {{"state", request_state}}, static_cast<double>(n));
+  }
+  families.push_back(std::move(requests));
+
+  auto dead = GaugeFamily("celeriac_dead_letters_pending",
+                          "Dead letters neither replayed nor purged, by queue and error class");
+  for (const auto& [key, n] : figures->pending_dead_letters) {
+    AddGauge(dead, {{"error_class", key.second}, {"queue", key.first}}, static_cast<double>(n));
+  }
+  families.push_back(std::move(dead));
   return prometheus::TextSerializer().Serialize(families);
 }
 

@@ -94,8 +94,13 @@ int RunNowCommand(const CommonOptions& common, const RunNowFlags& f) {
   std::string last;
   std::optional<ops::RunRow> run;
   bool timed_out = false;
+  // Polling reads the run and its jobs only; hosts and request counts cost a scan of the run's
+  // requests, so they are read once at the end, for --json.
+  ops::ShowRunOptions poll;
+  poll.hosts = false;
+  poll.request_states = false;
   while (true) {
-    auto shown = ops::ShowRun(*pool, started->run_id);
+    auto shown = ops::ShowRun(*pool, started->run_id, poll);
     const auto elapsed = std::chrono::steady_clock::now() - t0;
     const double secs = std::chrono::duration<double>(elapsed).count();
     if (!shown) {
@@ -126,6 +131,11 @@ int RunNowCommand(const CommonOptions& common, const RunNowFlags& f) {
   }
   if (tty) std::cerr << "\n";
 
+  if (run && f.json) {
+    // The same state as polled (a timed-out run may have moved on since), with everything.
+    auto full = ops::ShowRun(*pool, started->run_id);
+    if (full && full->has_value() && (*full)->status == run->status) run = std::move(**full);
+  }
   if (run) doc["run"] = run->ToJson();
   doc["timed_out"] = timed_out;
   if (f.json) {

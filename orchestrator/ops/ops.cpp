@@ -173,14 +173,22 @@ const std::string& RunColumns() {
   static const std::string cols =
       "id, crawl_task_id, celery_task_id, trigger, status, status_reason, configs_dispatched, "
       "sources_skipped::text, pages, items_new, items_updated, items_unchanged, errors, bytes, " +
-      Micros("created_at") + ", " + Micros("started_at") + ", " + Micros("finished_at");
+      Micros("created_at") + ", " + Micros("started_at") + ", " + Micros("finished_at") +
+      ", error_counts::text";
   return cols;
+}
+
+// An error_counts column: a JSON object of class -> count. Anything else (never expected) shows
+// as an empty object rather than failing the listing.
+Json ErrorCounts(const pqxx::field& f) {
+  Json j = ParseColumn(f, Json::object());
+  return j.is_object() ? j : Json::object();
 }
 
 RunRow RunFrom(const pqxx::row& r) {
   RunRow run;
   run.id = r[0].as<int64_t>();
-  run.crawl_task_id = r[1].as<int64_t>();
+  if (!r[1].is_null()) run.crawl_task_id = r[1].as<int64_t>();
   run.celery_task_id = r[2].as<std::string>();
   run.trigger = r[3].as<std::string>();
   run.status = r[4].as<std::string>();
@@ -206,7 +214,76 @@ RunRow RunFrom(const pqxx::row& r) {
   run.created_at = FromMicros(r[14].as<int64_t>());
   run.started_at = OptTime(r[15]);
   run.finished_at = OptTime(r[16]);
+  run.error_counts = ErrorCounts(r[17]);
   return run;
+}
+
+const std::string& JobColumns() {
+  static const std::string cols =
+      "id, crawl_config_id, config_version, data_source_id, celery_task_id, status, "
+      "status_reason, pages, items_new, items_updated, items_unchanged, errors, bytes, "
+      "published_at IS NOT NULL, item_errors, requests_open, requests_total, requests_failed, "
+      "error_counts::text, " +
+      Micros("created_at") + ", " + Micros("started_at") + ", " + Micros("finished_at");
+  return cols;
+}
+
+JobRow JobFrom(const pqxx::row& r) {
+  JobRow job;
+  job.id = r[0].as<int64_t>();
+  job.crawl_config_id = r[1].as<int64_t>();
+  job.config_version = r[2].as<int64_t>();
+  job.data_source_id = r[3].as<int64_t>();
+  job.celery_task_id = r[4].as<std::string>();
+  job.status = r[5].as<std::string>();
+  job.status_reason = OptText(r[6]);
+  job.pages = r[7].as<int64_t>();
+  job.items_new = r[8].as<int64_t>();
+  job.items_updated = r[9].as<int64_t>();
+  job.items_unchanged = r[10].as<int64_t>();
+  job.errors = r[11].as<int64_t>();
+  job.bytes = r[12].as<int64_t>();
+  job.published = r[13].as<bool>();
+  job.item_errors = r[14].as<int64_t>();
+  job.requests_open = r[15].as<int64_t>();
+  job.requests_total = r[16].as<int64_t>();
+  job.requests_failed = r[17].as<int64_t>();
+  job.error_counts = ErrorCounts(r[18]);
+  job.created_at = FromMicros(r[19].as<int64_t>());
+  job.started_at = OptTime(r[20]);
+  job.finished_at = OptTime(r[21]);
+  return job;
+}
+
+std::optional<int64_t> OptInt64(const pqxx::field& f) {
+  if (f.is_null()) return std::nullopt;
+  return f.as<int64_t>();
+}
+
+const std::string& HostColumns() {
+  static const std::string cols =
+      "host, robots_status, octet_length(robots_txt), " + Micros("robots_fetched_at") +
+      ", crawl_delay_ms, state, delay_ms, " + Micros("next_slot_at") + ", " +
+      Micros("backoff_until") + ", requests, errors, rate_limited, " + Micros("updated_at");
+  return cols;
+}
+
+HostRow HostFrom(const pqxx::row& r) {
+  HostRow h;
+  h.host = r[0].as<std::string>();
+  h.robots_status = OptInt64(r[1]);
+  h.robots_txt_bytes = OptInt64(r[2]);
+  h.robots_fetched_at = OptTime(r[3]);
+  h.crawl_delay_ms = OptInt64(r[4]);
+  h.state = r[5].as<std::string>();
+  h.delay_ms = r[6].as<int64_t>();
+  h.next_slot_at = FromMicros(r[7].as<int64_t>());
+  h.backoff_until = OptTime(r[8]);
+  h.requests = r[9].as<int64_t>();
+  h.errors = r[10].as<int64_t>();
+  h.rate_limited = r[11].as<int64_t>();
+  h.updated_at = FromMicros(r[12].as<int64_t>());
+  return h;
 }
 
 // ---- dead letters ----------------------------------------------------------------------------
@@ -423,10 +500,28 @@ Result<std::string> TriggerSiteAnalysis(broker::Broker& broker, int64_t data_sou
 
 // ---- runs ------------------------------------------------------------------------------------
 
+Json HostRow::ToJson() const {
+  Json o;
+  o["host"] = host;
+  o["state"] = state;
+  o["delay_ms"] = delay_ms;
+  o["next_slot_at"] = FormatIso8601(next_slot_at);
+  o["backoff_until"] = TimeOrNull(backoff_until);
+  o["requests"] = requests;
+  o["errors"] = errors;
+  o["rate_limited"] = rate_limited;
+  o["robots_status"] = OrNull(robots_status);
+  o["robots_txt_bytes"] = OrNull(robots_txt_bytes);
+  o["robots_fetched_at"] = TimeOrNull(robots_fetched_at);
+  o["crawl_delay_ms"] = OrNull(crawl_delay_ms);
+  o["updated_at"] = FormatIso8601(updated_at);
+  return o;
+}
+
 Json RunRow::ToJson() const {
   Json j;
   j["id"] = id;
-  j["crawl_task_id"] = crawl_task_id;
+  j["crawl_task_id"] = OrNull(crawl_task_id);
   j["celery_task_id"] = celery_task_id;
   j["trigger"] = trigger;
   j["status"] = status;
@@ -438,10 +533,19 @@ Json RunRow::ToJson() const {
   j["items_updated"] = items_updated;
   j["items_unchanged"] = items_unchanged;
   j["errors"] = errors;
+  j["error_counts"] = error_counts;
   j["bytes"] = bytes;
   j["created_at"] = FormatIso8601(created_at);
   j["started_at"] = TimeOrNull(started_at);
   j["finished_at"] = TimeOrNull(finished_at);
+  if (with_request_states) {
+    Json counts = Json::object();
+    for (const char* state : kRequestStates) {
+      const auto it = requests_by_state.find(state);
+      counts[state] = it == requests_by_state.end() ? 0 : it->second;
+    }
+    j["requests"] = std::move(counts);
+  }
   if (with_jobs) {
     Json out = Json::array();
     for (const auto& job : jobs) {
@@ -458,11 +562,25 @@ Json RunRow::ToJson() const {
       o["items_new"] = job.items_new;
       o["items_updated"] = job.items_updated;
       o["items_unchanged"] = job.items_unchanged;
+      o["item_errors"] = job.item_errors;
       o["errors"] = job.errors;
+      o["error_counts"] = job.error_counts;
       o["bytes"] = job.bytes;
+      o["requests_open"] = job.requests_open;
+      o["requests_total"] = job.requests_total;
+      o["requests_failed"] = job.requests_failed;
+      o["created_at"] = FormatIso8601(job.created_at);
+      o["started_at"] = TimeOrNull(job.started_at);
+      o["finished_at"] = TimeOrNull(job.finished_at);
       out.push_back(std::move(o));
     }
     j["jobs"] = std::move(out);
+  }
+  if (with_hosts) {
+    Json out = Json::array();
+    for (const auto& host : hosts) out.push_back(host.ToJson());
+    j["hosts"] = std::move(out);
+    j["hosts_total"] = hosts_total;
   }
   return j;
 }
@@ -486,7 +604,8 @@ Result<std::vector<RunRow>> ListRuns(pg::Pool& pool, const RunFilter& filter) {
       });
 }
 
-Result<std::optional<RunRow>> ShowRun(pg::Pool& pool, int64_t run_id) {
+Result<std::optional<RunRow>> ShowRun(pg::Pool& pool, int64_t run_id,
+                                      const ShowRunOptions& options) {
   return pool.Transact<std::optional<RunRow>>(
       [&](pqxx::transaction_base& tx) -> Result<std::optional<RunRow>> {
         const auto rows = tx.exec_params(
@@ -495,27 +614,29 @@ Result<std::optional<RunRow>> ShowRun(pg::Pool& pool, int64_t run_id) {
         RunRow run = RunFrom(rows[0]);
         run.with_jobs = true;
         for (const auto& r : tx.exec_params(
-                 "SELECT id, crawl_config_id, config_version, data_source_id, celery_task_id, "
-                 " status, status_reason, pages, items_new, items_updated, items_unchanged, "
-                 " errors, bytes, published_at IS NOT NULL "
-                 "FROM extraction_jobs WHERE run_id = $1 ORDER BY id",
-                 run_id)) {
-          JobRow job;
-          job.id = r[0].as<int64_t>();
-          job.crawl_config_id = r[1].as<int64_t>();
-          job.config_version = r[2].as<int64_t>();
-          job.data_source_id = r[3].as<int64_t>();
-          job.celery_task_id = r[4].as<std::string>();
-          job.status = r[5].as<std::string>();
-          job.status_reason = OptText(r[6]);
-          job.pages = r[7].as<int64_t>();
-          job.items_new = r[8].as<int64_t>();
-          job.items_updated = r[9].as<int64_t>();
-          job.items_unchanged = r[10].as<int64_t>();
-          job.errors = r[11].as<int64_t>();
-          job.bytes = r[12].as<int64_t>();
-          job.published = r[13].as<bool>();
-          run.jobs.push_back(std::move(job));
+                 "SELECT " + JobColumns() + " FROM extraction_jobs WHERE run_id = $1 ORDER BY id",
+                 run_id))
+          run.jobs.push_back(JobFrom(r));
+        if (options.hosts) {
+          run.with_hosts = true;
+          run.hosts_total =
+              tx.exec_params1("SELECT count(*) FROM crawl_hosts WHERE run_id = $1", run_id)[0]
+                  .as<int64_t>();
+          for (const auto& r : tx.exec_params(
+                   "SELECT " + HostColumns() +
+                       " FROM crawl_hosts WHERE run_id = $1 "
+                       "ORDER BY requests DESC, host LIMIT $2::bigint",
+                   run_id, LimitParam(options.max_hosts)))
+            run.hosts.push_back(HostFrom(r));
+        }
+        if (options.request_states) {
+          run.with_request_states = true;
+          for (const auto& r : tx.exec_params(
+                   "SELECT r.state, count(*) FROM crawl_requests r "
+                   "JOIN extraction_jobs j ON j.id = r.job_id "
+                   "WHERE j.run_id = $1 GROUP BY r.state",
+                   run_id))
+            run.requests_by_state[r[0].as<std::string>()] = r[1].as<int64_t>();
         }
         return std::optional<RunRow>(std::move(run));
       });

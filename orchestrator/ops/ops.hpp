@@ -4,7 +4,8 @@
 //   RunNow          publish execute_crawl_task for a crawl task exactly as a BFF would, plus the
 //                   header x_celeriac_trigger=run-now; the run row is created first so the caller
 //                   gets its id at once (the worker finds it by Celery task id).
-//   Runs            list and show crawl runs with their progress and jobs.
+//   Runs            list and show crawl runs with their progress and error counts; a shown run
+//                   also has its jobs, its hosts (politeness state) and its requests by state.
 //   DeadLetters     list / show / replay / purge, filtered by queue, task name, error class and
 //                   time range, each with a dry run.
 //
@@ -25,6 +26,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -74,12 +76,40 @@ struct JobRow {
   std::string status;
   std::optional<std::string> status_reason;
   int64_t pages = 0, items_new = 0, items_updated = 0, items_unchanged = 0, errors = 0, bytes = 0;
+  int64_t item_errors = 0;
+  int64_t requests_open = 0, requests_total = 0, requests_failed = 0;
+  Json error_counts = Json::object();  // error class -> count
   bool published = false;
+  Clock::WallTime created_at{};
+  std::optional<Clock::WallTime> started_at;
+  std::optional<Clock::WallTime> finished_at;
 };
+
+// One crawl_hosts row: a host's robots.txt and politeness state within a run. The robots.txt
+// text itself is left out (its length in bytes is shown).
+struct HostRow {
+  std::string host;  // scheme://host[:port]
+  std::optional<int64_t> robots_status;  // 0 = unreachable; nullopt = not asked
+  std::optional<int64_t> robots_txt_bytes;
+  std::optional<Clock::WallTime> robots_fetched_at;
+  std::optional<int64_t> crawl_delay_ms;
+  std::string state;  // ok | slowed | backing_off
+  int64_t delay_ms = 0;
+  Clock::WallTime next_slot_at{};
+  std::optional<Clock::WallTime> backoff_until;
+  int64_t requests = 0, errors = 0, rate_limited = 0;
+  Clock::WallTime updated_at{};
+
+  Json ToJson() const;
+};
+
+// The states of crawl_requests, in their CHECK constraint's order.
+inline constexpr const char* kRequestStates[] = {"pending", "leased", "done", "failed",
+                                                 "skipped"};
 
 struct RunRow {
   int64_t id = 0;
-  int64_t crawl_task_id = 0;
+  std::optional<int64_t> crawl_task_id;  // nullopt for a run a bare extract message started
   std::string celery_task_id;
   std::string trigger;
   std::string status;  // pending | running | succeeded | failed | aborted
@@ -87,13 +117,22 @@ struct RunRow {
   int64_t configs_dispatched = 0;
   Json sources_skipped = Json::array();
   int64_t pages = 0, items_new = 0, items_updated = 0, items_unchanged = 0, errors = 0, bytes = 0;
+  Json error_counts = Json::object();  // error class (Download, HttpStatus, ...) -> count
   Clock::WallTime created_at{};
   std::optional<Clock::WallTime> started_at;
   std::optional<Clock::WallTime> finished_at;
-  std::vector<JobRow> jobs;  // filled by ShowRun only
-  bool with_jobs = false;    // set by ShowRun: ToJson() includes "jobs", even when empty
+  // Filled by ShowRun only; ToJson() includes each that was loaded, even when empty.
+  std::vector<JobRow> jobs;
+  bool with_jobs = false;
+  std::vector<HostRow> hosts;        // the most active first, at most ShowRunOptions::max_hosts
+  int64_t hosts_total = 0;           // all hosts of the run
+  bool with_hosts = false;
+  std::map<std::string, int64_t> requests_by_state;  // every kRequestStates, 0 when none
+  bool with_request_states = false;
 
-  Json ToJson() const;  // ISO-8601 times (null when unset), "jobs" when with_jobs
+  // ISO-8601 times (null when unset); "jobs", "hosts" (+ "hosts_total") and "requests" (counts
+  // by state, in kRequestStates order) when loaded.
+  Json ToJson() const;
 };
 
 struct RunFilter {
@@ -105,7 +144,17 @@ struct RunFilter {
 };
 
 Result<std::vector<RunRow>> ListRuns(pg::Pool& pool, const RunFilter& filter);
-Result<std::optional<RunRow>> ShowRun(pg::Pool& pool, int64_t run_id);  // nullopt = no such run
+
+struct ShowRunOptions {
+  bool hosts = true;           // crawl_hosts rows
+  int64_t max_hosts = 1000;    // the most active first (by requests); 0 = all
+  bool request_states = true;  // counts crawl_requests of the run's jobs by state (a scan of
+                               // the run's requests: leave it out when polling)
+};
+
+// nullopt = no such run.
+Result<std::optional<RunRow>> ShowRun(pg::Pool& pool, int64_t run_id,
+                                      const ShowRunOptions& options = {});
 
 // ---- dead letters ----------------------------------------------------------------------------
 

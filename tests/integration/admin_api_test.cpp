@@ -22,6 +22,7 @@
 #include "orchestrator/api/admin_api.hpp"
 #include "orchestrator/ops/ops.hpp"
 #include "orchestrator/store/pg_stores.hpp"
+#include "tests/support/manual_clock.hpp"
 #include "tests/support/pg_test.hpp"
 
 namespace celeriac::orchestrator::api {
@@ -194,6 +195,42 @@ class AdminApiTest : public testing::PgTest {
     });
     EXPECT_TRUE(n.ok());
     return n.ok() ? *n : -1;
+  }
+
+  // A run as the extractor leaves it mid-crawl: counters and error counts on the run and its
+  // jobs, two hosts with their politeness state, requests in every state; and a run that a bare
+  // extract message started (no crawl task).
+  void InsertCrawlInProgress() {
+    Exec(R"(
+      INSERT INTO crawl_runs (id, crawl_task_id, celery_task_id, trigger, status, pages, errors,
+                              error_counts, started_at)
+        VALUES (5, 1, 'c-5', 'run-now', 'running', 40, 4,
+                '{"Download": 3, "RateLimit": 1}', now() - interval '2 minutes');
+      INSERT INTO crawl_runs (id, crawl_task_id, celery_task_id, trigger, status)
+        VALUES (6, NULL, 'c-6', 'bff', 'pending');
+      INSERT INTO extraction_jobs (id, run_id, crawl_config_id, config_version, data_source_id,
+                                   celery_task_id, status, status_reason, pages, errors,
+                                   item_errors, error_counts, requests_open, requests_total,
+                                   requests_failed, started_at)
+        VALUES (50, 5, 10, 1, 1, 'e-50', 'running', NULL, 40, 4, 2,
+                '{"Download": 3, "RateLimit": 1}', 3, 9, 1, now() - interval '1 minute');
+      INSERT INTO crawl_hosts (run_id, host, robots_status, robots_txt, robots_fetched_at,
+                               crawl_delay_ms, state, delay_ms, backoff_until, requests, errors,
+                               rate_limited)
+        VALUES (5, 'https://shop.example', 200, 'User-agent: *' || chr(10) || 'Crawl-delay: 2',
+                now(), 2000, 'backing_off', 4000, now() + interval '30 seconds', 30, 4, 1),
+               (5, 'http://cdn.example:8080', NULL, NULL, NULL, NULL, 'ok', 0, NULL, 5, 0, 0);
+      INSERT INTO crawl_requests (job_id, fingerprint, url, page_type, state) VALUES
+        (50, 'f1', 'https://shop.example/1', 'list', 'pending'),
+        (50, 'f2', 'https://shop.example/2', 'list', 'pending'),
+        (50, 'f3', 'https://shop.example/3', 'item', 'leased'),
+        (50, 'f4', 'https://shop.example/4', 'item', 'done'),
+        (50, 'f5', 'https://shop.example/5', 'item', 'done'),
+        (50, 'f6', 'https://shop.example/6', 'item', 'done'),
+        (50, 'f7', 'https://shop.example/7', 'item', 'done'),
+        (50, 'f8', 'https://shop.example/8', 'item', 'failed'),
+        (50, 'f9', 'https://shop.example/9', 'item', 'skipped');
+    )");
   }
 
   broker::MemoryBroker broker_;
@@ -480,6 +517,91 @@ TEST_F(AdminApiTest, RunsListFiltersPagesAndShowsJobs) {
   ExpectFieldError(Call("GET", "/api/v1/runs?status=failed&status=running"), 400, "status");
 }
 
+// Every key of `object` is a property of the OpenAPI schema `name`.
+void ExpectDocumented(const Json& doc, const std::string& name, const Json& object) {
+  const Json& props = doc["components"]["schemas"][name]["properties"];
+  ASSERT_TRUE(props.is_object()) << name;
+  for (const auto& [key, value] : object.items()) {
+    EXPECT_TRUE(props.contains(key)) << name << "." << key << " is served but not documented";
+  }
+}
+
+TEST_F(AdminApiTest, RunsShowErrorCountsJobsHostsAndRequestsByState) {
+  InsertCrawlInProgress();
+  const auto list = Call("GET", "/api/v1/runs");
+  ASSERT_EQ(list.status, 200) << Describe(list);
+  ASSERT_EQ(list.body["runs"].size(), 2u) << Describe(list);
+  const Json& bare = list.body["runs"][0];
+  EXPECT_EQ(bare["id"], 6);
+  EXPECT_TRUE(bare["crawl_task_id"].is_null()) << "a run no crawl task started is listed";
+  EXPECT_EQ(bare["error_counts"], Json::object());
+  const Json& listed = list.body["runs"][1];
+  EXPECT_EQ(listed["error_counts"], (Json{{"Download", 3}, {"RateLimit", 1}}));
+  EXPECT_FALSE(listed.contains("jobs")) << "the list carries no jobs, hosts or request counts";
+  EXPECT_FALSE(listed.contains("hosts"));
+  EXPECT_FALSE(listed.contains("requests"));
+
+  const auto show = Call("GET", "/api/v1/runs/5");
+  ASSERT_EQ(show.status, 200) << Describe(show);
+  const Json& run = show.body;
+  EXPECT_EQ(run["error_counts"], (Json{{"Download", 3}, {"RateLimit", 1}}));
+  EXPECT_EQ(run["requests"],
+            (Json{{"pending", 2}, {"leased", 1}, {"done", 4}, {"failed", 1}, {"skipped", 1}}));
+
+  ASSERT_EQ(run["jobs"].size(), 1u) << Describe(show);
+  const Json& job = run["jobs"][0];
+  EXPECT_EQ(job["id"], 50);
+  EXPECT_EQ(job["crawl_config_id"], 10);
+  EXPECT_EQ(job["status"], "running");
+  EXPECT_TRUE(job["status_reason"].is_null());
+  EXPECT_EQ(job["pages"], 40);
+  EXPECT_EQ(job["errors"], 4);
+  EXPECT_EQ(job["item_errors"], 2);
+  EXPECT_EQ(job["error_counts"], (Json{{"Download", 3}, {"RateLimit", 1}}));
+  EXPECT_EQ(job["requests_open"], 3);
+  EXPECT_EQ(job["requests_total"], 9);
+  EXPECT_EQ(job["requests_failed"], 1);
+  EXPECT_TRUE(job["started_at"].is_string()) << Describe(show);
+  EXPECT_TRUE(job["finished_at"].is_null());
+
+  EXPECT_EQ(run["hosts_total"], 2);
+  ASSERT_EQ(run["hosts"].size(), 2u) << Describe(show);
+  const Json& shop = run["hosts"][0];  // the most active first
+  EXPECT_EQ(shop["host"], "https://shop.example");
+  EXPECT_EQ(shop["state"], "backing_off");
+  EXPECT_EQ(shop["delay_ms"], 4000);
+  EXPECT_TRUE(shop["backoff_until"].is_string());
+  EXPECT_TRUE(shop["next_slot_at"].is_string());
+  EXPECT_EQ(shop["requests"], 30);
+  EXPECT_EQ(shop["errors"], 4);
+  EXPECT_EQ(shop["rate_limited"], 1);
+  EXPECT_EQ(shop["robots_status"], 200);
+  EXPECT_EQ(shop["robots_txt_bytes"], 28) << "its length, not its text";
+  EXPECT_FALSE(shop.contains("robots_txt"));
+  EXPECT_EQ(shop["crawl_delay_ms"], 2000);
+  const Json& cdn = run["hosts"][1];
+  EXPECT_EQ(cdn["host"], "http://cdn.example:8080");
+  EXPECT_EQ(cdn["state"], "ok");
+  EXPECT_TRUE(cdn["robots_status"].is_null());
+  EXPECT_TRUE(cdn["robots_txt_bytes"].is_null());
+  EXPECT_TRUE(cdn["backoff_until"].is_null());
+
+  // A run without jobs, hosts or requests shows each, empty.
+  const auto empty = Call("GET", "/api/v1/runs/6");
+  ASSERT_EQ(empty.status, 200) << Describe(empty);
+  EXPECT_EQ(empty.body["hosts"], Json::array());
+  EXPECT_EQ(empty.body["hosts_total"], 0);
+  EXPECT_EQ(empty.body["requests"]["done"], 0);
+
+  // What is served is what the document describes.
+  const auto doc = Call("GET", "/openapi.json", std::nullopt, std::nullopt);
+  ASSERT_EQ(doc.status, 200);
+  ExpectDocumented(doc.body, "Run", run);
+  ExpectDocumented(doc.body, "Job", job);
+  ExpectDocumented(doc.body, "Host", shop);
+  ExpectDocumented(doc.body, "RequestStates", run["requests"]);
+}
+
 // ---- dead letters ----------------------------------------------------------------------------
 
 TEST_F(AdminApiTest, DeadLettersListFilterAndShow) {
@@ -681,6 +803,118 @@ TEST_F(AdminApiTest, MetricsCountRequestsRunsAndPendingDeadLetters) {
        }) {
     EXPECT_NE(r.text.find(expected), std::string::npos) << expected << " in\n" << r.text;
   }
+}
+
+TEST_F(AdminApiTest, MetricsShowRecentRunsTheirHostsAndRequests) {
+  InsertCrawlInProgress();
+  Exec(R"(
+    INSERT INTO crawl_runs (id, crawl_task_id, celery_task_id, trigger, status, pages,
+                            error_counts, finished_at)
+      VALUES (7, 1, 'c-7', 'beat', 'failed', 12, '{"Parse": 2, "Custom": 1}',
+              now() - interval '10 minutes'),
+             (8, 1, 'c-8', 'beat', 'succeeded', 99, '{"Download": 1}',
+              now() - interval '2 hours');
+    -- hosts and requests of runs that are not running are not reported
+    INSERT INTO crawl_hosts (run_id, host, state, delay_ms) VALUES
+      (7, 'https://old.example', 'slowed', 500);
+    INSERT INTO extraction_jobs (id, run_id, crawl_config_id, config_version, data_source_id,
+                                 celery_task_id, status, requests_open, requests_failed)
+      VALUES (70, 7, 10, 1, 1, 'e-70', 'failed', 1, 1);
+    INSERT INTO crawl_requests (job_id, fingerprint, url, page_type, state)
+      VALUES (70, 'g1', 'https://old.example/', 'list', 'failed'),
+             (70, 'g2', 'https://old.example/2', 'list', 'leased');
+  )");
+  const auto r = Call("GET", "/metrics", std::nullopt, std::nullopt);
+  ASSERT_EQ(r.status, 200);
+  for (const std::string expected : {
+           R"(celeriac_crawl_runs{status="running"} 1)",
+           R"(celeriac_crawl_runs{status="pending"} 1)",
+           "# TYPE celeriac_crawl_run_pages_total counter",
+           R"(celeriac_crawl_run_pages_total{run_id="5"} 40)",
+           R"(celeriac_crawl_run_pages_total{run_id="7"} 12)",
+           "# TYPE celeriac_crawl_run_errors_total counter",
+           R"(celeriac_crawl_run_errors_total{error_class="Download",run_id="5"} 3)",
+           R"(celeriac_crawl_run_errors_total{error_class="RateLimit",run_id="5"} 1)",
+           R"(celeriac_crawl_run_errors_total{error_class="Parse",run_id="5"} 0)",
+           R"(celeriac_crawl_run_errors_total{error_class="Parse",run_id="7"} 2)",
+           R"(celeriac_crawl_run_errors_total{error_class="Custom",run_id="7"} 1)",
+           "# TYPE celeriac_crawl_host_state gauge",
+           R"(celeriac_crawl_host_state{host="https://shop.example",run_id="5",state="backing_off"} 1)",
+           R"(celeriac_crawl_host_state{host="http://cdn.example:8080",run_id="5",state="ok"} 1)",
+           R"(celeriac_crawl_host_delay_seconds{host="https://shop.example",run_id="5"} 4)",
+           R"(celeriac_crawl_host_delay_seconds{host="http://cdn.example:8080",run_id="5"} 0)",
+           // from job 50's counters (3 open, 1 failed) and its one leased request
+           R"(celeriac_crawl_requests{state="pending"} 2)",
+           R"(celeriac_crawl_requests{state="leased"} 1)",
+           R"(celeriac_crawl_requests{state="failed"} 1)",
+           "celeriac_api_database_up 1",
+       }) {
+    EXPECT_NE(r.text.find(expected), std::string::npos) << expected << " in\n" << r.text;
+  }
+  for (const std::string absent : {
+           R"(run_id="8")",        // finished two hours ago
+           R"(run_id="6")",        // pending, never started
+           "https://old.example",  // a host of a run that is not running
+       }) {
+    EXPECT_EQ(r.text.find(absent), std::string::npos) << absent << " in\n" << r.text;
+  }
+}
+
+TEST_F(AdminApiTest, MetricsReadPostgresAtMostOncePerTtlAndBoundTheirSeries) {
+  InsertCrawlInProgress();
+  Exec(R"(
+    INSERT INTO crawl_runs (id, crawl_task_id, celery_task_id, trigger, status, pages)
+      VALUES (9, 1, 'c-9', 'beat', 'running', 1);
+  )");
+  testing::ManualClock clock(std::chrono::system_clock::now());
+  ApiMetricsOptions options;
+  options.cache_ttl = std::chrono::seconds(5);
+  options.max_runs = 1;   // the newest recent run only
+  options.max_hosts = 1;  // the host that is not ok first
+  ApiMetrics metrics(pool(), clock, options);
+  const std::string first = metrics.Render();
+  EXPECT_NE(first.find(R"(celeriac_crawl_run_pages_total{run_id="9"} 1)"), std::string::npos)
+      << first;
+  EXPECT_EQ(first.find(R"(celeriac_crawl_run_pages_total{run_id="5"})"), std::string::npos)
+      << first;
+  EXPECT_NE(first.find(R"(host="https://shop.example",run_id="5",state="backing_off"} 1)"),
+            std::string::npos)
+      << first;
+  EXPECT_EQ(first.find("cdn.example"), std::string::npos) << first;
+  EXPECT_NE(first.find(R"(celeriac_crawl_runs{status="running"} 2)"), std::string::npos) << first;
+
+  Exec("UPDATE crawl_runs SET pages = 2 WHERE id = 9");
+  Exec("INSERT INTO crawl_runs (id, celery_task_id, trigger, status) VALUES (10, 'c-10', 'bff', "
+       "'running')");
+  clock.Advance(std::chrono::seconds(4));
+  const std::string cached = metrics.Render();
+  EXPECT_NE(cached.find(R"(celeriac_crawl_runs{status="running"} 2)"), std::string::npos)
+      << "read again before the TTL:\n" << cached;
+  EXPECT_NE(cached.find(R"(celeriac_crawl_run_pages_total{run_id="9"} 1)"), std::string::npos)
+      << cached;
+
+  clock.Advance(std::chrono::seconds(1));
+  const std::string fresh = metrics.Render();
+  EXPECT_NE(fresh.find(R"(celeriac_crawl_runs{status="running"} 3)"), std::string::npos) << fresh;
+  EXPECT_NE(fresh.find(R"(celeriac_crawl_run_pages_total{run_id="10"} 0)"), std::string::npos)
+      << fresh;
+  EXPECT_EQ(fresh.find(R"(run_id="9")"), std::string::npos) << "max_runs 1:\n" << fresh;
+
+  // A finished run leaves the per-run series once it is older than the window.
+  Exec("UPDATE crawl_runs SET status = 'succeeded', finished_at = now() WHERE id IN (9, 10)");
+  Exec("UPDATE crawl_runs SET status = 'succeeded', finished_at = now() - interval '3 hours' "
+       "WHERE id = 5");
+  clock.Advance(std::chrono::seconds(5));
+  const std::string after = metrics.Render();
+  EXPECT_NE(after.find(R"(celeriac_crawl_run_pages_total{run_id="10"} 0)"), std::string::npos)
+      << after;
+  EXPECT_EQ(after.find("celeriac_crawl_host_state{"), std::string::npos)
+      << "no running run, no host series:\n" << after;
+  clock.Advance(std::chrono::hours(2));
+  const std::string later = metrics.Render();
+  EXPECT_EQ(later.find("celeriac_crawl_run_pages_total{"), std::string::npos) << later;
+  EXPECT_NE(later.find(R"(celeriac_crawl_requests{state="pending"} 0)"), std::string::npos)
+      << "no running run, no requests:\n" << later;
 }
 
 TEST_F(AdminApiTest, OpenApiDocumentParsesAndDescribesEveryRoute) {

@@ -145,6 +145,69 @@ TEST_F(OpsCliTest, RunsJsonListsAndFilters) {
   EXPECT_NE(missing.output.find("run 99 does not exist"), std::string::npos) << missing.output;
 }
 
+TEST_F(OpsCliTest, RunsShowPrintsErrorCountsRequestsJobsAndHosts) {
+  Exec(R"(
+    INSERT INTO crawl_runs (id, crawl_task_id, celery_task_id, trigger, status, pages, errors,
+                            error_counts, started_at)
+      VALUES (5, 1, 'c-5', 'run-now', 'running', 40, 4, '{"Download": 3, "RateLimit": 1}',
+              now() - interval '2 minutes'),
+             (6, NULL, 'c-6', 'bff', 'pending', 0, 0, '{}', NULL);
+    INSERT INTO extraction_jobs (id, run_id, crawl_config_id, config_version, data_source_id,
+                                 celery_task_id, status, pages, errors, error_counts,
+                                 requests_open, requests_total, requests_failed)
+      VALUES (50, 5, 10, 1, 1, 'e-50', 'running', 40, 4, '{"Download": 3, "RateLimit": 1}',
+              3, 9, 1);
+    INSERT INTO crawl_hosts (run_id, host, robots_status, robots_txt, crawl_delay_ms, state,
+                             delay_ms, requests, errors, rate_limited)
+      VALUES (5, 'https://shop.example', 200, 'User-agent: *', 2000, 'backing_off', 4000, 30,
+              4, 1);
+    INSERT INTO crawl_requests (job_id, fingerprint, url, page_type, state) VALUES
+      (50, 'f1', 'https://shop.example/1', 'list', 'pending'),
+      (50, 'f2', 'https://shop.example/2', 'item', 'done'),
+      (50, 'f3', 'https://shop.example/3', 'item', 'failed');
+  )");
+  auto shown = Run("runs show 5");
+  ASSERT_EQ(shown.exit_code, 0) << shown.output;
+  for (const std::string expected : {
+           "4 (Download 3, RateLimit 1)",
+           "1 pending, 0 leased, 1 done, 1 failed, 0 skipped",
+           "REQUESTS OPEN/TOTAL/FAILED",
+           "3/9/1",
+           "HOST",
+           "https://shop.example",
+           "backing_off",
+           "200 13 B",  // robots.txt status and length
+       }) {
+    EXPECT_NE(shown.output.find(expected), std::string::npos) << expected << " in\n"
+                                                              << shown.output;
+  }
+  EXPECT_EQ(shown.output.find("User-agent"), std::string::npos) << "never the robots.txt text";
+
+  auto json_shown = Stdout("runs show 5 --json");
+  ASSERT_EQ(json_shown.exit_code, 0) << json_shown.output;
+  const auto doc = json::parse(json_shown.output);
+  EXPECT_EQ(doc["error_counts"]["Download"], 3);
+  EXPECT_EQ(doc["requests"]["done"], 1);
+  ASSERT_EQ(doc["hosts"].size(), 1u);
+  EXPECT_EQ(doc["hosts"][0]["robots_txt_bytes"], 13);
+  EXPECT_EQ(doc["jobs"][0]["requests_total"], 9);
+
+  Exec("INSERT INTO crawl_hosts (run_id, host, requests) VALUES (5, 'https://quiet.example', 1)");
+  auto one_host = Run("runs show 5 --hosts 1");
+  ASSERT_EQ(one_host.exit_code, 0) << one_host.output;
+  EXPECT_NE(one_host.output.find("https://shop.example"), std::string::npos) << one_host.output;
+  EXPECT_EQ(one_host.output.find("quiet.example"), std::string::npos) << one_host.output;
+  EXPECT_NE(one_host.output.find("1 of 2 hosts shown"), std::string::npos) << one_host.output;
+
+  auto listed = Run("runs");
+  ASSERT_EQ(listed.exit_code, 0) << listed.output;
+  EXPECT_NE(listed.output.find("Download 3, RateLimit 1"), std::string::npos) << listed.output;
+  auto bare = Run("runs show 6");
+  ASSERT_EQ(bare.exit_code, 0) << bare.output;
+  EXPECT_NE(bare.output.find("no extraction jobs"), std::string::npos) << bare.output;
+  EXPECT_NE(bare.output.find("no hosts"), std::string::npos) << bare.output;
+}
+
 TEST_F(OpsCliTest, DlqListJsonFiltersAndShowPrintsTheMessage) {
   const int64_t a = WriteDeadLetter("celery", "t.a", "NotRegistered");
   const int64_t b = WriteDeadLetter("celery", "t.b", "TypeError");

@@ -14,8 +14,8 @@ class ManualClock final : public Clock {
   void Set(WallTime t) { now_ = t; }
 
  private:
+  WallTime now_;           // declared first: start_ is initialised from it
   WallTime start_ = now_;
-  WallTime now_;
 };
 
 }  // namespace celeriac::testing
