@@ -1,5 +1,7 @@
 #include "core/broker/broker.hpp"
 
+#include "core/broker/amqp_table.hpp"
+
 namespace celeriac::broker {
 
 QueueSpec ReplyQueueSpec(const std::string& name, std::chrono::milliseconds expires) {
@@ -23,6 +25,18 @@ Status Broker::PublishBatch(const std::vector<OutgoingMessage>& messages) {
     Status s = Publish(message);
     if (!s.ok()) return s;
   }
+  return Ok();
+}
+
+Status DecodeRawHeaders(Delivery& delivery) {
+  if (delivery.raw_headers.empty()) return Ok();
+  Result<Headers> headers = DecodeTable(delivery.raw_headers);
+  delivery.raw_headers.clear();
+  if (!headers.ok()) {
+    delivery.properties.headers = Headers::object();
+    return headers.error();
+  }
+  delivery.properties.headers = std::move(headers).value();
   return Ok();
 }
 
