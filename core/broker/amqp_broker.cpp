@@ -1133,9 +1133,9 @@ std::shared_ptr<ConsumerState> AmqpBroker::Impl::FindConsumer(ConsumerId id) {
 }
 
 void AmqpBroker::Impl::DrainEventFd() {
+  // One read takes the whole counter (not EFD_SEMAPHORE); a second would only see EAGAIN.
   uint64_t value;
-  while (::read(event_fd, &value, sizeof(value)) > 0) {
-  }
+  [[maybe_unused]] ssize_t n = ::read(event_fd, &value, sizeof(value));
   std::lock_guard lock(mu);
   wake_pending = false;
 }
