@@ -371,6 +371,10 @@ void Worker::Run(const std::shared_ptr<Job>& job) {
   }
   int queued = kQueued;
   if (!job->phase.compare_exchange_strong(queued, kRunning)) return;  // handed back
+  const bool expired = job->msg.expires_time && *job->msg.expires_time <= clock_.Now();
+  // Ack-early (Celery's default) as the very first thing of a task that is going to run: at a
+  // small prefetch the server sends the next message only once this ack is out.
+  if (job->kind == Job::Kind::kRun && !expired && !job->acks_late()) Ack(job);
   log::ScopedLogContext ctx({{"task_id", job->msg.id}, {"task", job->msg.task}});
   ++stats_.active;
   const bool tracked = job->acks_late();
@@ -407,7 +411,7 @@ void Worker::Run(const std::shared_ptr<Job>& job) {
          "NotRegistered");
     return leave();
   }
-  if (job->msg.expires_time && *job->msg.expires_time <= clock_.Now()) {
+  if (expired) {
     spdlog::info("task {} expired at {}; revoked", job->msg.id, job->msg.expires.value_or(""));
     job->phase = kFinished;
     ++stats_.revoked;
@@ -419,7 +423,7 @@ void Worker::Run(const std::shared_ptr<Job>& job) {
     return leave();
   }
 
-  if (!job->acks_late()) Ack(job);
+  if (!job->acks_late()) Ack(job);  // done above; a no-op here
   StartTimeLimits(job);
 
   TaskOutcome outcome = Json(nullptr);
