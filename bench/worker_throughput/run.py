@@ -44,6 +44,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 BIN = os.path.join(ROOT, "build", "bin")
+# The ./dev that runs the stack (a git worktree shares the main checkout's stack).
+DEV = os.environ.get("CELERIAC_DEV", os.path.join(ROOT, "dev"))
 PY = "/usr/bin/python3"
 # Compilers, test binaries, and the tools of another worker_throughput run (not ours: ours have
 # all exited whenever this is checked).
@@ -77,12 +79,12 @@ def stack_env():
     """CELERIAC_* from the environment, else from `./dev env` if the stack is up."""
     env = dict(os.environ)
     if not env.get("CELERIAC_BROKER_URL") or not env.get("CELERIAC_DATABASE_URL"):
-        status = subprocess.run([os.path.join(ROOT, "dev"), "status"], capture_output=True,
+        status = subprocess.run([DEV, "status"], capture_output=True,
                                 text=True)
         if status.returncode != 0:
             die("the dev stack is not up (./dev status said:\n" + status.stdout + status.stderr +
                 ")\nstart it with ./dev up")
-        out = subprocess.run([os.path.join(ROOT, "dev"), "env"], capture_output=True, text=True)
+        out = subprocess.run([DEV, "env"], capture_output=True, text=True)
         for m in re.finditer(r"^export (\w+)=['\"]?([^'\"\n]*)['\"]?$", out.stdout, re.M):
             env.setdefault(m.group(1), m.group(2))
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # no __pycache__ left in the source tree
@@ -281,7 +283,7 @@ class Runner:
         # filled queue's heap (~0.5 s on a dirty scheduler) lands inside some drains and not
         # others, and halves their rate at random.
         if self.gc_ok:
-            gc = subprocess.run([os.path.join(ROOT, "dev"), "rabbitmqctl", "force_gc"],
+            gc = subprocess.run([DEV, "rabbitmqctl", "force_gc"],
                                 capture_output=True, text=True, timeout=60)
             if gc.returncode != 0:
                 self.gc_ok = False
@@ -397,6 +399,26 @@ def ratio(a, b):
     return f"{a / b:5.2f}" if b else "  n/a"
 
 
+def short_report(res, args, versions, noisy):
+    d = res["drain"]
+    lines = [f"worker_throughput --drains-only: {args.n:,} tasks per drain, {args.reps} rep(s), "
+             f"median [min - max]; orchestrator built {versions['orchestrator_built']}"]
+    for k, label in (("bare_p8", "bare rabbitmq-c consumer, prefetch 8"),
+                     ("cpp_p8", "C++ worker -c 2, prefetch 8"),
+                     ("bare_p100", "bare rabbitmq-c consumer, prefetch 100"),
+                     ("cpp_p100", "C++ worker -c 2, prefetch 100")):
+        lines.append(f"  {label:<40} {cell(d[k])}")
+    lines.append(f"  ratio prefetch 8   {ratio(med(d['cpp_p8']), med(d['bare_p8']))}   "
+                 f"per rep: " + ", ".join(f"{c['rate'] / b['rate']:.2f}"
+                                          for c, b in zip(d['cpp_p8'], d['bare_p8'])))
+    lines.append(f"  ratio prefetch 100 {ratio(med(d['cpp_p100']), med(d['bare_p100']))}   "
+                 f"per rep: " + ", ".join(f"{c['rate'] / b['rate']:.2f}"
+                                          for c, b in zip(d['cpp_p100'], d['bare_p100'])))
+    if noisy:
+        lines.append("WARNING: other load during: " + ", ".join(sorted(noisy)))
+    return "\n".join(lines)
+
+
 def report(res, args, versions, noisy, gc_ok):
     d, p = res["drain"], res["publish"]
     lines = []
@@ -496,6 +518,9 @@ def main():
     ap.add_argument("--interval-ms", type=int, default=10, help="queue depth poll interval")
     ap.add_argument("--breakdown", action="store_true",
                     help="also drain through bench_wt_broker_consume's modes")
+    ap.add_argument("--drains-only", action="store_true",
+                    help="only the bare consumer and the C++ worker drains (prefetch 8 and 100), "
+                         "no publishing, Celery or breakdown; prints a short table")
     ap.add_argument("--no-wait-idle", dest="wait_idle", action="store_false",
                     help="do not wait for compilers/tests/load to go away before each step")
     ap.add_argument("--json", help="also write every raw result to this file")
@@ -514,7 +539,9 @@ def main():
     runner = Runner(env, args)
     publishers = ["bare_batch", "cpp_batch", "bare_one", "cpp_one", "py", "py_confirm"]
     drainers = ["bare_p8", "cpp_p8", "bare_p100", "cpp_p100", "celery_p8"]
-    if args.breakdown:
+    if args.drains_only:
+        publishers, drainers = [], ["bare_p8", "cpp_p8", "bare_p100", "cpp_p100"]
+    elif args.breakdown:
         drainers += [f"broker_{m}_p100" for m in ("inline", "decode", "handoff", "lazy", "lazy-raw")]
     res = {"publish": {k: [] for k in publishers}, "drain": {k: [] for k in drainers}}
     try:
@@ -538,7 +565,10 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)
-    print(report(res, args, versions, runner.noisy, runner.gc_ok))
+    if args.drains_only:
+        print(short_report(res, args, versions, runner.noisy))
+    else:
+        print(report(res, args, versions, runner.noisy, runner.gc_ok))
 
 
 if __name__ == "__main__":

@@ -222,12 +222,75 @@ int PercentDecode(const std::string& in, std::string* out) {
   return 0;
 }
 
-// Properties of a received message.
-void ReadProperties(const amqp_basic_properties_t& p, Properties* out, spdlog::logger& log) {
+// Into `out`, reusing its buffer.
+void Assign(std::string& out, amqp_bytes_t b) {
+  out.assign(static_cast<const char*>(b.bytes), b.len);
+}
+
+// A string kept for reuse, unless it grew large.
+void ClearKeepingSmall(std::string& s) {
+  if (s.capacity() > 64 * 1024) {
+    std::string().swap(s);
+  } else {
+    s.clear();
+  }
+}
+
+// Empties a Delivery for the next message, keeping its (small) buffers.
+void ResetDelivery(Delivery& d) {
+  d.delivery_tag = 0;
+  d.redelivered = false;
+  d.exchange.clear();
+  d.routing_key.clear();
+  d.queue.clear();
+  ClearKeepingSmall(d.body);
+  ClearKeepingSmall(d.raw_headers);
+  Properties& p = d.properties;
+  p.content_type.clear();
+  p.content_encoding.clear();
+  if (p.headers.is_object()) {
+    p.headers.clear();
+  } else {
+    p.headers = Headers::object();
+  }
+  p.delivery_mode = 2;
+  p.priority = 0;
+  p.correlation_id.clear();
+  p.reply_to.clear();
+  p.expiration.reset();
+  p.message_id.reset();
+  p.timestamp.reset();
+  p.type.reset();
+  p.app_id.reset();
+}
+
+// The table in wire form into `out` (reusing its buffer); false if it cannot be encoded.
+bool EncodeRawTable(const amqp_table_t& table, std::string* out) {
+  size_t size = std::max<size_t>(out->capacity(), 1024);
+  for (int i = 0; i < 12; ++i, size *= 2) {
+    out->resize(size);
+    amqp_bytes_t buffer{out->size(), out->data()};
+    size_t offset = 0;
+    const int rc = amqp_encode_table(buffer, const_cast<amqp_table_t*>(&table), &offset);
+    if (rc == AMQP_STATUS_OK) {
+      out->resize(offset);
+      return true;
+    }
+    if (rc != AMQP_STATUS_TABLE_TOO_BIG) break;
+  }
+  out->clear();
+  return false;
+}
+
+// Properties of a received message. With `raw_headers`, the headers table goes to `raw` in
+// wire form instead of being converted here.
+void ReadProperties(const amqp_basic_properties_t& p, Properties* out, bool raw_headers,
+                    std::string* raw, spdlog::logger& log) {
   const auto flags = p._flags;
-  if (flags & AMQP_BASIC_CONTENT_TYPE_FLAG) out->content_type = Str(p.content_type);
-  if (flags & AMQP_BASIC_CONTENT_ENCODING_FLAG) out->content_encoding = Str(p.content_encoding);
-  if (flags & AMQP_BASIC_HEADERS_FLAG) {
+  if (flags & AMQP_BASIC_CONTENT_TYPE_FLAG) Assign(out->content_type, p.content_type);
+  if (flags & AMQP_BASIC_CONTENT_ENCODING_FLAG) Assign(out->content_encoding, p.content_encoding);
+  if ((flags & AMQP_BASIC_HEADERS_FLAG) &&
+      !(raw_headers && p.headers.num_entries > 0 && EncodeRawTable(p.headers, raw))) {
     Result<Headers> headers = FromAmqpTable(p.headers);
     if (headers.ok()) {
       out->headers = std::move(headers).value();
@@ -238,8 +301,8 @@ void ReadProperties(const amqp_basic_properties_t& p, Properties* out, spdlog::l
   // No delivery_mode means transient.
   out->delivery_mode = (flags & AMQP_BASIC_DELIVERY_MODE_FLAG) ? p.delivery_mode : 1;
   out->priority = (flags & AMQP_BASIC_PRIORITY_FLAG) ? p.priority : 0;
-  if (flags & AMQP_BASIC_CORRELATION_ID_FLAG) out->correlation_id = Str(p.correlation_id);
-  if (flags & AMQP_BASIC_REPLY_TO_FLAG) out->reply_to = Str(p.reply_to);
+  if (flags & AMQP_BASIC_CORRELATION_ID_FLAG) Assign(out->correlation_id, p.correlation_id);
+  if (flags & AMQP_BASIC_REPLY_TO_FLAG) Assign(out->reply_to, p.reply_to);
   if (flags & AMQP_BASIC_EXPIRATION_FLAG) out->expiration = Str(p.expiration);
   if (flags & AMQP_BASIC_MESSAGE_ID_FLAG) out->message_id = Str(p.message_id);
   if (flags & AMQP_BASIC_TIMESTAMP_FLAG) out->timestamp = p.timestamp;
@@ -668,6 +731,8 @@ struct ConsumerState {
   std::string queue;
   std::string requested_tag;
   std::shared_ptr<DeliveryHandler> handler;
+  std::shared_ptr<std::function<void()>> on_burst_end;  // null if none
+  bool raw_headers = false;
 
   // Guarded by Impl::mu.
   uint16_t prefetch = 0;
@@ -690,6 +755,7 @@ struct ConsumerState {
   bool assembling = false;
   uint64_t body_size = 0;
   Delivery partial;
+  bool in_burst = false;  // delivered to since the last on_burst_end
 };
 
 Outstanding* FindOutstanding(std::deque<Outstanding>& q, uint64_t tag) {
@@ -778,6 +844,7 @@ struct AmqpBroker::Impl {
   void FlushAcks();
   void HandleFrame(const amqp_frame_t& frame);
   void Dispatch(const std::shared_ptr<ConsumerState>& c);
+  void EndBursts();
   Status EnsureControl();
   Status Check(amqp_channel_t channel, const std::string& what,
                const std::shared_ptr<ConsumerState>& consumer = nullptr);
@@ -835,6 +902,7 @@ struct AmqpBroker::Impl {
   };
   std::vector<Action> actions;
   std::vector<std::shared_ptr<ConsumerState>> finished;
+  std::vector<std::shared_ptr<ConsumerState>> bursting;  // in_burst, with an on_burst_end
 };
 
 void AmqpBroker::Impl::Wake() {
@@ -1065,9 +1133,9 @@ std::shared_ptr<ConsumerState> AmqpBroker::Impl::FindConsumer(ConsumerId id) {
 }
 
 void AmqpBroker::Impl::DrainEventFd() {
+  // One read takes the whole counter (not EFD_SEMAPHORE); a second would only see EAGAIN.
   uint64_t value;
-  while (::read(event_fd, &value, sizeof(value)) > 0) {
-  }
+  [[maybe_unused]] ssize_t n = ::read(event_fd, &value, sizeof(value));
   std::lock_guard lock(mu);
   wake_pending = false;
 }
@@ -1416,7 +1484,9 @@ void AmqpBroker::Impl::FlushAcks() {
 
 void AmqpBroker::Impl::Dispatch(const std::shared_ptr<ConsumerState>& c) {
   c->assembling = false;
-  Delivery delivery = std::move(c->partial);
+  // Handed over in place: the handler may move from it or swap a spent Delivery in, which the
+  // next message then reuses (ResetDelivery).
+  Delivery& delivery = c->partial;
   const uint64_t amqp_tag = delivery.delivery_tag;
   if (c->cancelled) {
     // Sent before the server saw our basic.cancel: give it back.
@@ -1435,6 +1505,10 @@ void AmqpBroker::Impl::Dispatch(const std::shared_ptr<ConsumerState>& c) {
     delivery.delivery_tag = (uint64_t{c->tag_gen} << kTagBits) | amqp_tag;
   }
   std::shared_ptr<DeliveryHandler> handler = c->handler;  // survives a Cancel from the handler
+  if (c->on_burst_end != nullptr && !c->in_burst) {
+    c->in_burst = true;
+    bursting.push_back(c);
+  }
   try {
     (*handler)(std::move(delivery));
   } catch (const std::exception& e) {
@@ -1443,6 +1517,25 @@ void AmqpBroker::Impl::Dispatch(const std::shared_ptr<ConsumerState>& c) {
   } catch (...) {
     log->error("delivery handler of queue {} threw; the delivery stays unacked", c->queue);
   }
+}
+
+void AmqpBroker::Impl::EndBursts() {
+  // Swapped out first: a callback may cause another delivery only in a later round.
+  std::vector<std::shared_ptr<ConsumerState>> ended;
+  ended.swap(bursting);
+  for (const auto& c : ended) {
+    c->in_burst = false;
+    std::shared_ptr<std::function<void()>> end = c->on_burst_end;
+    try {
+      (*end)();
+    } catch (const std::exception& e) {
+      log->error("burst-end callback of queue {} threw: {}", c->queue, e.what());
+    } catch (...) {
+      log->error("burst-end callback of queue {} threw", c->queue);
+    }
+  }
+  ended.clear();
+  if (bursting.empty()) bursting.swap(ended);  // keep the capacity
 }
 
 void AmqpBroker::Impl::HandleFrame(const amqp_frame_t& frame) {
@@ -1457,12 +1550,12 @@ void AmqpBroker::Impl::HandleFrame(const amqp_frame_t& frame) {
         std::shared_ptr<ConsumerState> c = find();
         if (c == nullptr) return;  // for a channel we closed; the server requeues it
         const auto* m = static_cast<const amqp_basic_deliver_t*>(method.decoded);
-        c->partial = Delivery{};
         Delivery& d = c->partial;
+        ResetDelivery(d);
         d.delivery_tag = m->delivery_tag;
         d.redelivered = m->redelivered != 0;
-        d.exchange = Str(m->exchange);
-        d.routing_key = Str(m->routing_key);
+        Assign(d.exchange, m->exchange);
+        Assign(d.routing_key, m->routing_key);
         d.queue = c->queue;
         c->assembling = true;
         c->body_size = 0;
@@ -1514,7 +1607,7 @@ void AmqpBroker::Impl::HandleFrame(const amqp_frame_t& frame) {
   if (c == nullptr || !c->assembling) return;
   if (frame.frame_type == AMQP_FRAME_HEADER) {
     const auto* props = static_cast<const amqp_basic_properties_t*>(frame.payload.properties.decoded);
-    ReadProperties(*props, &c->partial.properties, *log);
+    ReadProperties(*props, &c->partial.properties, c->raw_headers, &c->partial.raw_headers, *log);
     c->body_size = frame.payload.properties.body_size;
     if (c->body_size > kMaxBodySize) {
       Fail("message body of " + std::to_string(c->body_size) + " bytes is too large");
@@ -1564,11 +1657,14 @@ void AmqpBroker::Impl::RunConnected() {
       }
       if (rc != AMQP_STATUS_OK) {
         Fail(std::string("reading from RabbitMQ: ") + amqp_error_string2(rc));
-        return;
+        break;
       }
       HandleFrame(frame);
-      if (conn_failed) return;
+      if (conn_failed) break;
     }
+    // Every round ends every burst, before acks are flushed and before any wait.
+    if (!bursting.empty()) EndBursts();
+    if (conn_failed) return;
     if (!amqp_frames_enqueued(conn) && !amqp_data_in_buffer(conn)) amqp_maybe_release_buffers(conn);
     if (!idle) continue;
     FlushAcks();  // acks the handlers made during this round
@@ -1843,6 +1939,10 @@ Result<ConsumerId> AmqpBroker::Consume(const ConsumeOptions& options, DeliveryHa
   c->requested_tag = options.consumer_tag;
   c->prefetch = options.prefetch;
   c->handler = std::make_shared<DeliveryHandler>(std::move(handler));
+  if (options.on_burst_end) {
+    c->on_burst_end = std::make_shared<std::function<void()>>(options.on_burst_end);
+  }
+  c->raw_headers = options.raw_headers;
   {
     std::lock_guard lock(impl_->mu);
     c->id = impl_->next_consumer_id++;

@@ -267,11 +267,18 @@ Result<std::string> EncodeTable(const Headers& headers) {
 }
 
 Result<Headers> DecodeTable(std::string_view bytes) {
-  ScopedPool pool;
+  // One pool per thread, recycled after each call (no malloc per table: the worker decodes
+  // every delivery's headers here).
+  thread_local ScopedPool thread_pool;
+  struct Recycle {
+    amqp_pool_t* pool;
+    ~Recycle() { recycle_amqp_pool(pool); }
+  } recycle{thread_pool.get()};
+  amqp_pool_t* pool = thread_pool.get();
   amqp_table_t table;
   amqp_bytes_t buffer{bytes.size(), const_cast<char*>(bytes.data())};
   size_t offset = 0;
-  const int rc = amqp_decode_table(buffer, pool.get(), &table, &offset);
+  const int rc = amqp_decode_table(buffer, pool, &table, &offset);
   if (rc != AMQP_STATUS_OK) {
     return Error(ErrorCode::kProtocol,
                  std::string("AMQP field table: cannot decode: ") + amqp_error_string2(rc));

@@ -1,5 +1,7 @@
 #include "core/broker/broker.hpp"
 
+#include "core/broker/amqp_table.hpp"
+
 namespace celeriac::broker {
 
 QueueSpec ReplyQueueSpec(const std::string& name, std::chrono::milliseconds expires) {
@@ -58,6 +60,18 @@ Properties PropertiesFromJson(const nlohmann::ordered_json& j,
   if (j.contains("app_id")) p.app_id = j["app_id"].get<std::string>();
   p.headers = headers.is_object() ? headers : Headers::object();
   return p;
+}
+
+Status DecodeRawHeaders(Delivery& delivery) {
+  if (delivery.raw_headers.empty()) return Ok();
+  Result<Headers> headers = DecodeTable(delivery.raw_headers);
+  delivery.raw_headers.clear();
+  if (!headers.ok()) {
+    delivery.properties.headers = Headers::object();
+    return headers.error();
+  }
+  delivery.properties.headers = std::move(headers).value();
+  return Ok();
 }
 
 }  // namespace celeriac::broker

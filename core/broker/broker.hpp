@@ -8,7 +8,9 @@
 //
 // Threading: every method is thread-safe. The DeliveryHandler is called on the broker's own
 // consumer thread, one delivery at a time per consumer; it must not block for long (hand work
-// to a pool). Ack/Reject may be called from any thread, any time after the handler saw the
+// to a pool). It gets the delivery as an rvalue it may move from or swap with (the broker
+// resets and reuses the object it passed, so swapping in a spent Delivery recycles its
+// buffers). Ack/Reject may be called from any thread, any time after the handler saw the
 // delivery.
 //
 // Reconnection: after the transport fails, the broker reconnects with backoff, re-declares what
@@ -20,6 +22,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/base/result.hpp"
@@ -48,10 +51,26 @@ using DeliveryHandler = std::function<void(Delivery&&)>;
 using ConsumerId = uint64_t;
 
 struct ConsumeOptions {
+  ConsumeOptions() = default;
+  ConsumeOptions(std::string queue_name, uint16_t prefetch_count, std::string tag = "")
+      : queue(std::move(queue_name)), prefetch(prefetch_count), consumer_tag(std::move(tag)) {}
+
   std::string queue;
   uint16_t prefetch = 4;   // unacked deliveries the server sends ahead; 0 = unlimited
   std::string consumer_tag;  // "" = server-generated
+  // Called on the consumer thread after a burst of deliveries to this consumer: every broker
+  // calls it after the last delivery it has at hand, before it waits for more, so a handler
+  // that queues deliveries (to hand them to a pool in one go) may rely on it to flush them.
+  std::function<void()> on_burst_end;
+  // Leave Delivery::properties.headers empty and put the headers table, still in its wire form,
+  // in Delivery::raw_headers; DecodeRawHeaders() converts it on whichever thread needs it (so
+  // the consumer thread does not). Brokers that hold headers as JSON anyway ignore it.
+  bool raw_headers = false;
 };
+
+// Moves Delivery::raw_headers (if any) into properties.headers. On a malformed table the
+// headers stay empty and the error says why; raw_headers is cleared either way.
+Status DecodeRawHeaders(Delivery& delivery);
 
 class Broker {
  public:

@@ -97,6 +97,18 @@ Result<ConsumerId> MemoryBroker::Consume(const ConsumeOptions& options, Delivery
   Consumer& c = consumers_[id];
   c.queue = options.queue;
   c.prefetch = options.prefetch;
+  if (options.on_burst_end) {
+    // Deliveries come one at a time here: every one is a burst of its own.
+    handler = [inner = std::move(handler), end = options.on_burst_end](Delivery&& d) {
+      try {
+        inner(std::move(d));
+      } catch (...) {
+        end();
+        throw;
+      }
+      end();
+    };
+  }
   c.handler = std::make_shared<DeliveryHandler>(std::move(handler));
   wake_.notify_all();
   return id;

@@ -50,6 +50,9 @@ struct Delivery {
   std::string queue;        // the queue it was consumed from
   Properties properties;
   std::string body;
+  // ConsumeOptions::raw_headers: the AMQP headers table in wire form, not yet converted into
+  // properties.headers (broker::DecodeRawHeaders does that). Empty otherwise.
+  std::string raw_headers;
 };
 
 // Properties without the headers as JSON (dead letters keep them so a replay restores them),

@@ -40,10 +40,28 @@ struct Worker::Job {
   bool ignore_result() const {
     return msg.ignore_result || (task != nullptr && task->options.ignore_result);
   }
+  // For reuse by the next delivery; `delivery` keeps its buffers (the broker resets it).
+  void Reset() {
+    kind = Kind::kRun;
+    msg = celery::TaskMessage{};
+    failure = celery::DecodeFailure{};
+    task = nullptr;
+    cancelled = false;
+    phase = kQueued;
+    acked = false;
+    prepared = false;
+    soft_timer = 0;
+    hard_timer = 0;
+  }
 };
 
 // Fixed-size thread pool whose threads can be abandoned (a task past its hard time limit) and
 // replaced. Threads are detached and share the state, so an abandoned one may outlive the pool.
+//
+// Deliveries reach it in bursts: the broker's thread fills Jobs (NewJob, Add) and hands a
+// whole burst over under one lock (Flush). At most one wake-up is in flight: a woken thread
+// that leaves work behind wakes the next, so a burst costs one notify, not one per job. Jobs
+// nobody else holds when their run returns are recycled (their Delivery's buffers with them).
 class Worker::Pool {
  public:
   Pool(int threads, std::function<void(const std::shared_ptr<Job>&)> run)
@@ -52,13 +70,40 @@ class Worker::Pool {
     for (int i = 0; i < threads; ++i) Spawn();
   }
 
+  // Broker's thread only (NewJob, Add, Flush): a Job to fill, recycled when one is free.
+  std::shared_ptr<Job> NewJob() {
+    if (spare_.empty()) return std::make_shared<Job>();
+    auto job = std::move(spare_.back());
+    spare_.pop_back();
+    return job;
+  }
+  void Add(std::shared_ptr<Job> job) { pending_.push_back(std::move(job)); }
+  // The jobs added since the last Flush go to the queue.
+  void Flush() {
+    if (pending_.empty()) return;
+    bool wake = false;
+    {
+      std::lock_guard lock(state_->mutex);
+      for (auto& job : pending_) state_->queue.push_back(std::move(job));
+      wake = state_->WakeOne();
+      if (spare_.size() < kMaxFree) {
+        while (!state_->free.empty()) {
+          spare_.push_back(std::move(state_->free.back()));
+          state_->free.pop_back();
+        }
+      }
+    }
+    pending_.clear();
+    if (wake) state_->cv.notify_one();
+  }
+
+  // Any thread: one job (an ETA task that came due).
   void Submit(std::shared_ptr<Job> job) {
     bool wake = false;
     {
       std::lock_guard lock(state_->mutex);
       state_->queue.push_back(std::move(job));
-      // A busy thread takes the next job itself when it finishes; wake one only if some wait.
-      wake = state_->idle > 0;
+      wake = state_->WakeOne();
     }
     if (wake) state_->cv.notify_one();
   }
@@ -84,19 +129,31 @@ class Worker::Pool {
     std::unique_lock lock(state_->mutex);
     state_->stopping = true;
     state_->cv.notify_all();
-    state_->cv.wait_for(lock, timeout, [&] { return state_->live <= state_->excess; });
+    state_->exited.wait_for(lock, timeout, [&] { return state_->live <= state_->excess; });
   }
 
  private:
+  static constexpr size_t kMaxFree = 256;
+
   struct State {
     std::mutex mutex;
-    std::condition_variable cv;
+    std::condition_variable cv;      // pool threads wait here for work
+    std::condition_variable exited;  // Stop() waits here
     std::deque<std::shared_ptr<Job>> queue;
+    std::vector<std::shared_ptr<Job>> free;  // recycled, for NewJob
     std::function<void(const std::shared_ptr<Job>&)> run;
     bool stopping = false;
     int live = 0;
     int excess = 0;
-    int idle = 0;  // threads waiting for work
+    int idle = 0;      // threads waiting for work
+    int signaled = 0;  // notify_one()s not yet taken by a waking thread
+
+    // Under mutex, with work queued: whether to notify_one (counted as in flight).
+    bool WakeOne() {
+      if (idle == 0 || signaled > 0) return false;
+      ++signaled;
+      return true;
+    }
   };
 
   void Spawn() {
@@ -109,26 +166,50 @@ class Worker::Pool {
       for (;;) {
         if (state->queue.empty() && !state->stopping) {
           ++state->idle;
-          state->cv.wait(lock, [&] { return state->stopping || !state->queue.empty(); });
+          while (!state->stopping) {
+            state->cv.wait(lock);
+            // Any wake-up takes the one in flight, even one that finds no work (another thread
+            // took it): otherwise nobody would ever be woken again.
+            if (state->signaled > 0) --state->signaled;
+            if (!state->queue.empty()) break;
+          }
           --state->idle;
         }
         if (state->queue.empty()) break;  // stopping
         auto job = std::move(state->queue.front());
         state->queue.pop_front();
+        const bool chain = !state->queue.empty() && state->WakeOne();
         lock.unlock();
+        if (chain) state->cv.notify_one();
         state->run(job);
+        const bool abandoned = job->phase.load() == kAbandoned;
+        // Nobody else holds it (no timer, no held ETA, not running): reuse it.
+        if (job.use_count() == 1 && !abandoned) {
+          job->Reset();
+        } else {
+          job.reset();
+        }
         lock.lock();
-        if (state->excess > 0 && job->phase.load() == kAbandoned) {
+        if (job != nullptr && state->free.size() < kMaxFree) state->free.push_back(std::move(job));
+        if (state->excess > 0 && abandoned) {
           --state->excess;
           break;
         }
+        if (job != nullptr) {
+          lock.unlock();
+          job.reset();
+          lock.lock();
+        }
       }
       --state->live;
-      state->cv.notify_all();
+      state->exited.notify_all();
     }).detach();
   }
 
   std::shared_ptr<State> state_;
+  // Broker's thread only.
+  std::vector<std::shared_ptr<Job>> pending_;
+  std::vector<std::shared_ptr<Job>> spare_;
 };
 
 Worker::Worker(broker::Broker& broker, const TaskRegistry& registry, DeadLetterSink& dead_letters,
@@ -159,11 +240,16 @@ Status Worker::Start() {
   broker::ConsumeOptions consume;
   consume.queue = options_.queue;
   consume.prefetch = base_prefetch_;
+  // Deliveries are queued on the broker's thread and handed to the pool a burst at a time; the
+  // headers are converted on the pool threads.
+  consume.on_burst_end = [this] { pool_->Flush(); };
+  consume.raw_headers = true;
   auto id = broker_.Consume(consume, [this](broker::Delivery&& d) { OnDelivery(std::move(d)); });
   if (!id) return id.error();
   {
     std::lock_guard lock(consumer_mutex_);
     consumer_ = *id;
+    consumer_id_.store(*id, std::memory_order_release);
   }
   consumer_ready_.notify_all();
   spdlog::info("worker {} consuming queue '{}' with concurrency {} and prefetch {}",
@@ -172,6 +258,7 @@ Status Worker::Start() {
 }
 
 broker::ConsumerId Worker::Consumer() {
+  if (const auto id = consumer_id_.load(std::memory_order_acquire); id != 0) return id;
   std::unique_lock lock(consumer_mutex_);
   consumer_ready_.wait(lock, [&] { return consumer_.has_value(); });
   return *consumer_;
@@ -191,17 +278,33 @@ WorkerStats Worker::stats() const {
 }
 
 void Worker::OnDelivery(broker::Delivery&& delivery) {
-  // The broker's thread only hands the delivery over: decoding and everything else happens on
-  // the pool threads, so the I/O thread keeps reading (bench/worker_throughput breakdown).
-  auto job = std::make_shared<Job>();
-  job->delivery = std::move(delivery);
-  Dispatch(std::move(job));
+  // The broker's thread only queues the delivery (the pool gets the burst in on_burst_end):
+  // decoding and everything else happens on the pool threads, so the I/O thread keeps reading
+  // (bench/worker_throughput). Swapping gives the broker a spent Delivery's buffers to reuse.
+  auto job = pool_->NewJob();
+  std::swap(job->delivery, delivery);
+  pool_->Add(std::move(job));
+}
+
+std::shared_ptr<const schema::SchemaValidator> Worker::BodySchema(const std::string& task) {
+  if (!options_.body_schema) return nullptr;
+  {
+    std::shared_lock lock(schema_mutex_);
+    if (auto it = schema_cache_.find(task); it != schema_cache_.end()) return it->second;
+  }
+  auto schema = options_.body_schema(task);  // misses are cached too: most tasks have none
+  std::unique_lock lock(schema_mutex_);
+  return schema_cache_.emplace(task, std::move(schema)).first->second;
 }
 
 // On a pool thread: decode, find the task, and hold it if its ETA is still ahead. Returns false
 // when the job was held (it comes back through Dispatch when due).
 bool Worker::Prepare(const std::shared_ptr<Job>& job) {
   ++stats_.received;
+  if (auto st = broker::DecodeRawHeaders(job->delivery); !st) {
+    spdlog::error("dropping the headers of a delivery on '{}': {}", options_.queue,
+                  st.error().message());
+  }
   auto decoded = celery::DecodeTask(job->delivery.properties, job->delivery.body);
   if (!decoded.ok()) {
     job->kind = Job::Kind::kUndecodable;
@@ -268,6 +371,10 @@ void Worker::Run(const std::shared_ptr<Job>& job) {
   }
   int queued = kQueued;
   if (!job->phase.compare_exchange_strong(queued, kRunning)) return;  // handed back
+  const bool expired = job->msg.expires_time && *job->msg.expires_time <= clock_.Now();
+  // Ack-early (Celery's default) as the very first thing of a task that is going to run: at a
+  // small prefetch the server sends the next message only once this ack is out.
+  if (job->kind == Job::Kind::kRun && !expired && !job->acks_late()) Ack(job);
   log::ScopedLogContext ctx({{"task_id", job->msg.id}, {"task", job->msg.task}});
   ++stats_.active;
   const bool tracked = job->acks_late();
@@ -304,7 +411,7 @@ void Worker::Run(const std::shared_ptr<Job>& job) {
          "NotRegistered");
     return leave();
   }
-  if (job->msg.expires_time && *job->msg.expires_time <= clock_.Now()) {
+  if (expired) {
     spdlog::info("task {} expired at {}; revoked", job->msg.id, job->msg.expires.value_or(""));
     job->phase = kFinished;
     ++stats_.revoked;
@@ -316,12 +423,12 @@ void Worker::Run(const std::shared_ptr<Job>& job) {
     return leave();
   }
 
-  if (!job->acks_late()) Ack(job);
+  if (!job->acks_late()) Ack(job);  // done above; a no-op here
   StartTimeLimits(job);
 
   TaskOutcome outcome = Json(nullptr);
   std::shared_ptr<const schema::SchemaValidator> body_schema;
-  if (options_.body_schema) body_schema = options_.body_schema(job->msg.task);
+  body_schema = BodySchema(job->msg.task);
   Status args_ok;
   if (body_schema) {
     const auto body = nlohmann::json::parse(

@@ -14,7 +14,8 @@
 // again before the task runs (REVOKED, acked, not dead-lettered, as Celery).
 //
 // Threading: deliveries arrive on the broker's thread, which only queues them for the pool
-// (`concurrency` threads); pool threads decode them and run or hold them. Timers (ETA, time
+// (`concurrency` threads), a burst at a time (ConsumeOptions::on_burst_end); pool threads
+// decode them (headers included) and run or hold them. Timers (ETA, time
 // limits, shutdown deadline) run on the Loop's thread. Task functions run on pool threads. A task past its hard time limit cannot be
 // killed inside this process: its message is finished as FAILURE (TimeLimitExceeded), its thread
 // is abandoned (its eventual result is dropped) and a fresh thread takes its place.
@@ -31,6 +32,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -88,6 +90,8 @@ class Worker {
   class Pool;
 
   void OnDelivery(broker::Delivery&& delivery);
+  // options_.body_schema, cached per task name (misses included).
+  std::shared_ptr<const schema::SchemaValidator> BodySchema(const std::string& task);
   bool Prepare(const std::shared_ptr<Job>& job);
   void Dispatch(std::shared_ptr<Job> job);
   void Run(const std::shared_ptr<Job>& job);
@@ -123,6 +127,9 @@ class Worker {
   std::mutex consumer_mutex_;
   std::condition_variable consumer_ready_;
   std::optional<broker::ConsumerId> consumer_;
+  std::atomic<broker::ConsumerId> consumer_id_{0};  // set once with consumer_; 0 = not yet
+  std::shared_mutex schema_mutex_;
+  std::unordered_map<std::string, std::shared_ptr<const schema::SchemaValidator>> schema_cache_;
   uint16_t base_prefetch_ = 0;
 
   // Counters are atomics so the per-task path takes no shared lock for them.

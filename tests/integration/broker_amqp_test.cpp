@@ -213,6 +213,86 @@ TEST_F(AmqpBrokerTest, RoundTripPreservesEveryPropertyAndHeaderKind) {
   EXPECT_FALSE(broker->Ack(*c, d2.delivery_tag).ok());  // twice
 }
 
+// ConsumeOptions::raw_headers and on_burst_end, and a handler that swaps a spent Delivery in
+// (the Worker's way of recycling buffers): headers arrive in wire form and decode to what was
+// sent, every delivery is followed by a burst end before the broker waits again, and nothing
+// of the swapped-in Delivery leaks into the next one.
+TEST_F(AmqpBrokerTest, RawHeadersBurstEndsAndSwappedDeliveries) {
+  constexpr int kCount = 200;
+  const std::string q = QueueName();
+  auto broker = MakeBroker();
+  ASSERT_TRUE(broker->Declare(Spec(q)).ok());
+  Headers h = Headers::object();
+  h["task"] = "celeriac.noop";
+  h["id"] = "9d5b7a8e-1f6a-4d62-9a55-3f1f1c3f6b21";
+  h["eta"] = nullptr;
+  h["retries"] = 3;
+  h["timelimit"] = Headers::array({nullptr, 300});
+  h["ratio"] = 0.5;
+  std::vector<OutgoingMessage> batch;
+  for (int i = 0; i < kCount; ++i) {
+    OutgoingMessage m = Message(q, "body-" + std::to_string(i));
+    m.properties.headers = h;
+    m.properties.headers["n"] = i;
+    batch.push_back(std::move(m));
+  }
+  ASSERT_TRUE(broker->PublishBatch(batch).ok());
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<Delivery> got;
+  int since_burst_end = 0;
+  int bursts = 0;
+  bool leaked = false;
+  Delivery spent;  // I/O thread only
+  ConsumeOptions options(q, 0);  // unlimited: everything is acked at the end
+  options.raw_headers = true;
+  options.on_burst_end = [&] {
+    std::lock_guard lock(mu);
+    if (since_burst_end > 0) ++bursts;
+    since_burst_end = 0;
+    cv.notify_all();
+  };
+  Result<ConsumerId> c = broker->Consume(options, [&](Delivery&& d) {
+    if (d.properties.message_id || !d.properties.headers.empty() || d.body.find("junk") == 0) {
+      leaked = true;
+    }
+    Delivery mine;
+    std::swap(mine, d);
+    // What the broker gets back to reuse: a spent delivery full of stale values.
+    spent.body = "junk, long enough not to fit in a small string buffer";
+    spent.properties.message_id = "junk";
+    spent.properties.headers = Headers::object({{"junk", 1}});
+    spent.raw_headers = "junk";
+    std::swap(d, spent);
+    std::lock_guard lock(mu);
+    got.push_back(std::move(mine));
+    ++since_burst_end;
+  });
+  ASSERT_TRUE(c.ok()) << c.error().ToString();
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(20), [&] {
+      return static_cast<int>(got.size()) == kCount && since_burst_end == 0;
+    })) << got.size() << " of " << kCount << " delivered, " << since_burst_end
+        << " not followed by a burst end";
+  }
+  std::lock_guard lock(mu);
+  EXPECT_FALSE(leaked);
+  EXPECT_GE(bursts, 1);
+  EXPECT_LE(bursts, kCount);
+  for (int i = 0; i < kCount; ++i) {
+    Delivery& d = got[static_cast<size_t>(i)];
+    EXPECT_EQ(d.body, "body-" + std::to_string(i));
+    EXPECT_TRUE(d.properties.headers.empty());
+    ASSERT_FALSE(d.raw_headers.empty());
+    ASSERT_TRUE(DecodeRawHeaders(d).ok());
+    EXPECT_TRUE(d.raw_headers.empty());
+    EXPECT_EQ(d.properties.headers.dump(), batch[static_cast<size_t>(i)].properties.headers.dump());
+    EXPECT_TRUE(broker->Ack(*c, d.delivery_tag).ok());
+  }
+}
+
 // celery#7718: with prefetch 1 a consumer must drain the queue, acking each as it goes.
 void DrainWithPrefetchOne(testing::RawAmqp& raw, AmqpBroker& broker, const std::string& q,
                           bool ack_on_other_thread) {

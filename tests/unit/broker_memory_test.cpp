@@ -120,6 +120,30 @@ TEST(MemoryBroker, PrefetchOneHoldsTheSecondMessageUntilTheFirstIsAcked) {
   EXPECT_EQ(inbox.at(1).body, "2");
 }
 
+// The memory broker hands deliveries over one at a time: each one is a burst of its own.
+TEST(MemoryBroker, EveryDeliveryIsFollowedByItsBurstEnd) {
+  MemoryBroker broker;
+  ASSERT_TRUE(broker.Declare(Queue("q")).ok());
+  for (const char* body : {"1", "2", "3"}) ASSERT_TRUE(broker.Publish(Message("q", body)).ok());
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::string> events;
+  ConsumeOptions options("q", 0);
+  options.on_burst_end = [&] {
+    std::lock_guard lock(mu);
+    events.push_back("end");
+    cv.notify_all();
+  };
+  Result<ConsumerId> c = broker.Consume(options, [&](Delivery&& d) {
+    std::lock_guard lock(mu);
+    events.push_back(d.body);
+  });
+  ASSERT_TRUE(c.ok());
+  std::unique_lock lock(mu);
+  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return events.size() >= 6; }));
+  EXPECT_EQ(events, (std::vector<std::string>{"1", "end", "2", "end", "3", "end"}));
+}
+
 TEST(MemoryBroker, PrefetchZeroIsUnlimitedAndSetPrefetchRaisesTheLimit) {
   MemoryBroker broker;
   ASSERT_TRUE(broker.Declare(Queue("q")).ok());
