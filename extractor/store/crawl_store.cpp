@@ -605,18 +605,16 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
         const auto& entry = latest[row[0].as<std::string>()];
         const auto* r = entry.second;
         JobRow* j = jobs[r->job_id];
+        // Each item counts once per run: seen again in the same run (a listing repeated on
+        // two pages, a redelivered page), it is neither new, updated nor unchanged again.
         if (row[1].as<bool>()) {
           ++j->d_new;
           page_has_new_in_run[r] = true;
-        } else {
+        } else if (row[3].as<int64_t>() != j->run_id) {
           if (row[2].as<bool>()) ++j->d_updated; else ++j->d_unchanged;
-          if (row[3].as<int64_t>() != j->run_id) page_has_new_in_run[r] = true;
+          page_has_new_in_run[r] = true;
         }
       }
-      // Items of a key repeated within one page (or batch) count once per page.
-      for (const auto* r : pages)
-        for (const auto& item : r->items)
-          if (latest[item.key].first != &item) ++jobs[r->job_id]->d_unchanged;
     }
 
     // 3. New requests of running jobs, within the job's limits: links first, then pagination,

@@ -128,8 +128,9 @@ TEST_F(WorkerTest, RunsATaskAndRepliesWithItsResult) {
   EXPECT_TRUE(Eventually([&] { return broker_.QueueDepth(kQueue) == 0; }));
   EXPECT_TRUE(dead_letters_.letters().empty());
   EXPECT_TRUE(Eventually([&] { return worker_->stats().succeeded == 1; }));
+  // The state is recorded after the reply is sent: wait for it.
+  ASSERT_TRUE(Eventually([&] { return states_.records().size() == 1; }));
   const auto records = states_.records();
-  ASSERT_EQ(records.size(), 1u);
   EXPECT_EQ(records[0].state, celery::State::kSuccess);
 }
 
