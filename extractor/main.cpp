@@ -90,7 +90,7 @@ int RunWorker(const std::optional<std::string>& config_path) {
   }
   Loop loop;
   HttpFetcher fetcher(loop, HttpOptionsFrom(*settings));
-  CrawlStore store(pool, Owner());
+  CrawlStore store(pool, Owner(), settings->extractor.queue);
   Engine engine(loop, fetcher, store, ConfigModules(), EngineOptionsFrom(*settings));
   ExtractConsumer consumer(**broker, engine, store, settings->extractor.queue,
                            static_cast<uint16_t>(settings->extractor.prefetch));

@@ -13,6 +13,11 @@ ALTER TABLE extraction_jobs
   ADD COLUMN requests_total  bigint NOT NULL DEFAULT 0,
   ADD COLUMN requests_failed bigint NOT NULL DEFAULT 0,
   ADD COLUMN item_errors     bigint NOT NULL DEFAULT 0,
+  -- HTTP requests made (each attempt; robots.txt not counted), for limits.max_requests
+  ADD COLUMN requests_sent   bigint NOT NULL DEFAULT 0,
+  -- the watchdog aborts a running job whose last recorded result is older than watchdog_ms
+  ADD COLUMN last_progress_at timestamptz NULL,
+  ADD COLUMN watchdog_ms     integer NULL,
   -- errors per class (Download, HttpStatus, Auth, RateLimit, Parse, Store)
   ADD COLUMN error_counts    jsonb NOT NULL DEFAULT '{}',
   -- where the extract message wanted its result (rpc://), published when the job ends

@@ -144,6 +144,18 @@ EngineStats Engine::Stats() const {
 
 // ---- jobs -------------------------------------------------------------------------------
 
+void Engine::SubmitRefetch(int64_t request_id, std::string celery_task_id,
+                           std::function<void(Status)> durable) {
+  store_thread_->Post([this, request_id, celery_task_id = std::move(celery_task_id),
+                       durable = std::move(durable)] {
+    auto job = store_.Refetch(request_id, celery_task_id);
+    if (!job) return durable(job.error());
+    spdlog::info("request {} replayed into job {}", request_id, *job);
+    durable(Ok());
+    loop_.Post([this] { MaybeLease(); });
+  });
+}
+
 void Engine::SubmitExtract(ExtractRequest request, std::function<void(Status)> durable) {
   store_thread_->Post([this, request = std::move(request), durable = std::move(durable)] {
     auto job = store_.ClaimJob(request);
@@ -164,7 +176,8 @@ void Engine::SubmitExtract(ExtractRequest request, std::function<void(Status)> d
                                request.reply_to);
     } else {
       const auto start = (*module)->Generate();
-      outcome = store_.StartJob(job->job_id, start, request.reply_to);
+      const auto settings = parse::CrawlSettings::FromConfig(job->config);
+      outcome = store_.StartJob(job->job_id, start, request.reply_to, settings.limits.watchdog);
       if (outcome)
         spdlog::info("job {} (run {}, crawl config {}): started with {} start request(s)",
                      job->job_id, job->run_id, job->crawl_config_id, start.size());
@@ -421,8 +434,10 @@ void Engine::StartRobots(Host& host, const Work& w) {
       req.user_agent = agent;
       req.max_bytes = RobotsRules::kMaxBodyBytes;
       ++speculating_;  // in flight outside the request accounting, waited for by Drain
-      fetcher_.Fetch(std::move(req), [this, run_id, origin, agent, job, ready](
-                                         Result<FetchResponse> r, std::string kind) {
+      fetcher_.Fetch(std::move(req), [this, alive = std::weak_ptr<int>(life_), run_id, origin,
+                                      agent, job, ready](Result<FetchResponse> r,
+                                                         std::string kind) {
+        if (alive.expired()) return;
         --speculating_;
         StoredRobots fetched;
         if (r) {
@@ -481,7 +496,7 @@ void Engine::SlowDown(Host& host, const parse::CrawlSettings& s,
   if (retry_after)
     if (auto ra = ParseRetryAfter(*retry_after, clock_.Now())) backoff = *ra;
   backoff = std::min(backoff, cap);
-  host.delay = std::min(std::max(milliseconds(1000), host.delay * 2), std::max(cap, milliseconds(1000)));
+  host.delay = std::min(std::max(milliseconds(1000), host.delay * 2), cap);
   host.backoff_until = std::max(host.backoff_until, clock_.Monotonic() + backoff);
   host.shared = true;
   host.reserved_start.reset();
@@ -572,7 +587,9 @@ void Engine::StartFetch(Work w) {
   }
   auto req = MakeFetch(*w.job, w.lease.spec, w.lease.job_id);
   auto shared = std::make_shared<Work>(std::move(w));
-  fetcher_.Fetch(std::move(req), [this, shared](Result<FetchResponse> r, std::string kind) {
+  fetcher_.Fetch(std::move(req), [this, alive = std::weak_ptr<int>(life_), shared](
+                                     Result<FetchResponse> r, std::string kind) {
+    if (alive.expired()) return;  // the engine was destroyed with this fetch in flight
     OnFetched(std::move(*shared), std::move(r), kind);
   });
 }
@@ -597,7 +614,9 @@ void Engine::Speculate(const std::shared_ptr<const JobRuntime>& job, const Reque
   speculations_.emplace(key, entry);
   ++speculating_;
   fetcher_.Fetch(MakeFetch(*job, spec, job_id),
-                 [this, entry, job, spec, ahead](Result<FetchResponse> r, std::string) {
+                 [this, alive = std::weak_ptr<int>(life_), entry, job, spec, ahead](
+                     Result<FetchResponse> r, std::string) {
+    if (alive.expired()) return;
     {
       std::lock_guard lock(stats_mutex_);
       ++stats_.fetched;
@@ -831,11 +850,13 @@ void Engine::Flush() {
       auto rt = runtimes_.find(r.job_id);
       if (rt == runtimes_.end()) continue;
       const auto& s = rt->second->settings;
-      limits[r.job_id] = JobLimits{s.limits.max_pages,
-                                   s.limits.max_depth ? std::optional<int>(static_cast<int>(
-                                                            *s.limits.max_depth))
-                                                      : std::nullopt,
-                                   s.errors.run_abort_after};
+      JobLimits lim;
+      lim.max_pages = s.limits.max_pages;
+      if (s.limits.max_depth) lim.max_depth = static_cast<int>(*s.limits.max_depth);
+      lim.max_requests = s.limits.max_requests;
+      lim.abort_after_errors = s.errors.run_abort_after;
+      lim.abort_error_rate = s.errors.run_abort_error_rate;
+      limits[r.job_id] = lim;
     }
     // A commit that cannot reach the database is retried until it can: the results are the
     // only record of the work, and their leases outlive short outages.
@@ -963,6 +984,13 @@ void Engine::Maintain() {
         if (auto rep = store_.Commit(failed, {}); rep) Finished(rep->finished);
       }
     }
+    if (auto stalled = store_.AbortStalled(); stalled) {
+      for (const auto& f : *stalled)
+        spdlog::warn("job {} aborted by its watchdog: {}", f.job_id, f.reason);
+      Finished(*stalled);
+    } else {
+      spdlog::warn("watchdog check failed: {}", stalled.error().message());
+    }
     loop_.Post([this] { maintaining_ = false; });
   });
 }
@@ -991,6 +1019,16 @@ void Engine::Drain(std::function<void()> done) {
   }
   Flush();
   CheckDrained();
+  // Fetches that never end (a peer that hangs past every timeout) do not hold shutdown: their
+  // requests stay leased and go back to the frontier when the leases expire.
+  loop_.AddTimer(options_.drain_timeout, [this] {
+    if (!drained_) return;
+    spdlog::warn("stopping with {} request(s) still in flight; their leases will expire",
+                 in_flight_ + speculating_);
+    auto done = std::move(drained_);
+    drained_ = nullptr;
+    done();
+  });
 }
 
 void Engine::CheckDrained() {

@@ -65,6 +65,8 @@ struct EngineOptions {
   // Fetch and parse the next pagination page before its lease arrives (hosts without a
   // politeness delay only, at most two pages ahead of the last recorded one).
   bool speculate = true;
+  // How long Drain waits for requests in flight before giving up on them.
+  std::chrono::milliseconds drain_timeout{30'000};
 };
 
 struct EngineStats {
@@ -90,6 +92,11 @@ class Engine {
   // requests in the frontier. `durable` runs (on the store thread) once that has committed, or
   // with the error that stopped it; a message is acked only after durable(Ok).
   void SubmitExtract(ExtractRequest request, std::function<void(Status)> durable);
+
+  // Any thread: replay a request that failed for good (a dead letter's refetch message); see
+  // CrawlStore::Refetch. `durable` as for SubmitExtract.
+  void SubmitRefetch(int64_t request_id, std::string celery_task_id,
+                     std::function<void(Status)> durable);
 
   // Called on the store thread for every job that ended (after its commit), for publishing
   // its result.
@@ -217,6 +224,9 @@ class Engine {
   Clock::MonoTime dispatch_at_{};
   std::optional<Loop::TimerId> maintain_timer_;
   bool maintaining_ = false;
+
+  // Fetch callbacks hold a weak reference: one that fires after the engine is gone is ignored.
+  std::shared_ptr<int> life_ = std::make_shared<int>(0);
 
   mutable std::mutex stats_mutex_;
   EngineStats stats_;

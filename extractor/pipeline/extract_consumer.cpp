@@ -83,9 +83,23 @@ void ExtractConsumer::OnDelivery(broker::Delivery&& delivery) {
     return DeadLetter(*d, f.task, f.id, f.exc_type, f.message);
   }
   auto& m = decoded.message();
+  if (m.task == kRefetchTask) {
+    // A replayed dead letter of a failed request: fetch that page again.
+    if (m.args.size() != 1 || !m.args[0].is_number_integer())
+      return DeadLetter(*d, m.task, m.id, "TypeError",
+                        std::string(kRefetchTask) + "() takes one integer request id");
+    const std::string task = m.task, id = m.id;
+    engine_.SubmitRefetch(m.args[0].get<int64_t>(), m.id, [this, d, task, id](Status st) {
+      if (st) return (void)broker_.Ack(consumer_.load(), d->delivery_tag);
+      if (st.error().retryable()) return (void)broker_.Reject(consumer_.load(), d->delivery_tag, true);
+      DeadLetter(*d, task, id, "LookupError", st.error().message());
+    });
+    return;
+  }
   if (m.task != kExtractTask)
     return DeadLetter(*d, m.task, m.id, "NotRegistered",
-                      "'" + m.task + "': the extractor only runs " + kExtractTask);
+                      "'" + m.task + "': the extractor runs " + kExtractTask + " and " +
+                          kRefetchTask);
   static const auto schema = schemas::Get(std::string("tasks/") + kExtractTask + ".body");
   const OJson body = OJson::array({m.args, m.kwargs, OJson::object()});
   if (schema) {

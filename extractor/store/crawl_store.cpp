@@ -9,6 +9,8 @@
 #include <fmt/format.h>
 #include <openssl/evp.h>
 
+#include "core/celery/codec.hpp"
+
 namespace celeriac::extractor {
 namespace {
 
@@ -37,6 +39,8 @@ struct JobRow {
   std::string status, celery_task_id, reply_to;
   int64_t pages = 0, items_new = 0, items_updated = 0, items_unchanged = 0, errors = 0, bytes = 0;
   int64_t requests_open = 0, requests_total = 0, requests_failed = 0, item_errors = 0;
+  int64_t requests_sent = 0;
+  bool progressed = false;
   Json error_counts = Json::object();
   // deltas applied by this transaction
   int64_t d_pages = 0, d_new = 0, d_updated = 0, d_unchanged = 0, d_errors = 0, d_bytes = 0;
@@ -48,7 +52,7 @@ struct JobRow {
 constexpr const char* kJobColumns =
     "id, run_id, crawl_config_id, status, celery_task_id, coalesce(reply_to, ''), pages, "
     "items_new, items_updated, items_unchanged, errors, bytes, requests_open, requests_total, "
-    "requests_failed, item_errors, error_counts::text";
+    "requests_failed, item_errors, error_counts::text, requests_sent";
 
 JobRow ReadJob(const pqxx::row& r) {
   JobRow j;
@@ -69,6 +73,7 @@ JobRow ReadJob(const pqxx::row& r) {
   j.requests_failed = r[14].as<int64_t>();
   j.item_errors = r[15].as<int64_t>();
   j.error_counts = Json::parse(r[16].as<std::string>());
+  j.requests_sent = r[17].as<int64_t>();
   return j;
 }
 
@@ -119,11 +124,13 @@ std::optional<FinishedJob> WriteJob(pqxx::transaction_base& tx, JobRow& j) {
       " errors = $8, bytes = $9, requests_open = $10, requests_total = $11, "
       " requests_failed = $12, item_errors = $13, error_counts = $14::jsonb, "
       " started_at = coalesce(started_at, now()), "
-      " finished_at = CASE WHEN $15 THEN now() ELSE finished_at END "
+      " finished_at = CASE WHEN $15 THEN now() ELSE finished_at END, "
+      " requests_sent = $16, "
+      " last_progress_at = CASE WHEN $17 THEN now() ELSE last_progress_at END "
       "WHERE id = $1",
       j.id, j.status, j.reason, j.pages, j.items_new, j.items_updated, j.items_unchanged,
       j.errors, j.bytes, j.requests_open, j.requests_total, j.requests_failed, j.item_errors,
-      j.error_counts.dump(), ending);
+      j.error_counts.dump(), ending, j.requests_sent, j.progressed);
 
   // The run: counters always, its end when this was its last open job.
   const auto run = tx.exec_params1(
@@ -382,7 +389,8 @@ Result<JobInfo> CrawlStore::LoadJob(int64_t job_id) {
 
 Result<std::optional<FinishedJob>> CrawlStore::StartJob(int64_t job_id,
                                                         const std::vector<RequestSpec>& start,
-                                                        const std::string& reply_to) {
+                                                        const std::string& reply_to,
+                                                        std::chrono::milliseconds watchdog) {
   using Out = std::optional<FinishedJob>;
   return pool_.Transact<Out>([&](pqxx::transaction_base& tx) -> Result<Out> {
     auto jobs = LockJobs(tx, {job_id});
@@ -402,8 +410,10 @@ Result<std::optional<FinishedJob>> CrawlStore::StartJob(int64_t job_id,
     j.reply_to = reply_to;
     j.requests_open += static_cast<int64_t>(inserted.size());
     j.requests_total += static_cast<int64_t>(inserted.size());
-    tx.exec_params("UPDATE extraction_jobs SET reply_to = nullif($2, '') WHERE id = $1", job_id,
-                   reply_to);
+    tx.exec_params(
+        "UPDATE extraction_jobs SET reply_to = nullif($2, ''), watchdog_ms = $3 WHERE id = $1",
+        job_id, reply_to, static_cast<int64_t>(watchdog.count()));
+    j.progressed = true;
     tx.exec_params(
         "UPDATE crawl_runs SET status = 'running', started_at = coalesce(started_at, now()) "
         "WHERE id = $1 AND status = 'pending'",
@@ -667,6 +677,8 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
       }
       ++report.recorded;
       JobRow& j = *jobs[r.job_id];
+      j.progressed = true;
+      if (r.state != RequestResult::State::kSkipped) ++j.requests_sent;
       if (Closes(r.state)) j.requests_open = std::max<int64_t>(0, j.requests_open - 1);
       if (r.parsed) ++j.d_pages;
       j.d_bytes += static_cast<int64_t>(r.bytes);
@@ -680,6 +692,35 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
         j.d_errors += static_cast<int64_t>(r.item_errors);
         AddCount(j.d_error_counts, "Parse", static_cast<int64_t>(r.item_errors));
       }
+    }
+
+    // 4b. Requests that failed for good become dead letters ops can replay: an
+    //     extractor.tasks.refetch message for the request, to the extractor's queue.
+    for (const auto& r : results) {
+      if (r.state != RequestResult::State::kFailed || !owned.contains(r.request_id) ||
+          !jobs.contains(r.job_id))
+        continue;
+      const JobRow& j = *jobs[r.job_id];
+      auto m = celery::NewTask(kRefetchTask, nlohmann::ordered_json::array({r.request_id}),
+                               nlohmann::ordered_json{{"job_id", j.id}, {"run_id", j.run_id},
+                                                      {"crawl_config_id", j.crawl_config_id},
+                                                      {"url", r.url}});
+      m.origin = "celeriac-extractor";
+      const auto out = celery::EncodeTask(m, queue_);
+      const pqxx::binarystring body(out.body);
+      const Json context = {{"url", r.url},          {"status", r.status_code},
+                            {"job_id", j.id},        {"run_id", j.run_id},
+                            {"request_id", r.request_id},
+                            {"crawl_config_id", j.crawl_config_id}};
+      tx.exec_params(
+          "INSERT INTO dead_letters (queue, task_name, task_id, headers, properties, body, "
+          " error_class, error_message, error_context, attempts) "
+          "SELECT $1, $2, $3, $4::json, $5::json, $6, $7, $8, $9::jsonb, attempts "
+          "FROM crawl_requests WHERE id = $10",
+          queue_, std::string(kRefetchTask), m.id, out.properties.headers.dump(),
+          broker::PropertiesToJson(out.properties).dump(), body,
+          r.error_class.empty() ? std::string("Download") : r.error_class, r.error_message,
+          context.dump(), r.request_id);
     }
 
     // 5. Limits and the end of each job.
@@ -699,12 +740,28 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
           j.reason = fmt::format("{} errors reached the abort threshold ({})", j.errors,
                                  lim->second.abort_after_errors);
           j.finished_now = true;
+        } else if (const int64_t finished = j.requests_total - j.requests_open;
+                   lim != limits.end() && lim->second.abort_error_rate && finished >= 20 &&
+                   static_cast<double>(j.requests_failed) / static_cast<double>(finished) >
+                       *lim->second.abort_error_rate) {
+          j.requests_open -= SkipPending(tx, j.id, "job aborted", true);
+          j.status = "aborted";
+          j.reason = fmt::format("{} of {} finished requests failed, over the abort error rate "
+                                 "({})",
+                                 j.requests_failed, finished, *lim->second.abort_error_rate);
+          j.finished_now = true;
         } else if (lim != limits.end() && lim->second.max_pages &&
                    j.pages >= *lim->second.max_pages) {
           const int64_t skipped = SkipPending(tx, j.id, "max_pages reached");
           j.requests_open -= skipped;
           if (skipped > 0)
             j.reason = fmt::format("max_pages ({}) reached", *lim->second.max_pages);
+        } else if (lim != limits.end() && lim->second.max_requests &&
+                   j.requests_sent >= *lim->second.max_requests) {
+          const int64_t skipped = SkipPending(tx, j.id, "max_requests reached");
+          j.requests_open -= skipped;
+          if (skipped > 0)
+            j.reason = fmt::format("max_requests ({}) reached", *lim->second.max_requests);
         }
         j.requests_open = std::max<int64_t>(0, j.requests_open);
       }
@@ -838,8 +895,7 @@ Result<HostSlot> CrawlStore::ReserveSlot(int64_t run_id, const std::string& orig
         run_id, origin, min_ms);
     const auto r = tx.exec_params1(
         "UPDATE crawl_hosts h SET "
-        " delay_ms = CASE WHEN h.backoff_until IS NULL "
-        "                   OR h.backoff_until < now() - interval '10 seconds' "
+        " delay_ms = CASE WHEN h.backoff_until IS NULL OR h.backoff_until < now() "
         "            THEN greatest($3, (h.delay_ms * 0.8)::int) "
         "            ELSE greatest($3, h.delay_ms) END, "
         " next_slot_at = greatest(h.next_slot_at, now(), coalesce(h.backoff_until, now())) "
@@ -875,7 +931,7 @@ Status CrawlStore::SlowDown(int64_t run_id, const std::string& origin,
         " state = 'backing_off', rate_limited = rate_limited + 1, updated_at = now() "
         "WHERE run_id = $1 AND host = $2",
         run_id, origin, static_cast<int64_t>(backoff.count()),
-        static_cast<int64_t>(std::max<int64_t>(1000, max_delay.count())));
+        static_cast<int64_t>(max_delay.count()));
     return Ok();
   });
 }
@@ -895,6 +951,102 @@ Status CrawlStore::AddHostCounts(
         " errors = c.errors + EXCLUDED.errors, updated_at = now()",
         rows.dump());
     return Ok();
+  });
+}
+
+Result<std::vector<FinishedJob>> CrawlStore::AbortStalled() {
+  using Out = std::vector<FinishedJob>;
+  return pool_.Transact<Out>([&](pqxx::transaction_base& tx) -> Result<Out> {
+    Out out;
+    std::vector<int64_t> ids;
+    for (const auto& r : tx.exec(
+             "SELECT id FROM extraction_jobs WHERE status = 'running' AND requests_open > 0 "
+             "AND watchdog_ms IS NOT NULL "
+             "AND coalesce(last_progress_at, started_at) < now() - watchdog_ms * interval "
+             "'1 millisecond' ORDER BY id LIMIT 100"))
+      ids.push_back(r[0].as<int64_t>());
+    for (auto& j : LockJobs(tx, ids)) {
+      if (j.status != "running") continue;
+      const auto wd = tx.exec_params1(
+          "SELECT coalesce(watchdog_ms, 0), coalesce(last_progress_at, started_at) < "
+          " now() - watchdog_ms * interval '1 millisecond' FROM extraction_jobs WHERE id = $1",
+          j.id);
+      if (!wd[1].as<bool>()) continue;  // progressed while we waited for the lock
+      j.requests_open -= SkipPending(tx, j.id, "job aborted by the watchdog", true);
+      j.requests_open = std::max<int64_t>(0, j.requests_open);
+      j.status = "aborted";
+      j.reason = fmt::format("watchdog: no request finished for {} ms", wd[0].as<int64_t>());
+      j.finished_now = true;
+      if (auto f = WriteJob(tx, j)) out.push_back(std::move(*f));
+    }
+    return out;
+  });
+}
+
+Result<int64_t> CrawlStore::Refetch(int64_t request_id, const std::string& celery_task_id) {
+  return pool_.Transact<int64_t>([&](pqxx::transaction_base& tx) -> Result<int64_t> {
+    const auto req = tx.exec_params(
+        "SELECT r.job_id, r.state, j.status FROM crawl_requests r "
+        "JOIN extraction_jobs j ON j.id = r.job_id WHERE r.id = $1",
+        request_id);
+    if (req.empty())
+      return Error(ErrorCode::kNotFound, fmt::format("request {} does not exist", request_id),
+                   false);
+    const int64_t job_id = req[0][0].as<int64_t>();
+    auto jobs = LockJobs(tx, {job_id});
+    JobRow& j = jobs[0];
+    if (j.status == "running") {
+      const auto back = tx.exec_params(
+          "UPDATE crawl_requests SET state = 'pending', attempts = 0, not_before = now(), "
+          " error_class = NULL, error_message = NULL, status_code = NULL, finished_at = NULL "
+          "WHERE id = $1 AND state IN ('failed', 'skipped')",
+          request_id);
+      if (back.affected_rows() > 0) {
+        j.requests_open += 1;
+        WriteJob(tx, j);
+      }
+      return job_id;
+    }
+    // The job ended: a new run and job of the same config fetch the page again.
+    const auto old = tx.exec_params1(
+        "SELECT r.crawl_task_id, j.crawl_config_id, j.config_version, j.data_source_id "
+        "FROM extraction_jobs j JOIN crawl_runs r ON r.id = j.run_id WHERE j.id = $1",
+        job_id);
+    const std::optional<int64_t> crawl_task_id =
+        old[0].is_null() ? std::nullopt : std::optional(old[0].as<int64_t>());
+    tx.exec_params(
+        "INSERT INTO crawl_runs (crawl_task_id, celery_task_id, trigger, status, "
+        " configs_dispatched, started_at, status_reason) "
+        "VALUES ($1, $2, 'run-now', 'running', 1, now(), $3) "
+        "ON CONFLICT (celery_task_id) DO NOTHING",
+        crawl_task_id, celery_task_id,
+        fmt::format("replay of request {} of job {}", request_id, job_id));
+    const int64_t run_id =
+        tx.exec_params1("SELECT id FROM crawl_runs WHERE celery_task_id = $1", celery_task_id)[0]
+            .as<int64_t>();
+    tx.exec_params(
+        "INSERT INTO extraction_jobs (run_id, crawl_config_id, config_version, data_source_id, "
+        " celery_task_id, published_at, status, started_at, last_progress_at, watchdog_ms) "
+        "SELECT $1, crawl_config_id, config_version, data_source_id, $2, now(), 'running', "
+        " now(), now(), watchdog_ms FROM extraction_jobs WHERE id = $3 "
+        "ON CONFLICT (run_id, crawl_config_id) DO NOTHING",
+        run_id, celery_task_id + ":job", job_id);
+    const int64_t new_job = tx.exec_params1(
+        "SELECT id FROM extraction_jobs WHERE run_id = $1 AND crawl_config_id = $2", run_id,
+        old[1].as<int64_t>())[0].as<int64_t>();
+    const auto inserted = tx.exec_params(
+        "INSERT INTO crawl_requests (job_id, fingerprint, url, method, body, page_type, depth, "
+        " pagination_index, is_pagination) "
+        "SELECT $1, fingerprint, url, method, body, page_type, depth, pagination_index, "
+        " is_pagination FROM crawl_requests WHERE id = $2 "
+        "ON CONFLICT (job_id, fingerprint) DO NOTHING",
+        new_job, request_id);
+    if (inserted.affected_rows() > 0)
+      tx.exec_params(
+          "UPDATE extraction_jobs SET requests_open = requests_open + 1, "
+          " requests_total = requests_total + 1 WHERE id = $1",
+          new_job);
+    return new_job;
   });
 }
 

@@ -88,7 +88,9 @@ struct RequestResult {
 struct JobLimits {
   std::optional<int64_t> max_pages;
   std::optional<int> max_depth;
+  std::optional<int64_t> max_requests;
   int64_t abort_after_errors = 10;
+  std::optional<double> abort_error_rate;  // failed / finished, once 20 requests finished
 };
 
 // A job that ended in a Commit (or in StartJob/FailJob), with what extract returns.
@@ -140,7 +142,9 @@ struct HostSlot {
 
 class CrawlStore {
  public:
-  CrawlStore(pg::Pool& pool, std::string owner) : pool_(pool), owner_(std::move(owner)) {}
+  // `queue`: where dead letters of failed requests are replayed to (the extractor's queue).
+  CrawlStore(pg::Pool& pool, std::string owner, std::string queue = "extraction_queue")
+      : pool_(pool), owner_(std::move(owner)), queue_(std::move(queue)) {}
 
   // Finds or creates the job an extract message names (and its run, for a bare message).
   Result<JobInfo> ClaimJob(const ExtractRequest& request);
@@ -149,7 +153,9 @@ class CrawlStore {
   // Puts the start requests in the frontier and marks the job running; a no-op unless pending.
   // A job with no start requests ends at once.
   Result<std::optional<FinishedJob>> StartJob(int64_t job_id, const std::vector<RequestSpec>& start,
-                                              const std::string& reply_to);
+                                              const std::string& reply_to,
+                                              std::chrono::milliseconds watchdog =
+                                                  std::chrono::milliseconds(300'000));
   // Ends a pending or running job as failed (e.g. its config does not compile).
   Result<std::optional<FinishedJob>> FailJob(int64_t job_id, const std::string& error_class,
                                              const std::string& reason,
@@ -174,6 +180,15 @@ class CrawlStore {
                               const std::map<int64_t, JobLimits>& limits, size_t lease_new = 0,
                               std::chrono::milliseconds lease = std::chrono::milliseconds(60'000));
 
+  // The watchdog: running jobs with open requests whose last recorded result is older than
+  // their watchdog_ms are aborted.
+  Result<std::vector<FinishedJob>> AbortStalled();
+
+  // Replays a request that failed for good (a dead letter's extractor.tasks.refetch): back to
+  // pending with fresh attempts when its job still runs, else into a new run and job of the
+  // same config (once per `celery_task_id`). Returns the job that will fetch it.
+  Result<int64_t> Refetch(int64_t request_id, const std::string& celery_task_id);
+
   // Jobs that ended but whose result was never published (the publisher died).
   Result<std::vector<FinishedJob>> UnpublishedResults(size_t max);
   Status MarkResultPublished(int64_t job_id);
@@ -188,8 +203,8 @@ class CrawlStore {
                                  const StoredRobots& robots,
                                  std::optional<std::chrono::milliseconds> crawl_delay);
   // Reserves the next request start on the host: after the previous reservation plus the
-  // host's delay (at least `min_delay`), and after any backoff. The delay eases back towards
-  // `min_delay` once the host has gone 10 s without a 429/503.
+  // host's delay (at least `min_delay`), and after any backoff. Once the backoff is over the
+  // delay eases back towards `min_delay` (x0.8 per request).
   Result<HostSlot> ReserveSlot(int64_t run_id, const std::string& origin,
                                std::chrono::milliseconds min_delay);
   // A 429/503: the host's delay doubles (at least 1 s, at most `max_delay`) and nobody starts a
@@ -205,7 +220,10 @@ class CrawlStore {
  private:
   pg::Pool& pool_;
   std::string owner_;
+  std::string queue_;
 };
+
+inline constexpr const char* kRefetchTask = "extractor.tasks.refetch";
 
 // Canonical URL + method + body, hashed: one request per fingerprint per job.
 std::string CanonicalUrl(const std::string& url);

@@ -47,8 +47,10 @@ class ExtractorEngineTest : public testing::PgTest {
     Json config = {{"start_urls", {Url(0)}},
                    {"start_page", "page"},
                    {"pages", Json::object()},
-                   {"politeness", {{"per_host_concurrency", 8}, {"min_delay_ms", 0}}},
-                   {"retry", {{"max_retries", 2}, {"backoff_base_ms", 5}, {"backoff_max_ms", 20}}}};
+                   {"politeness", {{"per_host_concurrency", 8}, {"min_delay_ms", 0},
+                                   {"max_retry_after_ms", 50}}},
+                   {"retry", {{"max_retries", 2}, {"backoff_base_ms", 5}, {"backoff_max_ms", 20}}},
+                   {"errors", {{"module_cooldown_ms", 100}}}};
     config.merge_patch(extra);
     Exec("INSERT INTO crawl_configs (id, data_source_id, version, status, config) VALUES (" +
          std::to_string(id) + ", 1, " + std::to_string(id) + ", 'active', '" + config.dump() +
@@ -64,6 +66,7 @@ class ExtractorEngineTest : public testing::PgTest {
     o.commit_interval = milliseconds(5);
     o.idle_poll = milliseconds(20);
     o.lease = milliseconds(400);
+    o.drain_timeout = milliseconds(300);
     return o;
   }
 
@@ -374,6 +377,89 @@ TEST_F(ExtractorEngineTest, AJobSurvivesAnExtractorThatDiesHoldingLeases) {
   EXPECT_EQ(j["items_new"], 60);
   EXPECT_EQ(Count("SELECT count(*) FROM extracted_items"), 60);
   EXPECT_EQ(Count("SELECT count(*) FROM crawl_requests WHERE state = 'done'"), 60);
+}
+
+TEST_F(ExtractorEngineTest, AFailedRequestIsADeadLetterAndItsReplayFetchesItAgain) {
+  AddConfig(10, {{"retry", {{"max_retries", 0}}}});
+  bool site_fixed = false;
+  auto handler = [&](const FetchRequest& r, int) -> FakePage {
+    if (r.url == Url(0)) return {200, "item root x\nlink http://site.test/gone", std::nullopt, std::nullopt};
+    if (!site_fixed) return {404, "", std::nullopt, std::nullopt};
+    return {200, "item back y", std::nullopt, std::nullopt};
+  };
+  const int64_t job = Crawl(10, handler, nullptr, "first");
+  ASSERT_EQ(JobStatus(job), "succeeded");
+  auto lease = pool().Acquire();
+  Json letter;
+  {
+    pqxx::work tx(**lease);
+    const auto r = tx.exec1(
+        "SELECT json_build_object('queue', queue, 'task', task_name, 'class', error_class, "
+        " 'context', error_context, 'attempts', attempts, 'body', convert_from(body, 'UTF8'))::text "
+        "FROM dead_letters");
+    letter = Json::parse(r[0].as<std::string>());
+  }
+  EXPECT_EQ(letter["queue"], "extraction_queue");
+  EXPECT_EQ(letter["task"], kRefetchTask);
+  EXPECT_EQ(letter["class"], "HttpStatus");
+  EXPECT_EQ(letter["context"]["url"], "http://site.test/gone");
+  EXPECT_EQ(letter["context"]["status"], 404);
+  EXPECT_EQ(letter["attempts"], 1);
+  const int64_t request_id = letter["context"]["request_id"];
+  EXPECT_EQ(Json::parse(letter["body"].get<std::string>())[0], Json::array({request_id}));
+
+  // The site is fixed; ops replay the dead letter: the run has ended, so a new run fetches it.
+  site_fixed = true;
+  CrawlStore store(pool(), "replayer");
+  auto replayed = store.Refetch(request_id, "replay-1");
+  ASSERT_TRUE(replayed.ok()) << replayed.error().message();
+  EXPECT_NE(*replayed, job);
+  auto again = store.Refetch(request_id, "replay-1");  // a redelivered replay: same job
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, *replayed);
+  Loop loop;
+  FakeFetcher fetcher(loop, handler);
+  Engine engine(loop, fetcher, store, FakeModules(), Options("r"));
+  RunUntilEnded(loop, engine, *replayed);
+  const Json j = Row(*replayed);
+  EXPECT_EQ(j["status"], "succeeded");
+  EXPECT_EQ(j["pages"], 1);
+  EXPECT_EQ(j["items_new"], 1);
+  EXPECT_EQ(RunRow(*replayed)["trigger"], "run-now");
+  EXPECT_EQ(fetcher.Calls("http://site.test/gone"), 1);
+  EXPECT_EQ(fetcher.Calls(Url(0)), 0);
+}
+
+TEST_F(ExtractorEngineTest, TheWatchdogAbortsAJobThatMakesNoProgress) {
+  AddConfig(10, {{"limits", {{"watchdog_ms", 1000}}}});
+  Loop loop;
+  BlackHoleFetcher hole;
+  CrawlStore store(pool(), "stuck");
+  Engine engine(loop, hole, store, FakeModules(), Options("a"));
+  ExtractRequest req;
+  req.crawl_config_id = 10;
+  req.celery_task_id = "stuck";
+  std::promise<Status> durable;
+  engine.SubmitExtract(req, [&](Status st) { durable.set_value(st); });
+  ASSERT_TRUE(durable.get_future().get().ok());
+  const auto started = std::chrono::steady_clock::now();
+  RunUntilEnded(loop, engine, JobOf("stuck"));
+  const auto took = std::chrono::steady_clock::now() - started;
+  const Json j = Row(JobOf("stuck"));
+  EXPECT_EQ(j["status"], "aborted");
+  EXPECT_NE(j["status_reason"].get<std::string>().find("watchdog"), std::string::npos);
+  EXPECT_EQ(RunRow(JobOf("stuck"))["status"], "aborted");
+  EXPECT_LT(took, std::chrono::seconds(10));
+}
+
+TEST_F(ExtractorEngineTest, MaxRequestsStopsTheJob) {
+  AddConfig(10, {{"limits", {{"max_requests", 5}}}});
+  const int64_t job = Crawl(10, Tree(100));
+  const Json j = Row(job);
+  EXPECT_EQ(j["status"], "succeeded");
+  EXPECT_GE(j["requests_sent"].get<int>(), 5);
+  EXPECT_LT(j["pages"].get<int>(), 100);
+  EXPECT_NE(j["status_reason"].get<std::string>().find("max_requests"), std::string::npos);
 }
 
 }  // namespace
