@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import unittest
+import urllib.request
 import uuid
 
 import jsonschema
@@ -194,6 +195,19 @@ class ExtractorCase(unittest.TestCase):
                           % config_id)
         return sorted((normalized(r["data"]) for r in rows), key=lambda i: i["sku"])
 
+    def assert_items(self, config_id, expected):
+        """The stored items of a config equal the expected ones; says which differ."""
+        actual = self.items(config_id)
+        by_sku = {i["sku"]: i for i in actual}
+        want = {i["sku"]: i for i in expected}
+        self.assertEqual(
+            ([by_sku[k].get("url", k) for k in sorted(by_sku.keys() - want.keys())],
+             sorted(want.keys() - by_sku.keys())), ([], []),
+            "(items that should not be there, items missing)")
+        for sku in sorted(want):
+            self.assertEqual(by_sku[sku], want[sku])
+        self.assertEqual(len(actual), len(expected), "an item stored twice")
+
     def item_keys(self, config_id):
         return [r["item_key"] for r in self.query(
             "SELECT item_key FROM extracted_items WHERE crawl_config_id = %d" % config_id)]
@@ -215,21 +229,13 @@ class ExtractorCase(unittest.TestCase):
     # shared assertions
 
     def assert_job_final(self, job, config_id, items_expected):
+        """A job that ended well: nothing left open, every parsed page counted once, and each
+        item it saw counted once (however many pages showed it), agreeing with the items
+        table."""
         self.assertEqual(job["crawl_config_id"], config_id)
         self.assertEqual(job["status"], "succeeded", job)
         self.assertIsNotNone(job["finished_at"])
         self.assertEqual(job["requests_open"], 0)
-        # Each item the job saw counts once, however many pages showed it, and the counters
-        # agree with the items table.
-        self.assertEqual(job["items_new"] + job["items_updated"] + job["items_unchanged"],
-                         items_expected, job)
-        seen = self.query("SELECT count(*) FILTER (WHERE first_run_id = %d) AS new, "
-                          "count(*) FILTER (WHERE last_run_id = %d) AS seen "
-                          "FROM extracted_items WHERE crawl_config_id = %d"
-                          % (job["run_id"], job["run_id"], config_id))[0]
-        self.assertEqual(seen["seen"], items_expected)
-        self.assertEqual(job["items_new"], seen["new"], job)
-        self.assertGreater(job["bytes"], 0)
         open_rows = self.query("SELECT id, url, state, lease_owner FROM crawl_requests "
                                "WHERE job_id = %d AND state IN ('pending', 'leased')" % job["id"])
         self.assertEqual(open_rows, [], "requests left open")
@@ -238,6 +244,15 @@ class ExtractorCase(unittest.TestCase):
         urls = [r["url"] for r in done]
         self.assertEqual(len(urls), len(set(urls)))
         self.assertEqual(job["pages"], len(urls), "pages counted != distinct pages parsed")
+        self.assertGreater(job["bytes"], 0)
+        seen = self.query("SELECT count(*) FILTER (WHERE first_run_id = %d) AS new, "
+                          "count(*) FILTER (WHERE last_run_id = %d) AS seen "
+                          "FROM extracted_items WHERE crawl_config_id = %d"
+                          % (job["run_id"], job["run_id"], config_id))[0]
+        self.assertEqual(seen["seen"], items_expected)
+        self.assertEqual(job["items_new"], seen["new"], job)
+        self.assertEqual(job["items_new"] + job["items_updated"] + job["items_unchanged"],
+                         items_expected, "items counted more than once: %s" % job)
 
     def assert_config_2_job(self, job, config_id=2):
         """Config 2 over the demo site: 46 items; 5 listing pages and 47 product pages parsed
@@ -245,15 +260,18 @@ class ExtractorCase(unittest.TestCase):
         under /private/ never fetched (robots.txt)."""
         expected = self.site.expected(2)
         self.assertEqual(len(expected), 46)
-        self.assert_job_final(job, config_id, 46)
-        self.assertEqual(self.items(config_id), expected)
+        self.assert_items(config_id, expected)
         keys = self.item_keys(config_id)
         self.assertEqual(len(keys), len(set(keys)))
+        self.assertEqual(self.query("SELECT url FROM crawl_requests WHERE job_id = %d AND "
+                                    "url LIKE '%%/private/%%' AND state <> 'skipped'" % job["id"]),
+                         [], "robots.txt disallows /private/")
         self.assertEqual(job["pages"], 5 + 46 + 1)
         self.assertEqual(job["requests_failed"], 2)
         self.assertEqual(job["item_errors"], 1)
         self.assertEqual(job["error_counts"], {"HttpStatus": 2, "Parse": 1})
         self.assertEqual(job["errors"], 3)
+        self.assert_job_final(job, config_id, 46)
 
 
 class CrawlTaskEndToEnd(ExtractorCase):
@@ -285,10 +303,15 @@ class CrawlTaskEndToEnd(ExtractorCase):
         self.assert_config_2_job(jobs[0])
         # Config 4: three clearance pages of 8 items; page 4 repeats page 3, so pagination
         # stops after it (no new items).
-        self.assert_job_final(jobs[1], 4, 24)
-        self.assertEqual(self.items(4), self.site.expected(4))
+        self.assert_items(4, self.site.expected(4))
         self.assertEqual(jobs[1]["pages"], 4)
         self.assertEqual(jobs[1]["errors"], 0)
+        self.assert_job_final(jobs[1], 4, 24)
+        with urllib.request.urlopen(self.site.origin + "/_demo/hits") as f:
+            hits = json.load(f)
+        self.assertIn("/robots.txt", hits)
+        self.assertEqual([p for p in hits if p.startswith("/private/")], [],
+                         "robots.txt disallows /private/")
 
         # The run's counters are its jobs' sums; the first crawl finds every item new.
         for counter in ("pages", "items_new", "items_updated", "items_unchanged", "errors",
@@ -305,8 +328,8 @@ class CrawlTaskEndToEnd(ExtractorCase):
         self.assertEqual(run2["status"], "succeeded", run2)
         self.assertEqual((run2["items_new"], run2["items_updated"], run2["items_unchanged"]),
                          (0, 0, 46 + 24))
-        self.assertEqual(self.items(2), self.site.expected(2))
-        self.assertEqual(self.items(4), self.site.expected(4))
+        self.assert_items(2, self.site.expected(2))
+        self.assert_items(4, self.site.expected(4))
 
     def test_2_bare_extract_from_python_returns_the_job_result(self):
         r = self.app.send_task("extractor.tasks.extract", kwargs={"crawl_config_id": 4},
@@ -317,8 +340,6 @@ class CrawlTaskEndToEnd(ExtractorCase):
         self.assertEqual(result["status"], "succeeded")
         self.assertEqual(result["crawl_config_id"], 4)
         self.assertEqual(result["pages"], 4)
-        self.assertEqual(result["items_new"] + result["items_updated"] + result["items_unchanged"],
-                         24)
         self.assertEqual(result["errors"], 0)
         # A run of its own, that no crawl task started, ended with the job.
         run = self.run_row(result["run_id"])
@@ -327,12 +348,14 @@ class CrawlTaskEndToEnd(ExtractorCase):
         job, = self.jobs(result["run_id"])
         self.assertEqual(job["id"], result["job_id"])
         self.assertEqual(job["celery_task_id"], r.id)
-        self.assert_job_final(job, 4, 24)
         for counter in ("pages", "items_new", "items_updated", "items_unchanged", "errors",
                         "bytes"):
             self.assertEqual(job[counter], result[counter], counter)
         self.assertIsNotNone(job["result_published_at"])
-        self.assertEqual(self.items(4), self.site.expected(4))
+        self.assert_items(4, self.site.expected(4))
+        self.assertEqual(result["items_new"] + result["items_updated"] + result["items_unchanged"],
+                         24, "items counted more than once: %s" % result)
+        self.assert_job_final(job, 4, 24)
 
     def test_2_positional_extract_of_config_2(self):
         r = self.app.send_task("extractor.tasks.extract", args=[2], queue=self.extraction_queue)
@@ -491,6 +514,18 @@ class CrashSafety(ExtractorCase):
         second = self.start_extractor("extractor-second")
         self.finish(r, 12)
         self.assertIsNone(second.proc.poll())
+
+    def test_overlapping_runs_of_one_config_each_stop_paginating(self):
+        # Two runs of config 4 at once (beat and run-now can overlap): each must still stop
+        # after page 4, the first page that brings no item new to its run.
+        self.start_extractor("extractor-overlap")
+        rs = [self.app.send_task("extractor.tasks.extract", args=[4], queue=self.extraction_queue)
+              for _ in range(2)]
+        for r in rs:
+            result = r.get(timeout=60)
+            self.assertEqual(result["status"], "succeeded", result)
+            self.assertEqual(result["pages"], 4, result)
+        self.assert_items(4, self.site.expected(4))
 
 
 if __name__ == "__main__":
