@@ -37,17 +37,18 @@ bool Final(const std::string& status) {
   return status == "succeeded" || status == "failed" || status == "aborted";
 }
 
-// "run 7 running | jobs 2, 1 done | pages 40 | items 12 new 3 updated 0 unchanged | errors 0 |
-// 1.2 MiB", without the elapsed time, so that a change can be told from the clock ticking.
+// "run 7 running | jobs 1/2 done | pages 40 | errors 1 | items new 12 updated 3 unchanged 0 |
+// 1.2 MiB", without the elapsed time, so that a change can be told from the clock ticking. What
+// a person watches comes first: a line cut to an 80-column terminal still shows the errors.
 std::string Progress(const ops::RunRow& run) {
   size_t finished = 0;
   for (const auto& job : run.jobs)
     if (Final(job.status)) ++finished;
   return fmt::format(
-      "run {} {} | jobs {}, {} done | pages {} | items {} new {} updated {} unchanged | "
-      "errors {} | {}",
-      run.id, run.status, run.configs_dispatched, finished, run.pages, run.items_new,
-      run.items_updated, run.items_unchanged, run.errors, cli::HumanBytes(run.bytes));
+      "run {} {} | jobs {}/{} done | pages {} | errors {} | items new {} updated {} unchanged {} "
+      "| {}",
+      run.id, run.status, finished, run.configs_dispatched, run.pages, run.errors, run.items_new,
+      run.items_updated, run.items_unchanged, cli::HumanBytes(run.bytes));
 }
 
 int RunNowCommand(const CommonOptions& common, const RunNowFlags& f) {
