@@ -24,8 +24,15 @@ ALTER TABLE extraction_jobs
   ADD COLUMN reply_to            text NULL,
   ADD COLUMN result_published_at timestamptz NULL;
 
--- the run that saw an item before its latest run (tells an item new to this run)
-ALTER TABLE extracted_items ADD COLUMN previous_run_id bigint NULL;
+-- Items a running run has seen: each item counts once per run (new, updated or unchanged) and
+-- pagination knows whether a page brought anything new to its run, even when two runs of one
+-- config overlap. Emptied when the run ends.
+CREATE TABLE crawl_run_items (
+  run_id          bigint NOT NULL REFERENCES crawl_runs (id) ON DELETE CASCADE,
+  crawl_config_id bigint NOT NULL,
+  item_key        text NOT NULL,
+  PRIMARY KEY (run_id, crawl_config_id, item_key)
+);
 
 CREATE TABLE crawl_requests (
   id               bigserial PRIMARY KEY,

@@ -173,6 +173,7 @@ std::optional<FinishedJob> WriteJob(pqxx::transaction_base& tx, JobRow& j) {
         "UPDATE crawl_runs SET status = $2, status_reason = nullif($3, ''), finished_at = now() "
         "WHERE id = $1",
         j.run_id, f.run_status, reason);
+    tx.exec_params("DELETE FROM crawl_run_items WHERE run_id = $1", j.run_id);
     f.run_finished = true;
   }
   return f;
@@ -569,7 +570,7 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
 
     // 2. Items, per crawl config, upserted in one statement that also says what each was:
     //    new (inserted), updated (its hash changed: updated_at moved to now()), or unchanged;
-    //    previous_run_id says whether this run saw it before (for stop_when_no_new_items).
+    //    crawl_run_items says whether this run saw it before (for stop_when_no_new_items).
     std::unordered_map<const RequestResult*, bool> page_has_new_in_run;
     std::map<int64_t, std::vector<const RequestResult*>> by_config;
     for (const auto& r : results) {
@@ -595,6 +596,14 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
         rows += '}';
       }
       rows += ']';
+      // Which of these the run has not seen yet (a run's items are one per config and key).
+      std::unordered_set<std::string> new_in_run;
+      for (const auto& row : tx.exec_params(
+               "INSERT INTO crawl_run_items (run_id, crawl_config_id, item_key) "
+               "SELECT x.r, $1, x.k FROM jsonb_to_recordset($2::jsonb) AS x(k text, r bigint) "
+               "ORDER BY x.r, x.k ON CONFLICT DO NOTHING RETURNING item_key",
+               config_id, rows))
+        new_in_run.insert(row[0].as<std::string>());
       for (const auto& row : tx.exec_params(
                "INSERT INTO extracted_items AS e (crawl_config_id, item_key, data, content_hash, "
                " url, first_run_id, last_run_id) "
@@ -602,27 +611,28 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
                "FROM jsonb_to_recordset($2::jsonb) AS x(k text, d jsonb, h text, u text, r bigint) "
                "ORDER BY x.k "
                "ON CONFLICT (crawl_config_id, item_key) DO UPDATE SET "
-               " previous_run_id = e.last_run_id, "
                " last_seen_at = now(), last_run_id = EXCLUDED.last_run_id, url = EXCLUDED.url, "
                " data = CASE WHEN e.content_hash = EXCLUDED.content_hash "
                "        THEN e.data ELSE EXCLUDED.data END, "
                " updated_at = CASE WHEN e.content_hash = EXCLUDED.content_hash "
                "              THEN e.updated_at ELSE now() END, "
                " content_hash = EXCLUDED.content_hash "
-               "RETURNING e.item_key, e.xmax = 0, e.updated_at = now(), "
-               " coalesce(e.previous_run_id, 0)",
+               "RETURNING e.item_key, e.xmax = 0, e.updated_at = now()",
                config_id, rows)) {
-        const auto& entry = latest[row[0].as<std::string>()];
+        const std::string key = row[0].as<std::string>();
+        const auto& entry = latest[key];
         const auto* r = entry.second;
         JobRow* j = jobs[r->job_id];
         // Each item counts once per run: seen again in the same run (a listing repeated on
         // two pages, a redelivered page), it is neither new, updated nor unchanged again.
+        if (!new_in_run.contains(key)) continue;
+        page_has_new_in_run[r] = true;
         if (row[1].as<bool>()) {
           ++j->d_new;
-          page_has_new_in_run[r] = true;
-        } else if (row[3].as<int64_t>() != j->run_id) {
-          if (row[2].as<bool>()) ++j->d_updated; else ++j->d_unchanged;
-          page_has_new_in_run[r] = true;
+        } else if (row[2].as<bool>()) {
+          ++j->d_updated;
+        } else {
+          ++j->d_unchanged;
         }
       }
     }
