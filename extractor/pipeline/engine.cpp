@@ -832,7 +832,18 @@ void Engine::Flush() {
   const size_t lease_new =
       draining_ ? 0 : target - std::min(target, outstanding_ + (leasing_ ? options_.lease_batch : 0));
   auto batch = std::make_shared<std::vector<RequestResult>>();
-  if (pending_results_.size() <= options_.commit_batch) {
+  // Results that lead to more pages sit at the front; they go alone, in a small and quick
+  // transaction, so the crawl's critical path (the pagination chain) never waits behind a big
+  // batch.
+  size_t leading = 0;
+  while (leading < pending_results_.size() && Leads(pending_results_[leading])) ++leading;
+  if (leading > 0 && leading < pending_results_.size()) {
+    batch->assign(std::make_move_iterator(pending_results_.begin()),
+                  std::make_move_iterator(pending_results_.begin() +
+                                          static_cast<std::ptrdiff_t>(leading)));
+    pending_results_.erase(pending_results_.begin(),
+                           pending_results_.begin() + static_cast<std::ptrdiff_t>(leading));
+  } else if (pending_results_.size() <= options_.commit_batch) {
     batch->swap(pending_results_);
   } else {
     batch->assign(std::make_move_iterator(pending_results_.begin()),
