@@ -4,7 +4,9 @@
 // partial outcome or a Parse-class error, never a crash.
 
 #include <filesystem>
+#include <atomic>
 #include <set>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -562,6 +564,63 @@ TEST(ConfigModule, ItemErrorsAndUnknownPageTypes) {
   auto unknown = m->Parse(MakePage("https://h.example.com/", "nope", body));
   ASSERT_FALSE(unknown.ok());
   EXPECT_FALSE(unknown.error().retryable());
+}
+
+}  // namespace
+}  // namespace celeriac::extractor::parse
+
+namespace celeriac::extractor::parse {
+namespace {
+
+TEST(ConfigModule, XmlPagesWithoutExternalEntities) {
+  json config = json::parse(R"J({
+    "start_urls": ["https://h.example.com/feed"], "start_page": "feed",
+    "pages": {"feed": {"format": "xml",
+      "item": {"key": ["id"], "container": {"css": "Entry"}, "fields": {
+        "id": {"xpath": "string(@id)"},
+        "title": {"css": "Title"},
+        "secret": {"css": "Secret"}
+      }},
+      "links": [{"xpath": "//Link/@href", "route_to": "feed"}]
+    }}})J");
+  auto m = MustCompile(config);
+  ASSERT_TRUE(m);
+  const std::string body = R"(<?xml version="1.0"?>
+<!DOCTYPE Feed [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<Feed><Entry id="1"><Title>One &amp; only</Title><Secret>&xxe;</Secret><Link href="/feed?p=2"/></Entry>
+<Entry id="2"><Title><![CDATA[Two <b>]]></Title></Entry><entry id="3"><Title>lower</Title></entry></Feed>)";
+  auto out = m->Parse(MakePage("https://h.example.com/feed", "feed", body, "application/xml"));
+  ASSERT_TRUE(out.ok()) << out.error().message();
+  ASSERT_EQ(out->items.size(), 2u);  // XML names are case-sensitive: <entry> is not <Entry>
+  EXPECT_EQ(out->items[0].data["title"], "One & only");
+  EXPECT_EQ(out->items[0].data.value("secret", std::string()).find("root:"), std::string::npos);
+  EXPECT_EQ(out->items[1].data["title"], "Two <b>");
+  ASSERT_EQ(out->requests.size(), 1u);
+  EXPECT_EQ(out->requests[0].url, "https://h.example.com/feed?p=2");
+}
+
+TEST(ConfigModule, ParsesConcurrentlyWithIdenticalResults) {
+  auto m = MustCompile(Example("shop_listing_detail.json"));
+  ASSERT_TRUE(m);
+  const std::string body = Fixture("product.html");
+  const Page page = MakePage("https://books.example.com/catalogue/x_1/index.html", "detail", body);
+  auto reference = m->Parse(page);
+  ASSERT_TRUE(reference.ok());
+  std::atomic<int> mismatches{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 25; ++i) {
+        auto r = m->Parse(page);
+        if (!r.ok() || r->items.size() != 1 ||
+            r->items[0].content_hash != reference->items[0].content_hash) {
+          ++mismatches;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 }  // namespace
