@@ -5,6 +5,7 @@
 #include <charconv>
 #include <map>
 #include <optional>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "extractor/parse/css_xpath.hpp"
@@ -23,6 +24,7 @@ using nlohmann::json;
 namespace {
 
 constexpr size_t kMaxJsonDepth = 512;
+constexpr size_t kMaxRegexMatches = 100000;  // per body-regex field and page
 
 enum class PageFormat { kAuto, kHtml, kXml, kJson };
 enum class SelectorKind { kXPath, kJsonPath };
@@ -574,6 +576,20 @@ class PageParser {
     return out;
   }
 
+  // The body as UTF-8 (what body regexes search): as is when it already is UTF-8.
+  std::string_view BodyText() {
+    if (!body_text_) {
+      const std::string label = AsciiLower(encoding_);
+      if ((label.empty() || label == "utf-8") && IsValidUtf8(page_.body)) {
+        body_text_ = std::string_view(page_.body);
+      } else {
+        body_utf8_ = ToUtf8(page_.body, label.empty() ? "utf-8" : label);
+        body_text_ = std::string_view(body_utf8_);
+      }
+    }
+    return *body_text_;
+  }
+
   const std::string& BaseUrl() {
     if (!base_url_) {
       base_url_ = page_.url;
@@ -623,11 +639,19 @@ class PageParser {
         return;
       }
       case SourceKind::kRegex: {
-        size_t offset = 0;
-        while (auto m = f.regex->Find(page_.body, f.group, &offset)) {
-          values->emplace_back(ToUtf8(*m, encoding_));
-          if (!f.multiple || values->size() >= 100000) break;
+        // The body does not depend on the context: search it once per page, not per container.
+        auto cached = body_regex_values_.find(&f);
+        if (cached == body_regex_values_.end()) {
+          std::vector<json> found;
+          const std::string_view body = BodyText();
+          size_t offset = 0;
+          while (auto m = f.regex->Find(body, f.group, &offset)) {
+            found.emplace_back(std::string(*m));
+            if (!f.multiple || found.size() >= kMaxRegexMatches) break;
+          }
+          cached = body_regex_values_.emplace(&f, std::move(found)).first;
         }
+        values->insert(values->end(), cached->second.begin(), cached->second.end());
         return;
       }
       case SourceKind::kConst:
@@ -899,6 +923,9 @@ class PageParser {
   bool has_json_ = false;
   std::optional<UrlParts> page_url_;
   std::optional<std::string> base_url_;
+  std::optional<std::string_view> body_text_;
+  std::string body_utf8_;
+  std::unordered_map<const FieldSpec*, std::vector<json>> body_regex_values_;
 };
 
 }  // namespace

@@ -226,7 +226,8 @@ class Parser {
         ++pos_;
         auto cls = Ident();
         if (!cls.ok()) return cls.error();
-        c.conditions.push_back("contains(concat(' ', normalize-space(@class), ' '), " +
+        // `@class and` first: most elements have no class, and the test then costs no strings.
+        c.conditions.push_back("@class and contains(concat(' ', normalize-space(@class), ' '), " +
                                XPathLiteral(" " + *cls + " ") + ")");
       } else if (ch == '[') {
         auto cond = Attribute();
