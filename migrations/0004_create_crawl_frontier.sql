@@ -72,6 +72,7 @@ CREATE TABLE crawl_hosts (
   robots_status     integer NULL,       -- HTTP status of robots.txt; 0 = unreachable; NULL = not asked
   robots_txt        text NULL,
   robots_fetched_at timestamptz NULL,
+  robots_claimed_at timestamptz NULL,   -- one extractor fetches it; the others wait for the row
   crawl_delay_ms    integer NULL,       -- from robots.txt, capped
   state             text NOT NULL DEFAULT 'ok' CHECK (state IN ('ok', 'slowed', 'backing_off')),
   delay_ms          integer NOT NULL DEFAULT 0 CHECK (delay_ms >= 0),  -- current gap between starts

@@ -422,9 +422,30 @@ void Engine::StartRobots(Host& host, const Work& w) {
     it->second.robots = Host::Robots::kReady;
     Dispatch();
   };
+  AcquireRobots(run_id, origin, job, agent, ready);
+}
+
+// Host thread: the stored robots.txt, or a claim to fetch it, or a look again shortly (another
+// extractor of the run is fetching it: robots.txt is fetched once per run and host).
+void Engine::AcquireRobots(int64_t run_id, std::string origin,
+                           std::shared_ptr<const JobRuntime> job, std::string agent,
+                           std::function<void(StoredRobots)> ready) {
   host_thread_->Post([this, run_id, origin, job, agent, ready] {
     auto stored = store_.GetRobots(run_id, origin);
     if (stored && *stored) return loop_.Post([ready, s = **stored] { ready(s); });
+    const auto claim_for = job->settings.request.timeout + job->settings.request.connect_timeout +
+                           milliseconds(5'000);
+    auto claimed = store_.ClaimRobots(run_id, origin, claim_for);
+    if (claimed && !*claimed) {
+      // Someone else fetches it: look again in a moment.
+      return loop_.Post([this, run_id, origin, job, agent, ready] {
+        if (draining_) return;
+        loop_.AddTimer(milliseconds(100), [this, run_id, origin, job, agent, ready] {
+          AcquireRobots(run_id, origin, job, agent, ready);
+        });
+      });
+    }
+    // Claimed (or the database is away: fetch it ourselves rather than stall).
     loop_.Post([this, run_id, origin, job, agent, ready] {
       RequestSpec robots_spec;
       robots_spec.url = origin + "/robots.txt";

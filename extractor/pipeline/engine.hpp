@@ -158,6 +158,8 @@ class Engine {
   // Dispatch for one host; returns when it would wait until `*wake` (or cannot proceed).
   void DispatchHost(Host& host, Clock::MonoTime now, std::optional<Clock::MonoTime>& wake);
   void StartRobots(Host& host, const Work& w);
+  void AcquireRobots(int64_t run_id, std::string origin, std::shared_ptr<const JobRuntime> job,
+                     std::string agent, std::function<void(StoredRobots)> ready);
   void Reserve(Host& host, std::chrono::milliseconds min_delay);
   void SlowDown(Host& host, const parse::CrawlSettings& s,
                 const std::optional<std::string>& retry_after);

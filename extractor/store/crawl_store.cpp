@@ -543,14 +543,28 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
     std::unordered_map<int64_t, JobRow*> jobs;
     for (auto& j : job_rows) jobs[j.id] = &j;
 
+    // 0. max_pages counts responses handed to parsing: pages parsed beyond it (they were in
+    //    flight when the limit was reached) are recorded as skipped, their items and links
+    //    dropped.
+    std::unordered_set<int64_t> over_limit;
+    for (auto& j : job_rows) {
+      const auto lim = limits.find(j.id);
+      if (lim == limits.end() || !lim->second.max_pages) continue;
+      int64_t room = *lim->second.max_pages - j.pages;
+      for (const auto& r : results)
+        if (r.job_id == j.id && r.parsed && room-- <= 0) over_limit.insert(r.request_id);
+    }
+
     // 1. Close (or reschedule) the requests whose lease we still hold.
     Json marks = Json::array();
     for (const auto& r : results) {
+      const bool over = over_limit.contains(r.request_id);
       marks.push_back(Json{{"id", r.request_id},
-                           {"s", StateName(r.state)},
+                           {"s", over ? "skipped" : StateName(r.state)},
                            {"c", r.status_code == 0 ? Json(nullptr) : Json(r.status_code)},
-                           {"e", r.error_class.empty() ? Json(nullptr) : Json(r.error_class)},
-                           {"m", r.error_message.empty() ? Json(nullptr) : Json(r.error_message)},
+                           {"e", r.error_class.empty() || over ? Json(nullptr) : Json(r.error_class)},
+                           {"m", over ? Json("max_pages reached")
+                                 : r.error_message.empty() ? Json(nullptr) : Json(r.error_message)},
                            {"d", r.retry_delay.count()}});
     }
     std::unordered_set<int64_t> owned;
@@ -575,7 +589,8 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
     std::map<int64_t, std::vector<const RequestResult*>> by_config;
     for (const auto& r : results) {
       if (!owned.contains(r.request_id) || !jobs.contains(r.job_id)) continue;
-      if (!r.items.empty()) by_config[jobs[r.job_id]->crawl_config_id].push_back(&r);
+      if (!r.items.empty() && !over_limit.contains(r.request_id))
+        by_config[jobs[r.job_id]->crawl_config_id].push_back(&r);
     }
     for (auto& [config_id, pages] : by_config) {
       // Last occurrence of a key wins; keys sorted so concurrent writers lock in one order.
@@ -654,7 +669,7 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
       std::vector<std::tuple<const RequestResult*, int64_t, std::string>> origin;
       for (const auto& r : results) {
         if (!owned.contains(r.request_id) || !jobs.contains(r.job_id)) continue;
-        if (r.state != RequestResult::State::kDone) continue;
+        if (r.state != RequestResult::State::kDone || over_limit.contains(r.request_id)) continue;
         const JobRow& j = *jobs[r.job_id];
         for (const auto& s : r.requests) {
           if (s.is_pagination != (pass == 1) || !accepts(j, s)) continue;
@@ -690,6 +705,10 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
       j.progressed = true;
       if (r.state != RequestResult::State::kSkipped) ++j.requests_sent;
       if (Closes(r.state)) j.requests_open = std::max<int64_t>(0, j.requests_open - 1);
+      if (over_limit.contains(r.request_id)) {
+        j.d_bytes += static_cast<int64_t>(r.bytes);
+        continue;
+      }
       if (r.parsed) ++j.d_pages;
       j.d_bytes += static_cast<int64_t>(r.bytes);
       if (r.state == RequestResult::State::kFailed) {
@@ -708,7 +727,7 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
     //     extractor.tasks.refetch message for the request, to the extractor's queue.
     for (const auto& r : results) {
       if (r.state != RequestResult::State::kFailed || !owned.contains(r.request_id) ||
-          !jobs.contains(r.job_id))
+          !jobs.contains(r.job_id) || over_limit.contains(r.request_id))
         continue;
       const JobRow& j = *jobs[r.job_id];
       auto m = celery::NewTask(kRefetchTask, nlohmann::ordered_json::array({r.request_id}),
@@ -725,7 +744,8 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
       tx.exec_params(
           "INSERT INTO dead_letters (queue, task_name, task_id, headers, properties, body, "
           " error_class, error_message, error_context, attempts) "
-          "SELECT $1, $2, $3, $4::json, $5::json, $6, $7, $8, $9::jsonb, attempts "
+          "SELECT $1, $2, $3, $4::json, $5::json, $6, $7, $8, "
+          " $9::jsonb || jsonb_build_object('attempts', attempts), attempts "
           "FROM crawl_requests WHERE id = $10",
           queue_, std::string(kRefetchTask), m.id, out.properties.headers.dump(),
           broker::PropertiesToJson(out.properties).dump(), body,
@@ -870,6 +890,22 @@ Result<std::optional<StoredRobots>> CrawlStore::GetRobots(int64_t run_id,
         run_id, origin);
     if (r.empty()) return Out{};
     return Out{StoredRobots{r[0][0].as<int>(), r[0][1].as<std::string>()}};
+  });
+}
+
+Result<bool> CrawlStore::ClaimRobots(int64_t run_id, const std::string& origin,
+                                     std::chrono::milliseconds claim_for) {
+  return pool_.Transact<bool>([&](pqxx::transaction_base& tx) -> Result<bool> {
+    tx.exec_params(
+        "INSERT INTO crawl_hosts (run_id, host) VALUES ($1, $2) ON CONFLICT DO NOTHING", run_id,
+        origin);
+    const auto r = tx.exec_params(
+        "UPDATE crawl_hosts SET robots_claimed_at = now() "
+        "WHERE run_id = $1 AND host = $2 AND robots_status IS NULL "
+        "AND (robots_claimed_at IS NULL "
+        "     OR robots_claimed_at < now() - $3 * interval '1 millisecond')",
+        run_id, origin, static_cast<int64_t>(claim_for.count()));
+    return r.affected_rows() > 0;
   });
 }
 

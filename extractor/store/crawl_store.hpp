@@ -198,6 +198,10 @@ class CrawlStore {
   // ---- hosts (crawl_hosts): robots.txt once per run and origin, politeness shared by every
   //      extractor of the run
   Result<std::optional<StoredRobots>> GetRobots(int64_t run_id, const std::string& origin);
+  // True when this extractor should fetch the run's robots.txt of `origin`: nobody stored it
+  // and nobody claimed it in the last `claim_for` (a claimer that died is replaced).
+  Result<bool> ClaimRobots(int64_t run_id, const std::string& origin,
+                           std::chrono::milliseconds claim_for);
   // Stores robots.txt unless another extractor stored it first; returns what is stored.
   Result<StoredRobots> PutRobots(int64_t run_id, const std::string& origin,
                                  const StoredRobots& robots,
