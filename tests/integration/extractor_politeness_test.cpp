@@ -196,7 +196,9 @@ Json Config(const std::vector<std::string>& start, Json patch = Json::object()) 
       {"start_urls", start},
       {"start_page", "page"},
       {"allow_private_network", true},
-      {"request", {{"timeout_ms", 2000}, {"connect_timeout_ms", 1000}}},
+      // cpp-httplib listens with a backlog of 5: a burst of connects can lose a SYN, which
+      // the kernel resends after 1 s, so the connect timeout stays above that.
+      {"request", {{"timeout_ms", 2000}, {"connect_timeout_ms", 5000}}},
       {"politeness", {{"robots_txt", false}, {"per_host_concurrency", 8}, {"min_delay_ms", 0}}},
       {"retry", {{"max_retries", 0}, {"backoff_base_ms", 10}, {"backoff_max_ms", 50}}},
       {"errors", {{"module_pause_after", 1000}, {"run_abort_after", 1000}}},
@@ -443,10 +445,15 @@ TEST_F(ExtractorPolitenessTest, RobotsTxtIsFetchedOncePerHostPerRunAndObeyed) {
     return Reply{200, Html(path.substr(3), {"/t/private/" + path.substr(3), "/t/shared"}), "text/html", {}, {}};
   });
   AddConfig(1, Config(start, {{"politeness", {{"robots_txt", true}}}}));
-  const auto r = Crawl(1, Engines(2));
+  CrawlOptions o = Engines(2);
+  o.engine = DefaultEngineOptions();
+  o.engine->concurrency = 2;  // each leases a few start requests at once, so both ask
+  o.engine->lease_batch = 2;
+  o.engine->commit_batch = 2;
+  const auto r = Crawl(1, o);
   EXPECT_EQ(site.CountExact("/robots.txt"), 1) << "robots.txt must be fetched once per run";
   EXPECT_EQ(site.Count("/t/private"), 0) << "a disallowed path was requested";
-  EXPECT_EQ(site.Count("/t/s"), 24);
+  EXPECT_EQ(site.Count("/t/s"), 25);  // s1..s24 and shared
   EXPECT_EQ(site.CountExact("/t/shared"), 1);
   const Json job = Row(r.job);
   EXPECT_EQ(job["status"], "succeeded");
@@ -454,7 +461,7 @@ TEST_F(ExtractorPolitenessTest, RobotsTxtIsFetchedOncePerHostPerRunAndObeyed) {
   EXPECT_EQ(job["pages"], 25);
   EXPECT_EQ(Int("SELECT count(*) FROM crawl_requests WHERE url LIKE '%/t/private/%' "
                 "AND state = 'skipped' AND error_class IS NULL"),
-            24);
+            25);
   const Json host = HostRow(r.job, site.Origin());
   ASSERT_FALSE(host.is_null());
   EXPECT_EQ(host["robots_status"], 200);
@@ -642,29 +649,27 @@ TEST_F(ExtractorPolitenessTest, RetryAfterHoldsTheHostAndIsRecorded) {
   EXPECT_TRUE(states.contains("backing_off")) << "crawl_hosts.state never showed the backoff";
 }
 
-// Takes ~14 s: the host's delay eases back only after 10 s without a 429 (CrawlStore::ReserveSlot).
+// Takes ~17 s: the host's delay eases back only after 10 s without a 429 (CrawlStore::ReserveSlot).
 TEST_F(ExtractorPolitenessTest, AfterA429RequestsSpeedBackUp) {
   Site site;
   site.SetPages([&](const std::string& path, int call) {
+    if (path == "/t/root" && call == 1)
+      return Reply{429, "slow down", "text/plain", {{"Retry-After", "1"}}, {}};
     if (path == "/t/root") {
-      std::vector<std::string> links = {"/t/limited"};
-      for (int i = 1; i <= 40; ++i) links.push_back("/t/p" + std::to_string(i));
+      std::vector<std::string> links;
+      for (int i = 1; i <= 30; ++i) links.push_back("/t/p" + std::to_string(i));
       return Reply{200, Html("root", links), "text/html", {}, {}};
     }
-    if (path == "/t/limited" && call == 1)
-      return Reply{429, "slow down", "text/plain", {{"Retry-After", "1"}}, {}};
     return Reply{200, Html(path.substr(3)), "text/html", {}, {}};
   });
   AddConfig(1, Config({site.Url("/t/root")},
                       {{"politeness", {{"per_host_concurrency", 1}}},
                        {"retry", {{"max_retries", 2}}}}));
   const auto r = Crawl(1, MaxTime(milliseconds(40'000)));
-  EXPECT_EQ(Row(r.job)["pages"], 42);
+  EXPECT_EQ(Row(r.job)["pages"], 31);
   const auto hits = site.Hits();
-  auto it = std::find_if(hits.begin(), hits.end(), [](const Hit& h) { return h.path == "/t/limited"; });
-  ASSERT_NE(it, hits.end());
-  const auto after = std::vector<Hit>(it + 1, hits.end());
-  ASSERT_GE(after.size(), 4u);
+  ASSERT_EQ(hits.size(), 32u);
+  const auto after = std::vector<Hit>(hits.begin() + 1, hits.end());
   const auto gaps = Gaps(after);
   // Slowed right after the backoff, and back to full speed (min_delay_ms 0) by the end.
   EXPECT_GE(gaps.front(), 500) << Join(gaps);
@@ -997,6 +1002,8 @@ TEST_F(HostilePageTest, TenMegabytesOfNestedTagsEndParsedOrAsAParseErrorQuickly)
   };
   const auto o = CrawlWith(site, "/t/nested",
                            {{"request", {{"max_bytes", 16 * 1024 * 1024}, {"timeout_ms", 10000}}}});
+  EXPECT_EQ(site.CountExact("/t/nested"), 1);
+  if (o.request["state"] == "done") EXPECT_GE(o.job["bytes"].get<int64_t>(), 10 * 1024 * 1024);
   EXPECT_TRUE(o.request["state"] == "done" ||
               (o.request["state"] == "failed" && o.request["error_class"] == "Parse"))
       << o.request.dump();
