@@ -159,10 +159,13 @@ int RunCrawl(const std::optional<std::string>& config_path, const CrawlArgs& arg
           "INSERT INTO data_sources (id, name) VALUES ($1::bigint, 'data source ' || $1::text) "
           "ON CONFLICT (id) DO NOTHING",
           args.data_source_id);
-      tx.exec_params("SELECT pg_advisory_xact_lock(4242, $1::int)", args.data_source_id);
+      // Ids from 1,000,000 up, so one-off crawls never take the ids that seed files (such as
+      // demo/seed.sql) give their rows.
+      tx.exec("LOCK TABLE crawl_configs IN SHARE ROW EXCLUSIVE MODE");
       return tx.exec_params1(
-                   "INSERT INTO crawl_configs (data_source_id, version, status, config) "
-                   "SELECT $1, coalesce(max(version), 0) + 1, 'draft', $2::jsonb "
+                   "INSERT INTO crawl_configs (id, data_source_id, version, status, config) "
+                   "SELECT (SELECT greatest(coalesce(max(id), 0) + 1, 1000000) FROM crawl_configs), "
+                   " $1, coalesce(max(version), 0) + 1, 'draft', $2::jsonb "
                    "FROM crawl_configs WHERE data_source_id = $1 RETURNING id",
                    args.data_source_id, config.dump())[0]
           .as<int64_t>();

@@ -368,9 +368,12 @@ def run_celeriac(origin, out_dir, rep, env, server_pid):
     config_path = os.path.join(out_dir, "celeriac_config.json")
     with open(config_path, "w") as f:
         json.dump(config, f, indent=2)
-    source_id = int(psql(url, "INSERT INTO data_sources (name, base_url) VALUES "
-                              "('bench extractor_vs_scrapy %d', '%s/') RETURNING id"
-                              % (int(time.time()), origin)))
+    # Ids from 1,000,000 up: never the ids demo/seed.sql gives its rows.
+    source_id = int(psql(url, "LOCK TABLE data_sources IN SHARE ROW EXCLUSIVE MODE; "
+                              "INSERT INTO data_sources (id, name, base_url) "
+                              "SELECT greatest(coalesce(max(id), 0) + 1, 1000000), "
+                              "'bench extractor_vs_scrapy %d', '%s/' FROM data_sources "
+                              "RETURNING id" % (int(time.time()), origin)))
     items_path = os.path.join(out_dir, "celeriac_items.jsonl")
     if os.path.exists(items_path):
         os.remove(items_path)
