@@ -4,6 +4,8 @@
 #include <optional>
 #include <vector>
 
+#include "extractor/parse/text.hpp"
+
 namespace celeriac::extractor::parse {
 namespace {
 
@@ -13,25 +15,6 @@ struct Compound {
   std::vector<std::string> conditions;
   std::string pseudo_element;        // XPath suffix ("/text()", "/@href") or ""
 };
-
-void AppendUtf8(std::string& out, uint32_t cp) {
-  if (cp == 0 || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) cp = 0xFFFD;
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
 
 std::string AsciiLower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -122,7 +105,7 @@ class Parser {
       if (c == '\\') {
         auto cp = Escape();
         if (!cp) return Fail("bad escape");
-        AppendUtf8(out, *cp);
+        AppendUtf8(&out, *cp);
       } else if (std::isalnum(u) || c == '_' || c == '-' || u >= 0x80) {
         out += c;
         ++pos_;
@@ -151,7 +134,7 @@ class Parser {
         }
         auto cp = Escape();
         if (!cp) return Fail("bad escape");
-        AppendUtf8(out, *cp);
+        AppendUtf8(&out, *cp);
       } else {
         out += c;
         ++pos_;

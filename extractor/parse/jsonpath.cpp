@@ -4,6 +4,8 @@
 #include <cctype>
 #include <optional>
 
+#include "extractor/parse/text.hpp"
+
 namespace celeriac::extractor::parse {
 
 using nlohmann::json;
@@ -41,24 +43,6 @@ namespace {
 
 using Segment = JsonPath::Segment;
 using Filter = JsonPath::Filter;
-
-void AppendUtf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
 
 class Parser {
  public:
@@ -173,7 +157,7 @@ class Parser {
                                                      : (h | 0x20) - 'a' + 10);
             ++pos_;
           }
-          AppendUtf8(out, cp);
+          AppendUtf8(&out, cp);
           break;
         }
         default:

@@ -486,7 +486,7 @@ void Engine::Reserve(Host& host, milliseconds min_delay) {
   host.reserving = true;
   const int64_t run_id = host.run_id;
   const std::string origin = host.origin;
-  const std::string key = std::to_string(run_id) + ' ' + origin;
+  const std::string key = HostKey(run_id, origin);
   host_thread_->Post([this, run_id, origin, key, min_delay] {
     auto slot = store_.ReserveSlot(run_id, origin, min_delay);
     loop_.Post([this, key, min_delay, slot = std::move(slot)] {
