@@ -8,6 +8,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "extractor/parse/css_match.hpp"
 #include "extractor/parse/css_xpath.hpp"
 #include "extractor/parse/jsonpath.hpp"
 #include "extractor/parse/markup.hpp"
@@ -32,6 +33,7 @@ enum class SelectorKind { kXPath, kJsonPath };
 struct NodeSelector {
   SelectorKind kind = SelectorKind::kXPath;
   std::shared_ptr<const CompiledXPath> xpath;
+  std::shared_ptr<const CssMatcher> css;  // a css selector CssMatcher can match natively
   std::optional<JsonPath> jsonpath;
 };
 
@@ -189,11 +191,12 @@ class Compiler {
       if (container_kind == SelectorKind::kJsonPath) {
         return At(Ptr(pointer, "css"), "a css selector inside a jsonpath container");
       }
-      auto xpath = CssToXPath(it->get<std::string>(), format != PageFormat::kXml);
-      if (!xpath.ok()) return At(Ptr(pointer, "css"), xpath.error().message());
-      auto compiled = CompiledXPath::Compile(*xpath);
+      auto parsed = ParseCss(it->get<std::string>(), format != PageFormat::kXml);
+      if (!parsed.ok()) return At(Ptr(pointer, "css"), parsed.error().message());
+      auto compiled = CompiledXPath::Compile(ToXPath(*parsed));
       if (!compiled.ok()) return At(Ptr(pointer, "css"), compiled.error().message());
       sel.xpath = *compiled;
+      sel.css = CssMatcher::Create(std::move(*parsed));
       page->needs_markup = true;
     } else if (auto it = spec.find("xpath"); it != spec.end()) {
       if (format == PageFormat::kJson) return At(Ptr(pointer, "xpath"), "an xpath on a json page");
@@ -559,11 +562,21 @@ class PageParser {
  private:
   // ---- selection
 
+  // What a css or xpath selector selects under `context`: natively where the CssMatcher
+  // decides (`limit` and `require_attr` as CssMatcher::Select takes them), else by the XPath
+  // (then all of it).
+  XPathResult SelectMarkup(const NodeSelector& sel, xmlNodePtr context, size_t limit = SIZE_MAX,
+                           const char* require_attr = nullptr) {
+    XPathResult r;
+    if (sel.css && sel.css->Select(context, limit, require_attr, &r.nodes)) return r;
+    return markup_->Select(*sel.xpath, context);
+  }
+
   std::vector<Context> SelectNodes(const NodeSelector& sel, const Context& ctx) {
     std::vector<Context> out;
     if (sel.kind == SelectorKind::kXPath) {
       if (!markup_) return out;
-      auto r = markup_->Select(*sel.xpath, ctx.node != nullptr ? ctx.node : markup_->root());
+      auto r = SelectMarkup(sel, ctx.node != nullptr ? ctx.node : markup_->root());
       out.reserve(r.nodes.size());
       for (xmlNodePtr n : r.nodes) out.push_back(Context{n, nullptr});
     } else {
@@ -620,8 +633,9 @@ class PageParser {
           return;
         }
         if (!markup_) return;
-        auto r = markup_->Select(*f.selector.xpath,
-                                 ctx.node != nullptr ? ctx.node : markup_->root());
+        // One value wanted: the selection stops at the first node that gives one.
+        auto r = SelectMarkup(f.selector, ctx.node != nullptr ? ctx.node : markup_->root(),
+                              f.multiple ? SIZE_MAX : 1, f.attr ? f.attr->c_str() : nullptr);
         if (r.scalar) {
           values->push_back(std::move(*r.scalar));
           return;
@@ -791,6 +805,15 @@ class PageParser {
   std::vector<std::string> SelectUrls(const NodeSelector& sel, const std::string& attr,
                                       bool first_only) {
     std::vector<std::string> out;
+    if (sel.kind == SelectorKind::kXPath) {
+      if (!markup_) return out;
+      auto r = SelectMarkup(sel, markup_->root(), first_only ? 1 : SIZE_MAX, attr.c_str());
+      for (xmlNodePtr n : r.nodes) {
+        if (auto v = markup_->NodeAttribute(n, attr)) out.push_back(std::move(*v));
+        if (first_only && !out.empty()) break;
+      }
+      return out;
+    }
     for (const Context& n : SelectNodes(sel, Context{})) {
       if (n.node != nullptr) {
         if (auto v = markup_->NodeAttribute(n.node, attr)) out.push_back(std::move(*v));

@@ -9,12 +9,13 @@
 namespace celeriac::extractor::parse {
 namespace {
 
-struct Compound {
-  std::string element = "*";         // name test
-  bool has_type = false;
-  std::vector<std::string> conditions;
-  std::string pseudo_element;        // XPath suffix ("/text()", "/@href") or ""
-};
+css::Condition Cond(css::Op op, std::string name = {}, std::string value = {}) {
+  css::Condition c;
+  c.op = op;
+  c.name = std::move(name);
+  c.value = std::move(value);
+  return c;
+}
 
 std::string AsciiLower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -25,24 +26,19 @@ class Parser {
  public:
   Parser(std::string_view css, bool html) : s_(css), html_(html) {}
 
-  Result<std::string> Translate() {
-    std::vector<std::string> alternatives;
+  Result<css::SelectorList> Parse() {
+    css::SelectorList out;
     SkipSpace();
     while (true) {
       auto complex = ParseComplex();
       if (!complex.ok()) return complex.error();
-      alternatives.push_back(std::move(*complex));
+      out.alternatives.push_back(std::move(*complex));
       SkipSpace();
       if (AtEnd()) break;
       if (Peek() != ',') return Fail("unexpected '" + std::string(1, Peek()) + "'");
       ++pos_;
       SkipSpace();
       if (AtEnd()) return Fail("empty selector after ','");
-    }
-    std::string out;
-    for (size_t i = 0; i < alternatives.size(); ++i) {
-      if (i > 0) out += " | ";
-      out += alternatives[i];
     }
     return out;
   }
@@ -144,11 +140,11 @@ class Parser {
 
   std::string Name(std::string name) const { return html_ ? AsciiLower(std::move(name)) : name; }
 
-  Result<std::string> ParseComplex() {
+  Result<css::Complex> ParseComplex() {
+    css::Complex out;
     auto first = ParseCompound();
     if (!first.ok()) return first.error();
-    std::string xpath = "descendant-or-self::" + Step(*first);
-    std::string pseudo = first->pseudo_element;
+    out.compounds.push_back(std::move(*first));
     while (true) {
       const bool space = SkipSpace();
       if (AtEnd() || Peek() == ',' || Peek() == ')') break;
@@ -160,32 +156,19 @@ class Parser {
       } else if (!space) {
         return Fail("unexpected '" + std::string(1, Peek()) + "'");
       }
-      if (!pseudo.empty()) return Fail("a pseudo-element must end the selector");
+      if (out.compounds.back().pseudo != css::PseudoElement::kNone) {
+        return Fail("a pseudo-element must end the selector");
+      }
       auto next = ParseCompound();
       if (!next.ok()) return next.error();
-      switch (combinator) {
-        case ' ': xpath += "/descendant::" + Step(*next); break;
-        case '>': xpath += "/" + Step(*next); break;
-        case '~': xpath += "/following-sibling::" + Step(*next); break;
-        case '+': {
-          std::string step = "following-sibling::*[1]/self::" + Step(*next);
-          xpath += "/" + step;
-          break;
-        }
-      }
-      pseudo = next->pseudo_element;
+      out.combinators += combinator;
+      out.compounds.push_back(std::move(*next));
     }
-    return xpath + pseudo;
-  }
-
-  static std::string Step(const Compound& c) {
-    std::string out = c.element;
-    for (const auto& cond : c.conditions) out += "[" + cond + "]";
     return out;
   }
 
-  Result<Compound> ParseCompound() {
-    Compound c;
+  Result<css::Compound> ParseCompound() {
+    css::Compound c;
     bool any = false;
     if (Peek() == '*') {
       ++pos_;
@@ -204,23 +187,19 @@ class Parser {
         ++pos_;
         auto id = Ident();
         if (!id.ok()) return id.error();
-        c.conditions.push_back("@id = " + XPathLiteral(*id));
+        c.conditions.push_back(Cond(css::Op::kId, "", *id));
       } else if (ch == '.') {
         ++pos_;
         auto cls = Ident();
         if (!cls.ok()) return cls.error();
-        // `@class and` first: most elements have no class, and the test then costs no strings.
-        c.conditions.push_back("@class and contains(concat(' ', normalize-space(@class), ' '), " +
-                               XPathLiteral(" " + *cls + " ") + ")");
+        c.conditions.push_back(Cond(css::Op::kClass, "", *cls));
       } else if (ch == '[') {
         auto cond = Attribute();
         if (!cond.ok()) return cond.error();
         c.conditions.push_back(std::move(*cond));
       } else if (ch == ':' && Peek(1) == ':') {
         pos_ += 2;
-        auto pe = PseudoElement();
-        if (!pe.ok()) return pe.error();
-        c.pseudo_element = std::move(*pe);
+        if (auto pe = PseudoElement(&c); !pe.ok()) return pe.error();
         any = true;
         break;
       } else if (ch == ':') {
@@ -240,24 +219,24 @@ class Parser {
     return c;
   }
 
-  Result<std::string> Attribute() {
+  Result<css::Condition> Attribute() {
     ++pos_;  // '['
     SkipSpace();
     if (Peek() == '|') return Fail("namespaces are not supported");
     auto name_r = Ident();
     if (!name_r.ok()) return name_r.error();
-    const std::string attr = "@" + Name(*name_r);
+    css::Condition cond = Cond(css::Op::kHas, Name(*name_r));
     SkipSpace();
     if (Peek() == ']') {
       ++pos_;
-      return attr;
+      return cond;
     }
-    std::string op;
+    char op = 0;
     if (Peek() == '=') {
-      op = "=";
+      op = '=';
       ++pos_;
     } else if (Peek(1) == '=' && std::string_view("~|^$*!").find(Peek()) != std::string_view::npos) {
-      op = std::string(1, Peek()) + "=";
+      op = Peek();
       pos_ += 2;
     } else if (Peek() == '|') {
       return Fail("namespaces are not supported");
@@ -283,32 +262,31 @@ class Parser {
     SkipSpace();
     if (Peek() != ']') return Fail("attribute flags or ']' expected; flags are not supported");
     ++pos_;
-    const std::string lit = XPathLiteral(value);
-    if (op == "=") return attr + " = " + lit;
-    if (op == "!=") return "not(" + attr + ") or " + attr + " != " + lit;
-    if (op == "~=") {
-      if (value.empty() || value.find_first_of(" \t\n\r\f") != std::string::npos) return std::string("false()");
-      return attr + " and contains(concat(' ', normalize-space(" + attr + "), ' '), " +
-             XPathLiteral(" " + value + " ") + ")";
+    switch (op) {
+      case '=': cond.op = css::Op::kEquals; break;
+      case '!': cond.op = css::Op::kNotEquals; break;
+      case '~':
+        cond.op = value.empty() || value.find_first_of(" \t\n\r\f") != std::string::npos
+                      ? css::Op::kNever
+                      : css::Op::kIncludes;
+        break;
+      case '|': cond.op = css::Op::kDash; break;
+      case '^': cond.op = value.empty() ? css::Op::kNever : css::Op::kPrefix; break;
+      case '$': cond.op = value.empty() ? css::Op::kNever : css::Op::kSuffix; break;
+      default: cond.op = value.empty() ? css::Op::kNever : css::Op::kSubstring; break;  // *=
     }
-    if (op == "|=") {
-      return attr + " = " + lit + " or starts-with(" + attr + ", " + XPathLiteral(value + "-") +
-             ")";
-    }
-    if (value.empty()) return std::string("false()");
-    if (op == "^=") return "starts-with(" + attr + ", " + lit + ")";
-    if (op == "$=") {
-      return "substring(" + attr + ", string-length(" + attr + ") - " +
-             std::to_string(value.size() - 1) + ") = " + lit;
-    }
-    return "contains(" + attr + ", " + lit + ")";  // *=
+    cond.value = std::move(value);
+    return cond;
   }
 
-  Result<std::string> PseudoElement() {
+  Status PseudoElement(css::Compound* c) {
     auto name = Ident();
     if (!name.ok()) return name.error();
     const std::string n = AsciiLower(*name);
-    if (n == "text") return std::string("/text()");
+    if (n == "text") {
+      c->pseudo = css::PseudoElement::kText;
+      return Status();
+    }
     if (n == "attr" && Peek() == '(') {
       ++pos_;
       SkipSpace();
@@ -325,7 +303,9 @@ class Parser {
       SkipSpace();
       if (Peek() != ')') return Fail("')' expected");
       ++pos_;
-      return "/@" + Name(attr);
+      c->pseudo = css::PseudoElement::kAttr;
+      c->pseudo_attr = Name(attr);
+      return Status();
     }
     return Fail("unsupported pseudo-element ::" + n);
   }
@@ -384,45 +364,24 @@ class Parser {
     return std::pair<long, long>{a, b};
   }
 
-  // XPath condition that (1-based position) p = count(<siblings>) + 1 is of the form a*n + b.
-  static std::string NthCondition(long a, long b, const std::string& siblings) {
-    const std::string p = "(count(" + siblings + ") + 1)";
-    if (a == 0) return p + " = " + std::to_string(b);
-    std::string diff = "(" + p + " - " + std::to_string(b) + ")";
-    if (b < 0) diff = "(" + p + " + " + std::to_string(-b) + ")";
-    if (a > 0) {
-      std::string out = diff + " mod " + std::to_string(a) + " = 0";
-      if (b > 1) out = p + " >= " + std::to_string(b) + " and " + out;
-      return out;
-    }
-    return p + " <= " + std::to_string(b) + " and " + diff + " mod " + std::to_string(-a) + " = 0";
-  }
-
-  Result<std::string> PseudoClass(const Compound& c) {
+  Result<css::Condition> PseudoClass(const css::Compound& c) {
     auto name_r = Ident();
     if (!name_r.ok()) return name_r.error();
     const std::string name = AsciiLower(*name_r);
     const bool function = Peek() == '(';
-    auto of_type = [&](const std::string& axis) -> Result<std::string> {
+    auto of_type = [&](css::Op op) -> Result<css::Condition> {
       if (!c.has_type) return Fail(":" + name + " needs an element name (e.g. li:" + name + ")");
-      return axis + "::" + c.element;
+      return Cond(op, c.element);
     };
     if (!function) {
-      if (name == "first-child") return std::string("count(preceding-sibling::*) = 0");
-      if (name == "last-child") return std::string("count(following-sibling::*) = 0");
-      if (name == "only-child") {
-        return std::string("count(preceding-sibling::*) = 0 and count(following-sibling::*) = 0");
-      }
-      if (name == "empty") return std::string("not(*) and not(string-length())");
-      if (name == "root") return std::string("not(parent::*)");
-      if (name == "first-of-type" || name == "last-of-type" || name == "only-of-type") {
-        auto pre = of_type("preceding-sibling");
-        if (!pre.ok()) return pre.error();
-        auto fol = of_type("following-sibling");
-        if (name == "first-of-type") return "count(" + *pre + ") = 0";
-        if (name == "last-of-type") return "count(" + *fol + ") = 0";
-        return "count(" + *pre + ") = 0 and count(" + *fol + ") = 0";
-      }
+      if (name == "first-child") return Cond(css::Op::kFirstChild);
+      if (name == "last-child") return Cond(css::Op::kLastChild);
+      if (name == "only-child") return Cond(css::Op::kOnlyChild);
+      if (name == "empty") return Cond(css::Op::kEmpty);
+      if (name == "root") return Cond(css::Op::kRoot);
+      if (name == "first-of-type") return of_type(css::Op::kFirstOfType);
+      if (name == "last-of-type") return of_type(css::Op::kLastOfType);
+      if (name == "only-of-type") return of_type(css::Op::kOnlyOfType);
       return Fail("unsupported pseudo-class :" + name);
     }
     ++pos_;  // '('
@@ -430,17 +389,13 @@ class Parser {
     if (name == "not") {
       auto inner = ParseCompound();
       if (!inner.ok()) return inner.error();
-      if (!inner->pseudo_element.empty()) return Fail("pseudo-element inside :not()");
+      if (inner->pseudo != css::PseudoElement::kNone) return Fail("pseudo-element inside :not()");
       SkipSpace();
       if (Peek() != ')') return Fail(":not() takes one compound selector");
       ++pos_;
-      std::vector<std::string> parts;
-      if (inner->has_type) parts.push_back("self::" + inner->element);
-      for (auto& cond : inner->conditions) parts.push_back("(" + cond + ")");
-      if (parts.empty()) return std::string("false()");  // :not(*)
-      std::string joined;
-      for (size_t i = 0; i < parts.size(); ++i) joined += (i ? " and " : "") + parts[i];
-      return "not(" + joined + ")";
+      css::Condition cond = Cond(css::Op::kNot);
+      cond.inner = std::make_shared<const css::Compound>(std::move(*inner));
+      return cond;
     }
     if (name == "contains") {
       std::string text;
@@ -456,22 +411,24 @@ class Parser {
       SkipSpace();
       if (Peek() != ')') return Fail("')' expected");
       ++pos_;
-      return "contains(string(.), " + XPathLiteral(text) + ")";
+      return Cond(css::Op::kContains, "", std::move(text));
     }
     if (name == "nth-child" || name == "nth-last-child" || name == "nth-of-type" ||
         name == "nth-last-of-type") {
       auto ab = NthArgument();
       if (!ab.ok()) return ab.error();
       const bool last = name.find("last") != std::string::npos;
-      std::string siblings;
+      css::Condition cond;
       if (name.ends_with("of-type")) {
-        auto s = of_type(last ? "following-sibling" : "preceding-sibling");
-        if (!s.ok()) return s.error();
-        siblings = *s;
+        auto t = of_type(last ? css::Op::kNthLastOfType : css::Op::kNthOfType);
+        if (!t.ok()) return t.error();
+        cond = std::move(*t);
       } else {
-        siblings = last ? "following-sibling::*" : "preceding-sibling::*";
+        cond.op = last ? css::Op::kNthLastChild : css::Op::kNthChild;
       }
-      return NthCondition(ab->first, ab->second, siblings);
+      cond.a = ab->first;
+      cond.b = ab->second;
+      return cond;
     }
     return Fail("unsupported pseudo-class :" + name + "()");
   }
@@ -480,6 +437,107 @@ class Parser {
   bool html_;
   size_t pos_ = 0;
 };
+
+// ---- XPath
+
+// Characters, as XPath's string-length and substring count them.
+size_t Utf8Length(std::string_view s) {
+  size_t n = 0;
+  for (char c : s) {
+    if ((static_cast<unsigned char>(c) & 0xC0) != 0x80) ++n;
+  }
+  return n;
+}
+
+// XPath condition that (1-based position) p = count(<siblings>) + 1 is of the form a*n + b.
+std::string NthCondition(long a, long b, const std::string& siblings) {
+  const std::string p = "(count(" + siblings + ") + 1)";
+  if (a == 0) return p + " = " + std::to_string(b);
+  std::string diff = "(" + p + " - " + std::to_string(b) + ")";
+  if (b < 0) diff = "(" + p + " + " + std::to_string(-b) + ")";
+  if (a > 0) {
+    std::string out = diff + " mod " + std::to_string(a) + " = 0";
+    if (b > 1) out = p + " >= " + std::to_string(b) + " and " + out;
+    return out;
+  }
+  return p + " <= " + std::to_string(b) + " and " + diff + " mod " + std::to_string(-a) + " = 0";
+}
+
+std::string Predicate(const css::Condition& c) {
+  const std::string attr = "@" + c.name;
+  const std::string lit = XPathLiteral(c.value);
+  switch (c.op) {
+    case css::Op::kId: return "@id = " + lit;
+    case css::Op::kClass:
+      // `@class and` first: most elements have no class, and the test then costs no strings.
+      return "@class and contains(concat(' ', normalize-space(@class), ' '), " +
+             XPathLiteral(" " + c.value + " ") + ")";
+    case css::Op::kHas: return attr;
+    case css::Op::kEquals: return attr + " = " + lit;
+    case css::Op::kNotEquals: return "not(" + attr + ") or " + attr + " != " + lit;
+    case css::Op::kIncludes:
+      return attr + " and contains(concat(' ', normalize-space(" + attr + "), ' '), " +
+             XPathLiteral(" " + c.value + " ") + ")";
+    case css::Op::kDash:
+      return attr + " = " + lit + " or starts-with(" + attr + ", " + XPathLiteral(c.value + "-") +
+             ")";
+    case css::Op::kPrefix: return "starts-with(" + attr + ", " + lit + ")";
+    case css::Op::kSuffix:
+      return "substring(" + attr + ", string-length(" + attr + ") - " +
+             std::to_string(Utf8Length(c.value) - 1) + ") = " + lit;
+    case css::Op::kSubstring: return "contains(" + attr + ", " + lit + ")";
+    case css::Op::kNever: return "false()";
+    case css::Op::kFirstChild: return "count(preceding-sibling::*) = 0";
+    case css::Op::kLastChild: return "count(following-sibling::*) = 0";
+    case css::Op::kOnlyChild:
+      return "count(preceding-sibling::*) = 0 and count(following-sibling::*) = 0";
+    case css::Op::kEmpty: return "not(*) and not(string-length())";
+    case css::Op::kRoot: return "not(parent::*)";
+    case css::Op::kFirstOfType: return "count(preceding-sibling::" + c.name + ") = 0";
+    case css::Op::kLastOfType: return "count(following-sibling::" + c.name + ") = 0";
+    case css::Op::kOnlyOfType:
+      return "count(preceding-sibling::" + c.name + ") = 0 and count(following-sibling::" +
+             c.name + ") = 0";
+    case css::Op::kNthChild: return NthCondition(c.a, c.b, "preceding-sibling::*");
+    case css::Op::kNthLastChild: return NthCondition(c.a, c.b, "following-sibling::*");
+    case css::Op::kNthOfType: return NthCondition(c.a, c.b, "preceding-sibling::" + c.name);
+    case css::Op::kNthLastOfType: return NthCondition(c.a, c.b, "following-sibling::" + c.name);
+    case css::Op::kNot: {
+      std::vector<std::string> parts;
+      if (c.inner->has_type) parts.push_back("self::" + c.inner->element);
+      for (const auto& cond : c.inner->conditions) parts.push_back("(" + Predicate(cond) + ")");
+      if (parts.empty()) return "false()";  // :not(*)
+      std::string joined;
+      for (size_t i = 0; i < parts.size(); ++i) joined += (i ? " and " : "") + parts[i];
+      return "not(" + joined + ")";
+    }
+    case css::Op::kContains: return "contains(string(.), " + lit + ")";
+  }
+  return "false()";
+}
+
+std::string Step(const css::Compound& c) {
+  std::string out = c.element;
+  for (const auto& cond : c.conditions) out += "[" + Predicate(cond) + "]";
+  return out;
+}
+
+std::string ComplexXPath(const css::Complex& complex) {
+  std::string xpath = "descendant-or-self::" + Step(complex.compounds[0]);
+  for (size_t i = 1; i < complex.compounds.size(); ++i) {
+    const std::string step = Step(complex.compounds[i]);
+    switch (complex.combinators[i - 1]) {
+      case '>': xpath += "/" + step; break;
+      case '~': xpath += "/following-sibling::" + step; break;
+      case '+': xpath += "/following-sibling::*[1]/self::" + step; break;
+      default: xpath += "/descendant::" + step; break;
+    }
+  }
+  const css::Compound& last = complex.compounds.back();
+  if (last.pseudo == css::PseudoElement::kText) xpath += "/text()";
+  if (last.pseudo == css::PseudoElement::kAttr) xpath += "/@" + last.pseudo_attr;
+  return xpath;
+}
 
 }  // namespace
 
@@ -504,11 +562,26 @@ std::string XPathLiteral(std::string_view text) {
   return out + ")";
 }
 
-Result<std::string> CssToXPath(std::string_view css, bool html) {
+Result<css::SelectorList> ParseCss(std::string_view css, bool html) {
   if (css.empty()) {
     return Error(ErrorCode::kInvalidArgument, "CSS selector is empty");
   }
-  return Parser(css, html).Translate();
+  return Parser(css, html).Parse();
+}
+
+std::string ToXPath(const css::SelectorList& selectors) {
+  std::string out;
+  for (size_t i = 0; i < selectors.alternatives.size(); ++i) {
+    if (i > 0) out += " | ";
+    out += ComplexXPath(selectors.alternatives[i]);
+  }
+  return out;
+}
+
+Result<std::string> CssToXPath(std::string_view css, bool html) {
+  auto parsed = ParseCss(css, html);
+  if (!parsed.ok()) return parsed.error();
+  return ToXPath(*parsed);
 }
 
 }  // namespace celeriac::extractor::parse
