@@ -850,8 +850,7 @@ void Engine::Flush() {
   }
   committing_ = true;
   const size_t target = options_.concurrency * 2 + options_.commit_batch;
-  const size_t lease_new =
-      draining_ ? 0 : target - std::min(target, outstanding_ + (leasing_ ? options_.lease_batch : 0));
+  const size_t lease_new = draining_ ? 0 : target - std::min(target, outstanding_);
   auto batch = std::make_shared<std::vector<RequestResult>>();
   // Results that lead to more pages sit at the front; they go alone, in a small and quick
   // transaction, so the crawl's critical path (the pagination chain) never waits behind a big
@@ -877,6 +876,7 @@ void Engine::Flush() {
   store_thread_->Post([this, batch, lease_new] {
     std::map<int64_t, JobLimits> limits;
     std::vector<Work> discovered;
+    size_t left_pending = 1;  // unknown when the commit fails: look
     for (const auto& r : *batch) {
       if (limits.contains(r.job_id)) continue;
       auto rt = runtimes_.find(r.job_id);
@@ -902,6 +902,7 @@ void Engine::Flush() {
         ++stats_.commits;
       }
       if (report) {
+        left_pending = report->left_pending;
         for (auto& l : report->leased) {
           auto rt = RuntimeFor(l.job_id);
           if (!rt) continue;  // its job ended; the lease expires harmlessly
@@ -932,13 +933,13 @@ void Engine::Flush() {
       std::this_thread::sleep_for(std::min(milliseconds(5000), milliseconds(100 << std::min(attempt, 5))));
     }
     const size_t n = batch->size();
-    loop_.Post([this, n, discovered = std::move(discovered)]() mutable {
-      OnCommitted(n, std::move(discovered));
+    loop_.Post([this, n, discovered = std::move(discovered), left_pending]() mutable {
+      OnCommitted(n, std::move(discovered), left_pending);
     });
   });
 }
 
-void Engine::OnCommitted(size_t count, std::vector<Work> discovered) {
+void Engine::OnCommitted(size_t count, std::vector<Work> discovered, size_t left_pending) {
   committing_ = false;
   outstanding_ -= std::min(outstanding_, count);
   if (!discovered.empty()) {
@@ -965,7 +966,16 @@ void Engine::OnCommitted(size_t count, std::vector<Work> discovered) {
       Flush();
     });
   if (draining_) return CheckDrained();
-  MaybeLease();
+  // The commit leased us what it discovered (up to our target). Only when it left some pending
+  // is there surely more to lease now; work from elsewhere (other extractors' overflow, new
+  // jobs of other processes) is found by the idle poll.
+  if (left_pending > 0) return MaybeLease();
+  if (!lease_timer_ && !leasing_) {
+    lease_timer_ = loop_.AddTimer(options_.idle_poll, [this] {
+      lease_timer_.reset();
+      MaybeLease();
+    });
+  }
 }
 
 bool Engine::Leads(const RequestResult& r) {

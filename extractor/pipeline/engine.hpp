@@ -180,7 +180,7 @@ class Engine {
   void OnFetched(Work work, Result<FetchResponse> response, const std::string& failure_kind);
   void AddResult(RequestResult result);
   void Flush();
-  void OnCommitted(size_t count, std::vector<Work> discovered);
+  void OnCommitted(size_t count, std::vector<Work> discovered, size_t left_pending);
   bool Starving() const;
   static bool Leads(const RequestResult& r);
   void Maintain();

@@ -98,13 +98,23 @@ Json ExtractResult(const JobRow& j) {
 // Skips a job's pending requests (and leased ones too when it ends early: whoever holds them
 // will find its lease gone); returns how many.
 int64_t SkipPending(pqxx::transaction_base& tx, int64_t job_id, const std::string& why,
-                    bool leased_too = false) {
+                    bool leased_too = false, std::unordered_set<int64_t>* skipped = nullptr,
+                    const std::vector<int64_t>& fresh = {}) {
+  // `fresh`: requests this transaction inserted already leased to us (Commit); skipped with the
+  // pending ones, since nobody has fetched them yet.
+  std::string ids = "{";
+  for (size_t i = 0; i < fresh.size(); ++i) ids += (i ? "," : "") + std::to_string(fresh[i]);
+  ids += "}";
   const auto r = tx.exec_params(
       "UPDATE crawl_requests SET state = 'skipped', finished_at = now(), error_message = $2, "
       " lease_owner = NULL, lease_expires_at = NULL "
-      "WHERE job_id = $1 AND (state = 'pending' OR ($3 AND state = 'leased'))",
-      job_id, why, leased_too);
-  return static_cast<int64_t>(r.affected_rows());
+      "WHERE job_id = $1 AND (state = 'pending' OR ($3 AND state = 'leased') "
+      "  OR (state = 'leased' AND id = ANY($4::bigint[]))) RETURNING id",
+      job_id, why, leased_too, ids);
+  if (skipped != nullptr) {
+    for (const auto& row : r) skipped->insert(row[0].as<int64_t>());
+  }
+  return static_cast<int64_t>(r.size());
 }
 
 // Writes the job row back (after its deltas were applied to the struct), ends it when its last
@@ -202,24 +212,41 @@ Json RequestRow(int64_t job_id, const RequestSpec& s, const std::string& fp) {
               {"p", s.pagination_index}, {"g", s.is_pagination}};
 }
 
-// Inserts frontier rows; returns the (job, fingerprint) pairs that were new, with their ids.
-std::map<std::pair<int64_t, std::string>, int64_t> InsertRequests(pqxx::transaction_base& tx,
-                                                                 const Json& rows) {
-  std::map<std::pair<int64_t, std::string>, int64_t> inserted;
-  if (rows.empty()) return inserted;
+// What InsertRequests made: per new (job, fingerprint), its id; the rows it leased to us.
+struct Inserted {
+  std::map<std::pair<int64_t, std::string>, int64_t> ids;
+  std::vector<pqxx::row> leased;
+};
+
+// Inserts frontier rows; the first `lease` of them that are new are inserted already leased to
+// `owner` (attempts 1), so that requests an extractor works on at once never pass through
+// 'pending' (a pending row leased later leaves a dead entry in crawl_requests_pending that
+// every lease scan walks until vacuum).
+Inserted InsertRequests(pqxx::transaction_base& tx, Json& rows, size_t lease = 0,
+                        const std::string& owner = "", std::chrono::milliseconds lease_for = {}) {
+  Inserted out;
+  if (rows.empty()) return out;
+  for (size_t i = 0; i < rows.size(); ++i) rows[i]["l"] = i < lease;
   const auto r = tx.exec_params(
       "INSERT INTO crawl_requests (job_id, fingerprint, url, method, body, page_type, depth, "
-      " pagination_index, is_pagination) "
-      "SELECT x.j, x.f, x.u, x.m, x.b, x.t, x.d, x.p, x.g "
+      " pagination_index, is_pagination, state, lease_owner, lease_expires_at, attempts) "
+      "SELECT x.j, x.f, x.u, x.m, x.b, x.t, x.d, x.p, x.g, "
+      " CASE WHEN x.l THEN 'leased' ELSE 'pending' END, CASE WHEN x.l THEN $2 END, "
+      " CASE WHEN x.l THEN now() + $3 * interval '1 millisecond' END, "
+      " CASE WHEN x.l THEN 1 ELSE 0 END "
       "FROM jsonb_to_recordset($1::jsonb) AS x(j bigint, f text, u text, m text, b text, t text, "
-      " d int, p int, g boolean) "
+      " d int, p int, g boolean, l boolean) "
       "ORDER BY x.j, x.f "
-      "ON CONFLICT (job_id, fingerprint) DO NOTHING RETURNING job_id, fingerprint, id",
-      rows.dump());
-  for (const auto& row : r)
-    inserted.emplace(std::pair(row[0].as<int64_t>(), row[1].as<std::string>()),
-                     row[2].as<int64_t>());
-  return inserted;
+      "ON CONFLICT (job_id, fingerprint) DO NOTHING "
+      "RETURNING id, job_id, attempts, url, method, coalesce(body, ''), page_type, depth, "
+      " pagination_index, is_pagination, fingerprint, state = 'leased'",
+      rows.dump(), owner, static_cast<int64_t>(lease_for.count()));
+  for (const auto& row : r) {
+    out.ids.emplace(std::pair(row[1].as<int64_t>(), row[10].as<std::string>()),
+                    row[0].as<int64_t>());
+    if (row[11].as<bool>()) out.leased.push_back(row);
+  }
+  return out;
 }
 
 LeasedRequest ReadLeased(const pqxx::row& r) {
@@ -406,7 +433,7 @@ Result<std::optional<FinishedJob>> CrawlStore::StartJob(int64_t job_id,
       auto fp = Fingerprint(s);
       if (seen.insert(fp).second) rows.push_back(RequestRow(job_id, s, fp));
     }
-    const auto inserted = InsertRequests(tx, rows);
+    const auto inserted = InsertRequests(tx, rows).ids;
     j.status = "running";
     j.reply_to = reply_to;
     j.requests_open += static_cast<int64_t>(inserted.size());
@@ -568,6 +595,9 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
                            {"d", r.retry_delay.count()}});
     }
     std::unordered_set<int64_t> owned;
+    std::string ids = "{";
+    for (const auto& r : results) ids += (ids.size() > 1 ? "," : "") + std::to_string(r.request_id);
+    ids += "}";
     if (!marks.empty()) {
       const auto rows = tx.exec_params(
           "UPDATE crawl_requests r SET state = x.s, status_code = x.c, error_class = x.e, "
@@ -577,8 +607,12 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
           " finished_at = CASE WHEN x.s = 'pending' THEN NULL ELSE now() END "
           "FROM jsonb_to_recordset($1::jsonb) AS x(id bigint, s text, c int, e text, m text, "
           " d bigint) "
-          "WHERE r.id = x.id AND r.state = 'leased' AND r.lease_owner = $2 RETURNING r.id",
-          marks.dump(), owner_);
+          "WHERE r.id = x.id AND r.id = ANY($3::bigint[]) AND r.lease_owner = $2 "
+          // Not `r.state = 'leased'`: that matches the partial index crawl_requests_leased,
+          // which the planner then scans whole (its statistics say few rows are leased) while
+          // during a crawl it fills with dead entries; by primary key each row costs one probe.
+          "  AND r.state || '' = 'leased' RETURNING r.id",
+          marks.dump(), owner_, ids);
       for (const auto& row : rows) owned.insert(row[0].as<int64_t>());
     }
 
@@ -661,8 +695,16 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
       if (lim->second.max_depth && s.depth > *lim->second.max_depth) return false;
       return true;
     };
+    //    Up to `lease_new` of them are inserted already leased to us, pagination first (it is
+    //    the crawl's critical path): the links' pass leaves room for every pagination request
+    //    the batch may add.
     std::unordered_map<const RequestResult*, int64_t> new_links;
-    std::vector<int64_t> new_ids;
+    std::unordered_map<int64_t, std::vector<int64_t>> fresh_leases;  // per job
+    std::vector<pqxx::row> fresh_rows;
+    size_t lease_left = lease_new;
+    size_t pagination_room = 0;
+    for (const auto& r : results)
+      for (const auto& spec : r.requests) pagination_room += spec.is_pagination ? 1 : 0;
     for (int pass = 0; pass < 2; ++pass) {
       Json rows = Json::array();
       std::set<std::pair<int64_t, std::string>> batch;
@@ -681,11 +723,19 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
           if (batch.emplace(j.id, fp).second) rows.push_back(RequestRow(j.id, s, fp));
         }
       }
-      const auto inserted = InsertRequests(tx, rows);
+      const size_t lease_now =
+          pass == 0 ? lease_left - std::min(lease_left, pagination_room) : lease_left;
+      auto made = InsertRequests(tx, rows, lease_now, owner_, lease);
+      const auto& inserted = made.ids;
       for (const auto& [key, id] : inserted) {
         jobs[key.first]->requests_open += 1;
         jobs[key.first]->requests_total += 1;
-        new_ids.push_back(id);
+      }
+      lease_left -= std::min(lease_left, made.leased.size());
+      report.left_pending += inserted.size() - made.leased.size();
+      for (auto& row : made.leased) {
+        fresh_leases[row[1].as<int64_t>()].push_back(row[0].as<int64_t>());
+        fresh_rows.push_back(std::move(row));
       }
       std::set<std::pair<int64_t, std::string>> credited;
       for (const auto& [r, job_id, fp] : origin)
@@ -753,7 +803,9 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
           context.dump(), r.request_id);
     }
 
-    // 5. Limits and the end of each job.
+    // 5. Limits and the end of each job. Requests leased in step 3 to a job that stops here are
+    //    skipped with its pending ones (`unleased`).
+    std::unordered_set<int64_t> unleased;
     for (auto& j : job_rows) {
       j.pages += j.d_pages;
       j.items_new += j.d_new;
@@ -765,7 +817,7 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
         const auto lim = limits.find(j.id);
         if (lim != limits.end() && lim->second.abort_after_errors > 0 &&
             j.errors >= lim->second.abort_after_errors) {
-          j.requests_open -= SkipPending(tx, j.id, "job aborted", true);
+          j.requests_open -= SkipPending(tx, j.id, "job aborted", true, &unleased);
           j.status = "aborted";
           j.reason = fmt::format("{} errors reached the abort threshold ({})", j.errors,
                                  lim->second.abort_after_errors);
@@ -774,7 +826,7 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
                    lim != limits.end() && lim->second.abort_error_rate && finished >= 20 &&
                    static_cast<double>(j.requests_failed) / static_cast<double>(finished) >
                        *lim->second.abort_error_rate) {
-          j.requests_open -= SkipPending(tx, j.id, "job aborted", true);
+          j.requests_open -= SkipPending(tx, j.id, "job aborted", true, &unleased);
           j.status = "aborted";
           j.reason = fmt::format("{} of {} finished requests failed, over the abort error rate "
                                  "({})",
@@ -782,13 +834,15 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
           j.finished_now = true;
         } else if (lim != limits.end() && lim->second.max_pages &&
                    j.pages >= *lim->second.max_pages) {
-          const int64_t skipped = SkipPending(tx, j.id, "max_pages reached");
+          const int64_t skipped =
+              SkipPending(tx, j.id, "max_pages reached", false, &unleased, fresh_leases[j.id]);
           j.requests_open -= skipped;
           if (skipped > 0)
             j.reason = fmt::format("max_pages ({}) reached", *lim->second.max_pages);
         } else if (lim != limits.end() && lim->second.max_requests &&
                    j.requests_sent >= *lim->second.max_requests) {
-          const int64_t skipped = SkipPending(tx, j.id, "max_requests reached");
+          const int64_t skipped = SkipPending(tx, j.id, "max_requests reached", false, &unleased,
+                                              fresh_leases[j.id]);
           j.requests_open -= skipped;
           if (skipped > 0)
             j.reason = fmt::format("max_requests ({}) reached", *lim->second.max_requests);
@@ -798,31 +852,15 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
       if (auto finished = WriteJob(tx, j)) report.finished.push_back(std::move(*finished));
     }
 
-    // 6. Lease what this batch discovered straight away (pagination first: it is the crawl's
-    //    critical path), saving the round trip of a separate Lease.
-    if (lease_new > 0 && !new_ids.empty()) {
-      for (const auto& r : tx.exec_params(
-               "WITH picked AS ("
-               "  SELECT r.id FROM crawl_requests r "
-               "  WHERE r.id IN (SELECT value::bigint FROM jsonb_array_elements_text($1::jsonb)) "
-               "    AND r.state = 'pending' AND EXISTS (SELECT 1 FROM extraction_jobs j "
-               "    WHERE j.id = r.job_id AND j.status = 'running') "
-               "  ORDER BY r.is_pagination DESC, r.id LIMIT $2 FOR UPDATE OF r SKIP LOCKED) "
-               "UPDATE crawl_requests r SET state = 'leased', lease_owner = $3, "
-               " lease_expires_at = now() + $4 * interval '1 millisecond', "
-               " attempts = r.attempts + 1 "
-               "FROM picked WHERE r.id = picked.id "
-               "RETURNING r.id, r.job_id, r.attempts, r.url, r.method, coalesce(r.body, ''), "
-               " r.page_type, r.depth, r.pagination_index, r.is_pagination",
-               Json(new_ids).dump(), static_cast<int64_t>(lease_new), owner_,
-               static_cast<int64_t>(lease.count())))
-        report.leased.push_back(ReadLeased(r));
-      std::sort(report.leased.begin(), report.leased.end(),
-                [](const LeasedRequest& a, const LeasedRequest& b) {
-                  return a.spec.is_pagination > b.spec.is_pagination ||
-                         (a.spec.is_pagination == b.spec.is_pagination && a.id < b.id);
-                });
+    // 6. What step 3 leased to us, pagination first.
+    for (const auto& row : fresh_rows) {
+      if (!unleased.contains(row[0].as<int64_t>())) report.leased.push_back(ReadLeased(row));
     }
+    std::sort(report.leased.begin(), report.leased.end(),
+              [](const LeasedRequest& a, const LeasedRequest& b) {
+                return a.spec.is_pagination > b.spec.is_pagination ||
+                       (a.spec.is_pagination == b.spec.is_pagination && a.id < b.id);
+              });
     return report;
   });
 }

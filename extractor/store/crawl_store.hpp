@@ -112,6 +112,7 @@ struct CommitReport {
   size_t dropped = 0;          // results for leases lost to expiry
   std::vector<FinishedJob> finished;
   std::vector<LeasedRequest> leased;  // discovered by this batch and leased to us
+  size_t left_pending = 0;            // discovered by this batch, not leased (over lease_new)
 };
 
 // A message (or a failed request, framed as a message) for dead_letters (migrations/0002).
