@@ -623,7 +623,7 @@ void Engine::StartFetch(Work w) {
 void Engine::Speculate(const std::shared_ptr<const JobRuntime>& job, const RequestSpec& spec,
                        int64_t job_id, int ahead) {
   constexpr size_t kMaxSpeculations = 64;
-  constexpr int kMaxAhead = 2;  // pages beyond the last recorded one; also the waste at a stop
+  constexpr int kMaxAhead = 3;  // pages beyond the last recorded one; also the waste at a stop
   if (ahead > kMaxAhead || !options_.speculate) return;
   if (draining_ || job->settings.politeness.min_delay.count() > 0) return;
   if (speculations_.size() >= kMaxSpeculations) return;
@@ -873,7 +873,9 @@ void Engine::Flush() {
                            pending_results_.begin() +
                                static_cast<std::ptrdiff_t>(options_.commit_batch));
   }
-  store_thread_->Post([this, batch, lease_new] {
+  const size_t leased_results = batch->size();
+  FoldChain(batch.get());
+  store_thread_->Post([this, batch, lease_new, leased_results] {
     std::map<int64_t, JobLimits> limits;
     std::vector<Work> discovered;
     size_t left_pending = 1;  // unknown when the commit fails: look
@@ -932,7 +934,7 @@ void Engine::Flush() {
       }
       std::this_thread::sleep_for(std::min(milliseconds(5000), milliseconds(100 << std::min(attempt, 5))));
     }
-    const size_t n = batch->size();
+    const size_t n = leased_results;
     loop_.Post([this, n, discovered = std::move(discovered), left_pending]() mutable {
       OnCommitted(n, std::move(discovered), left_pending);
     });
@@ -975,6 +977,41 @@ void Engine::OnCommitted(size_t count, std::vector<Work> discovered, size_t left
       lease_timer_.reset();
       MaybeLease();
     });
+  }
+}
+
+// The pagination chain advances one page per commit: page N+1 is leased by the transaction
+// that records page N. When N+1 (and N+2...) were already fetched and parsed ahead, their results
+// ride along as follow-ons, and the same transaction records them as soon as it has inserted
+// their requests and leased them to us: several pages of the chain per commit.
+void Engine::FoldChain(std::vector<RequestResult>* batch) {
+  constexpr size_t kMaxFollowOns = 8;
+  const size_t limit = batch->size() + kMaxFollowOns;
+  for (size_t i = 0; i < batch->size() && batch->size() < limit; ++i) {
+    if ((*batch)[i].state != RequestResult::State::kDone || !Leads((*batch)[i])) continue;
+    const int64_t job_id = (*batch)[i].job_id;
+    std::vector<RequestSpec> next;
+    for (const auto& spec : (*batch)[i].requests)
+      if (spec.is_pagination) next.push_back(spec);
+    for (auto& spec : next) {
+      auto it = speculations_.find(SpeculationKey(job_id, spec));
+      if (it == speculations_.end()) continue;
+      Speculation& entry = *it->second;
+      if (!entry.done || !entry.result || !entry.waiters.empty() ||
+          entry.result->state != RequestResult::State::kDone)
+        continue;
+      RequestResult f = std::move(*entry.result);
+      f.request_id = 0;
+      f.job_id = job_id;
+      f.speculated = std::move(spec);
+      speculations_.erase(it);
+      {
+        std::lock_guard lock(stats_mutex_);
+        ++stats_.parsed;
+      }
+      batch->push_back(std::move(f));
+      if (batch->size() >= limit) break;
+    }
   }
 }
 

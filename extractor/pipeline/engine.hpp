@@ -63,7 +63,8 @@ struct EngineOptions {
   std::string default_user_agent = "Celeriac/0.1 (+https://github.com/celeriac)";
   std::optional<int64_t> only_job;     // lease only from this job (one-shot crawls)
   // Fetch and parse the next pagination page before its lease arrives (hosts without a
-  // politeness delay only, at most two pages ahead of the last recorded one).
+  // politeness delay only, at most three pages ahead of the last recorded one; their results
+  // ride along with the commit that leases them).
   bool speculate = true;
   // How long Drain waits for requests in flight before giving up on them.
   std::chrono::milliseconds drain_timeout{30'000};
@@ -170,6 +171,7 @@ class Engine {
   void StartFetch(Work work);
   FetchRequest MakeFetch(const JobRuntime& job, const RequestSpec& spec, int64_t job_id) const;
   static std::string SpeculationKey(int64_t job_id, const RequestSpec& spec);
+  void FoldChain(std::vector<RequestResult>* batch);
   void Speculate(const std::shared_ptr<const JobRuntime>& job, const RequestSpec& spec,
                  int64_t job_id, int ahead);
   void Resolve(const std::shared_ptr<Speculation>& entry, std::optional<RequestResult> result);

@@ -128,33 +128,32 @@ std::optional<FinishedJob> WriteJob(pqxx::transaction_base& tx, JobRow& j) {
   } else if (j.finished_now) {
     ending = true;  // failed or aborted by the caller
   }
-  tx.exec_params(
-      "UPDATE extraction_jobs SET status = $2, status_reason = coalesce(nullif($3, ''), "
-      " status_reason), pages = $4, items_new = $5, items_updated = $6, items_unchanged = $7, "
-      " errors = $8, bytes = $9, requests_open = $10, requests_total = $11, "
-      " requests_failed = $12, item_errors = $13, error_counts = $14::jsonb, "
-      " started_at = coalesce(started_at, now()), "
-      " finished_at = CASE WHEN $15 THEN now() ELSE finished_at END, "
-      " requests_sent = $16, "
-      " last_progress_at = CASE WHEN $17 THEN now() ELSE last_progress_at END "
-      "WHERE id = $1",
-      j.id, j.status, j.reason, j.pages, j.items_new, j.items_updated, j.items_unchanged,
-      j.errors, j.bytes, j.requests_open, j.requests_total, j.requests_failed, j.item_errors,
-      j.error_counts.dump(), ending, j.requests_sent, j.progressed);
-
-  // The run: counters always, its end when this was its last open job.
+  // The job row and its run's counters in one round trip.
   const auto run = tx.exec_params1(
-      "UPDATE crawl_runs SET pages = pages + $2, items_new = items_new + $3, "
-      " items_updated = items_updated + $4, items_unchanged = items_unchanged + $5, "
-      " errors = errors + $6, bytes = bytes + $7, "
+      "WITH job AS ("
+      " UPDATE extraction_jobs SET status = $2, status_reason = coalesce(nullif($3, ''), "
+      "  status_reason), pages = $4, items_new = $5, items_updated = $6, items_unchanged = $7, "
+      "  errors = $8, bytes = $9, requests_open = $10, requests_total = $11, "
+      "  requests_failed = $12, item_errors = $13, error_counts = $14::jsonb, "
+      "  started_at = coalesce(started_at, now()), "
+      "  finished_at = CASE WHEN $15 THEN now() ELSE finished_at END, "
+      "  requests_sent = $16, "
+      "  last_progress_at = CASE WHEN $17 THEN now() ELSE last_progress_at END "
+      " WHERE id = $1 RETURNING run_id) "
+      // The run: counters always, its end (below) when this was its last open job.
+      "UPDATE crawl_runs SET pages = pages + $19, items_new = items_new + $20, "
+      " items_updated = items_updated + $21, items_unchanged = items_unchanged + $22, "
+      " errors = errors + $23, bytes = bytes + $24, "
       " error_counts = (SELECT coalesce(jsonb_object_agg(k, v), '{}') FROM ("
       "   SELECT k, sum(v::bigint) AS v FROM ("
       "     SELECT key AS k, value AS v FROM jsonb_each_text(error_counts) "
-      "     UNION ALL SELECT key, value FROM jsonb_each_text($8::jsonb)) a GROUP BY k) b), "
+      "     UNION ALL SELECT key, value FROM jsonb_each_text($25::jsonb)) a GROUP BY k) b), "
       " started_at = coalesce(started_at, now()) "
-      "WHERE id = $1 RETURNING status",
-      j.run_id, j.d_pages, j.d_new, j.d_updated, j.d_unchanged, j.d_errors, j.d_bytes,
-      j.d_error_counts.dump());
+      "WHERE id = $18 RETURNING status",
+      j.id, j.status, j.reason, j.pages, j.items_new, j.items_updated, j.items_unchanged,
+      j.errors, j.bytes, j.requests_open, j.requests_total, j.requests_failed, j.item_errors,
+      j.error_counts.dump(), ending, j.requests_sent, j.progressed, j.run_id, j.d_pages, j.d_new,
+      j.d_updated, j.d_unchanged, j.d_errors, j.d_bytes, j.d_error_counts.dump());
   if (!ending) return std::nullopt;
 
   FinishedJob f;
@@ -189,17 +188,23 @@ std::optional<FinishedJob> WriteJob(pqxx::transaction_base& tx, JobRow& j) {
   return f;
 }
 
-std::vector<JobRow> LockJobs(pqxx::transaction_base& tx, std::vector<int64_t> ids) {
+// `prefix`: statements sent in the same round trip, before the lock (SET LOCAL ...;).
+std::vector<JobRow> LockJobs(pqxx::transaction_base& tx, std::vector<int64_t> ids,
+                             const std::string& prefix = "") {
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
   std::vector<JobRow> out;
-  if (ids.empty()) return out;
-  const auto rows = tx.exec_params(
-      fmt::format("SELECT {} FROM extraction_jobs WHERE id IN "
-                  "(SELECT value::bigint FROM jsonb_array_elements_text($1::jsonb)) "
-                  "ORDER BY id FOR UPDATE",
-                  kJobColumns),
-      Json(ids).dump());
+  if (ids.empty()) {
+    if (!prefix.empty()) tx.exec(prefix);
+    return out;
+  }
+  std::string list;
+  for (int64_t id : ids) list += (list.empty() ? "" : ",") + std::to_string(id);
+  // Ids are integers: formatted into the text, so that the prefix and the lock go in one
+  // simple-protocol round trip.
+  const auto rows = tx.exec(fmt::format(
+      "{}SELECT {} FROM extraction_jobs WHERE id IN ({}) ORDER BY id FOR UPDATE", prefix,
+      kJobColumns, list));
   for (const auto& r : rows) out.push_back(ReadJob(r));
   return out;
 }
@@ -562,250 +567,289 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
     // suffix of results, whose requests are then still leased (or pending) and are simply done
     // again: nothing is lost and the upserts duplicate nothing. StartJob, which the message ack
     // depends on, stays synchronous.
-    tx.exec("SET LOCAL synchronous_commit = off");
     CommitReport report;
     std::vector<int64_t> job_ids;
     for (const auto& r : results) job_ids.push_back(r.job_id);
-    auto job_rows = LockJobs(tx, job_ids);
+    auto job_rows = LockJobs(tx, job_ids, "SET LOCAL synchronous_commit = off; ");
     std::unordered_map<int64_t, JobRow*> jobs;
     for (auto& j : job_rows) jobs[j.id] = &j;
 
-    // 0. max_pages counts responses handed to parsing: pages parsed beyond it (they were in
-    //    flight when the limit was reached) are recorded as skipped, their items and links
-    //    dropped.
-    std::unordered_set<int64_t> over_limit;
-    for (auto& j : job_rows) {
-      const auto lim = limits.find(j.id);
-      if (lim == limits.end() || !lim->second.max_pages) continue;
-      int64_t room = *lim->second.max_pages - j.pages;
-      for (const auto& r : results)
-        if (r.job_id == j.id && r.parsed && room-- <= 0) over_limit.insert(r.request_id);
-    }
-
-    // 1. Close (or reschedule) the requests whose lease we still hold.
-    Json marks = Json::array();
+    // Results are recorded in rounds: first those of leased requests, then follow-ons
+    // (request_id 0, `speculated` set: results fetched ahead for requests not yet in the
+    // frontier) whose requests an earlier round inserted and leased to us; the others are
+    // dropped, their requests fetched when leased.
+    std::vector<RequestResult> follow;
+    std::vector<const RequestResult*> round;
     for (const auto& r : results) {
-      const bool over = over_limit.contains(r.request_id);
-      marks.push_back(Json{{"id", r.request_id},
-                           {"s", over ? "skipped" : StateName(r.state)},
-                           {"c", r.status_code == 0 ? Json(nullptr) : Json(r.status_code)},
-                           {"e", r.error_class.empty() || over ? Json(nullptr) : Json(r.error_class)},
-                           {"m", over ? Json("max_pages reached")
-                                 : r.error_message.empty() ? Json(nullptr) : Json(r.error_message)},
-                           {"d", r.retry_delay.count()}});
+      if (r.request_id != 0) {
+        round.push_back(&r);
+      } else if (r.speculated) {
+        follow.push_back(r);
+      }
     }
-    std::unordered_set<int64_t> owned;
-    std::string ids = "{";
-    for (const auto& r : results) ids += (ids.size() > 1 ? "," : "") + std::to_string(r.request_id);
-    ids += "}";
-    if (!marks.empty()) {
-      const auto rows = tx.exec_params(
-          "UPDATE crawl_requests r SET state = x.s, status_code = x.c, error_class = x.e, "
-          " error_message = x.m, lease_owner = NULL, lease_expires_at = NULL, "
-          " not_before = CASE WHEN x.s = 'pending' THEN now() + x.d * interval '1 millisecond' "
-          "              ELSE r.not_before END, "
-          " finished_at = CASE WHEN x.s = 'pending' THEN NULL ELSE now() END "
-          "FROM jsonb_to_recordset($1::jsonb) AS x(id bigint, s text, c int, e text, m text, "
-          " d bigint) "
-          "WHERE r.id = x.id AND r.id = ANY($3::bigint[]) AND r.lease_owner = $2 "
-          // Not `r.state = 'leased'`: that matches the partial index crawl_requests_leased,
-          // which the planner then scans whole (its statistics say few rows are leased) while
-          // during a crawl it fills with dead entries; by primary key each row costs one probe.
-          "  AND r.state || '' = 'leased' RETURNING r.id",
-          marks.dump(), owner_, ids);
-      for (const auto& row : rows) owned.insert(row[0].as<int64_t>());
-    }
-
-    // 2. Items, per crawl config, upserted in one statement that also says what each was:
-    //    new (inserted), updated (its hash changed: updated_at moved to now()), or unchanged;
-    //    crawl_run_items says whether this run saw it before (for stop_when_no_new_items).
+    std::unordered_set<int64_t> over_limit, owned, unleased;
     std::unordered_map<const RequestResult*, bool> page_has_new_in_run;
-    std::map<int64_t, std::vector<const RequestResult*>> by_config;
-    for (const auto& r : results) {
-      if (!owned.contains(r.request_id) || !jobs.contains(r.job_id)) continue;
-      if (!r.items.empty() && !over_limit.contains(r.request_id))
-        by_config[jobs[r.job_id]->crawl_config_id].push_back(&r);
-    }
-    for (auto& [config_id, pages] : by_config) {
-      // Last occurrence of a key wins; keys sorted so concurrent writers lock in one order.
-      std::map<std::string, std::pair<const Item*, const RequestResult*>> latest;
-      for (const auto* r : pages)
-        for (const auto& item : r->items) latest[item.key] = {&item, r};
-      std::string rows = "[";
-      for (const auto& [key, entry] : latest) {
-        if (rows.size() > 1) rows += ',';
-        rows += Json{{"k", key},
-                     {"h", entry.first->content_hash},
-                     {"u", entry.second->url},
-                     {"r", jobs[entry.second->job_id]->run_id}}
-                    .dump();
-        rows.pop_back();
-        rows += ",\"d\":";
-        rows += entry.first->data.dump();
-        rows += '}';
-      }
-      rows += ']';
-      // Which of these the run has not seen yet (a run's items are one per config and key).
-      std::unordered_set<std::string> new_in_run;
-      for (const auto& row : tx.exec_params(
-               "INSERT INTO crawl_run_items (run_id, crawl_config_id, item_key) "
-               "SELECT x.r, $1, x.k FROM jsonb_to_recordset($2::jsonb) AS x(k text, r bigint) "
-               "ORDER BY x.r, x.k ON CONFLICT DO NOTHING RETURNING item_key",
-               config_id, rows))
-        new_in_run.insert(row[0].as<std::string>());
-      for (const auto& row : tx.exec_params(
-               "INSERT INTO extracted_items AS e (crawl_config_id, item_key, data, content_hash, "
-               " url, first_run_id, last_run_id) "
-               "SELECT $1, x.k, x.d, x.h, x.u, x.r, x.r "
-               "FROM jsonb_to_recordset($2::jsonb) AS x(k text, d jsonb, h text, u text, r bigint) "
-               "ORDER BY x.k "
-               "ON CONFLICT (crawl_config_id, item_key) DO UPDATE SET "
-               " last_seen_at = now(), last_run_id = EXCLUDED.last_run_id, url = EXCLUDED.url, "
-               " data = CASE WHEN e.content_hash = EXCLUDED.content_hash "
-               "        THEN e.data ELSE EXCLUDED.data END, "
-               " updated_at = CASE WHEN e.content_hash = EXCLUDED.content_hash "
-               "              THEN e.updated_at ELSE now() END, "
-               " content_hash = EXCLUDED.content_hash "
-               "RETURNING e.item_key, e.xmax = 0, e.updated_at = now()",
-               config_id, rows)) {
-        const std::string key = row[0].as<std::string>();
-        const auto& entry = latest[key];
-        const auto* r = entry.second;
-        JobRow* j = jobs[r->job_id];
-        // Each item counts once per run: seen again in the same run (a listing repeated on
-        // two pages, a redelivered page), it is neither new, updated nor unchanged again.
-        if (!new_in_run.contains(key)) continue;
-        page_has_new_in_run[r] = true;
-        if (row[1].as<bool>()) {
-          ++j->d_new;
-        } else if (row[2].as<bool>()) {
-          ++j->d_updated;
-        } else {
-          ++j->d_unchanged;
-        }
-      }
-    }
-
-    // 3. New requests of running jobs, within the job's limits: links first, then pagination,
-    //    which stops on a page that brought nothing new when its rule says so.
-    auto accepts = [&](const JobRow& j, const RequestSpec& s) {
-      if (j.status != "running") return false;
-      const auto lim = limits.find(j.id);
-      if (lim == limits.end()) return true;
-      if (lim->second.max_depth && s.depth > *lim->second.max_depth) return false;
-      return true;
-    };
-    //    Up to `lease_new` of them are inserted already leased to us, pagination first (it is
-    //    the crawl's critical path): the links' pass leaves room for every pagination request
-    //    the batch may add.
     std::unordered_map<const RequestResult*, int64_t> new_links;
     std::unordered_map<int64_t, std::vector<int64_t>> fresh_leases;  // per job
     std::vector<pqxx::row> fresh_rows;
+    std::map<std::pair<int64_t, std::string>, int64_t> fresh_by_key;  // (job, fingerprint) -> id
+    std::unordered_set<int64_t> recorded_here;
     size_t lease_left = lease_new;
-    size_t pagination_room = 0;
-    for (const auto& r : results)
-      for (const auto& spec : r.requests) pagination_room += spec.is_pagination ? 1 : 0;
-    for (int pass = 0; pass < 2; ++pass) {
-      Json rows = Json::array();
-      std::set<std::pair<int64_t, std::string>> batch;
-      std::vector<std::tuple<const RequestResult*, int64_t, std::string>> origin;
-      for (const auto& r : results) {
+    while (!round.empty()) {
+
+      // 0. max_pages counts responses handed to parsing: pages parsed beyond it (they were in
+      //    flight when the limit was reached) are recorded as skipped, their items and links
+      //    dropped.
+      for (auto& j : job_rows) {
+        const auto lim = limits.find(j.id);
+        if (lim == limits.end() || !lim->second.max_pages) continue;
+        int64_t room = *lim->second.max_pages - j.pages - j.d_pages;
+        for (const RequestResult* r : round)
+          if (r->job_id == j.id && r->parsed && room-- <= 0) over_limit.insert(r->request_id);
+      }
+
+      // 1. Close (or reschedule) the requests whose lease we still hold.
+      Json marks = Json::array();
+      for (const RequestResult* rp : round) {
+        const RequestResult& r = *rp;
+        const bool over = over_limit.contains(r.request_id);
+        marks.push_back(
+            Json{{"id", r.request_id},
+                 {"s", over ? "skipped" : StateName(r.state)},
+                 {"c", r.status_code == 0 ? Json(nullptr) : Json(r.status_code)},
+                 {"e", r.error_class.empty() || over ? Json(nullptr) : Json(r.error_class)},
+                 {"m", over                      ? Json("max_pages reached")
+                       : r.error_message.empty() ? Json(nullptr)
+                                                 : Json(r.error_message)},
+                 {"d", r.retry_delay.count()}});
+      }
+      std::string ids = "{";
+      for (const RequestResult* r : round)
+        ids += (ids.size() > 1 ? "," : "") + std::to_string(r->request_id);
+      ids += "}";
+      if (!marks.empty()) {
+        const auto rows = tx.exec_params(
+            "UPDATE crawl_requests r SET state = x.s, status_code = x.c, error_class = x.e, "
+            " error_message = x.m, lease_owner = NULL, lease_expires_at = NULL, "
+            " not_before = CASE WHEN x.s = 'pending' THEN now() + x.d * interval '1 millisecond' "
+            "              ELSE r.not_before END, "
+            " finished_at = CASE WHEN x.s = 'pending' THEN NULL ELSE now() END "
+            "FROM jsonb_to_recordset($1::jsonb) AS x(id bigint, s text, c int, e text, m text, "
+            " d bigint) "
+            "WHERE r.id = x.id AND r.id = ANY($3::bigint[]) AND r.lease_owner = $2 "
+            // Not `r.state = 'leased'`: that matches the partial index crawl_requests_leased,
+            // which the planner then scans whole (its statistics say few rows are leased) while
+            // during a crawl it fills with dead entries; by primary key each row costs one probe.
+            "  AND r.state || '' = 'leased' RETURNING r.id",
+            marks.dump(), owner_, ids);
+        for (const auto& row : rows) owned.insert(row[0].as<int64_t>());
+      }
+
+      // 2. Items, per crawl config, upserted in one statement that also says what each was:
+      //    new (inserted), updated (its hash changed: updated_at moved to now()), or unchanged;
+      //    crawl_run_items says whether this run saw it before (for stop_when_no_new_items).
+      std::map<int64_t, std::vector<const RequestResult*>> by_config;
+      for (const RequestResult* rp : round) {
+        const RequestResult& r = *rp;
         if (!owned.contains(r.request_id) || !jobs.contains(r.job_id)) continue;
-        if (r.state != RequestResult::State::kDone || over_limit.contains(r.request_id)) continue;
-        const JobRow& j = *jobs[r.job_id];
-        for (const auto& s : r.requests) {
-          if (s.is_pagination != (pass == 1) || !accepts(j, s)) continue;
-          if (pass == 1 && s.stop_when_no_new_items && !page_has_new_in_run[&r] &&
-              new_links[&r] == 0)
-            continue;
-          auto fp = Fingerprint(s);
-          origin.emplace_back(&r, j.id, fp);
-          if (batch.emplace(j.id, fp).second) rows.push_back(RequestRow(j.id, s, fp));
+        if (!r.items.empty() && !over_limit.contains(r.request_id))
+          by_config[jobs[r.job_id]->crawl_config_id].push_back(&r);
+      }
+      for (auto& [config_id, pages] : by_config) {
+        // Last occurrence of a key wins; keys sorted so concurrent writers lock in one order.
+        std::map<std::string, std::pair<const Item*, const RequestResult*>> latest;
+        for (const auto* r : pages)
+          for (const auto& item : r->items) latest[item.key] = {&item, r};
+        std::string rows = "[";
+        for (const auto& [key, entry] : latest) {
+          if (rows.size() > 1) rows += ',';
+          rows += Json{{"k", key},
+                       {"h", entry.first->content_hash},
+                       {"u", entry.second->url},
+                       {"r", jobs[entry.second->job_id]->run_id}}
+                      .dump();
+          rows.pop_back();
+          rows += ",\"d\":";
+          rows += entry.first->data.dump();
+          rows += '}';
+        }
+        rows += ']';
+        // Which of these the run has not seen yet (a run's items are one per config and key).
+        std::unordered_set<std::string> new_in_run;
+        for (const auto& row : tx.exec_params(
+                 "INSERT INTO crawl_run_items (run_id, crawl_config_id, item_key) "
+                 "SELECT x.r, $1, x.k FROM jsonb_to_recordset($2::jsonb) AS x(k text, r bigint) "
+                 "ORDER BY x.r, x.k ON CONFLICT DO NOTHING RETURNING item_key",
+                 config_id, rows))
+          new_in_run.insert(row[0].as<std::string>());
+        for (const auto& row : tx.exec_params(
+                 "INSERT INTO extracted_items AS e (crawl_config_id, item_key, data, content_hash, "
+                 " url, first_run_id, last_run_id) "
+                 "SELECT $1, x.k, x.d, x.h, x.u, x.r, x.r "
+                 "FROM jsonb_to_recordset($2::jsonb) AS x(k text, d jsonb, h text, u text, r "
+                 "bigint) "
+                 "ORDER BY x.k "
+                 "ON CONFLICT (crawl_config_id, item_key) DO UPDATE SET "
+                 " last_seen_at = now(), last_run_id = EXCLUDED.last_run_id, url = EXCLUDED.url, "
+                 " data = CASE WHEN e.content_hash = EXCLUDED.content_hash "
+                 "        THEN e.data ELSE EXCLUDED.data END, "
+                 " updated_at = CASE WHEN e.content_hash = EXCLUDED.content_hash "
+                 "              THEN e.updated_at ELSE now() END, "
+                 " content_hash = EXCLUDED.content_hash "
+                 "RETURNING e.item_key, e.xmax = 0, e.updated_at = now()",
+                 config_id, rows)) {
+          const std::string key = row[0].as<std::string>();
+          const auto& entry = latest[key];
+          const auto* r = entry.second;
+          JobRow* j = jobs[r->job_id];
+          // Each item counts once per run: seen again in the same run (a listing repeated on
+          // two pages, a redelivered page), it is neither new, updated nor unchanged again.
+          if (!new_in_run.contains(key)) continue;
+          page_has_new_in_run[r] = true;
+          if (row[1].as<bool>()) {
+            ++j->d_new;
+          } else if (row[2].as<bool>()) {
+            ++j->d_updated;
+          } else {
+            ++j->d_unchanged;
+          }
         }
       }
-      const size_t lease_now =
-          pass == 0 ? lease_left - std::min(lease_left, pagination_room) : lease_left;
-      auto made = InsertRequests(tx, rows, lease_now, owner_, lease);
-      const auto& inserted = made.ids;
-      for (const auto& [key, id] : inserted) {
-        jobs[key.first]->requests_open += 1;
-        jobs[key.first]->requests_total += 1;
-      }
-      lease_left -= std::min(lease_left, made.leased.size());
-      report.left_pending += inserted.size() - made.leased.size();
-      for (auto& row : made.leased) {
-        fresh_leases[row[1].as<int64_t>()].push_back(row[0].as<int64_t>());
-        fresh_rows.push_back(std::move(row));
-      }
-      std::set<std::pair<int64_t, std::string>> credited;
-      for (const auto& [r, job_id, fp] : origin)
-        if (inserted.contains({job_id, fp}) && credited.emplace(job_id, fp).second)
-          ++new_links[r];
-    }
 
-    // 4. Counters.
-    for (const auto& r : results) {
-      if (!jobs.contains(r.job_id)) continue;
-      if (!owned.contains(r.request_id)) {
-        ++report.dropped;
-        continue;
+      // 3. New requests of running jobs, within the job's limits: links first, then pagination,
+      //    which stops on a page that brought nothing new when its rule says so.
+      auto accepts = [&](const JobRow& j, const RequestSpec& s) {
+        if (j.status != "running") return false;
+        const auto lim = limits.find(j.id);
+        if (lim == limits.end()) return true;
+        if (lim->second.max_depth && s.depth > *lim->second.max_depth) return false;
+        return true;
+      };
+      //    Up to `lease_new` of them are inserted already leased to us, pagination first (it is
+      //    the crawl's critical path): the links' pass leaves room for every pagination request
+      //    the batch may add.
+      size_t pagination_room = 0;
+      for (const RequestResult* r : round)
+        for (const auto& spec : r->requests) pagination_room += spec.is_pagination ? 1 : 0;
+      for (int pass = 0; pass < 2; ++pass) {
+        Json rows = Json::array();
+        std::set<std::pair<int64_t, std::string>> batch;
+        std::vector<std::tuple<const RequestResult*, int64_t, std::string>> origin;
+        for (const RequestResult* rp : round) {
+          const RequestResult& r = *rp;
+          if (!owned.contains(r.request_id) || !jobs.contains(r.job_id)) continue;
+          if (r.state != RequestResult::State::kDone || over_limit.contains(r.request_id)) continue;
+          const JobRow& j = *jobs[r.job_id];
+          for (const auto& s : r.requests) {
+            if (s.is_pagination != (pass == 1) || !accepts(j, s)) continue;
+            if (pass == 1 && s.stop_when_no_new_items && !page_has_new_in_run[&r] &&
+                new_links[&r] == 0)
+              continue;
+            auto fp = Fingerprint(s);
+            origin.emplace_back(&r, j.id, fp);
+            if (batch.emplace(j.id, fp).second) rows.push_back(RequestRow(j.id, s, fp));
+          }
+        }
+        const size_t lease_now =
+            pass == 0 ? lease_left - std::min(lease_left, pagination_room) : lease_left;
+        auto made = InsertRequests(tx, rows, lease_now, owner_, lease);
+        const auto& inserted = made.ids;
+        for (const auto& [key, id] : inserted) {
+          jobs[key.first]->requests_open += 1;
+          jobs[key.first]->requests_total += 1;
+        }
+        lease_left -= std::min(lease_left, made.leased.size());
+        report.left_pending += inserted.size() - made.leased.size();
+        for (auto& row : made.leased) {
+          fresh_leases[row[1].as<int64_t>()].push_back(row[0].as<int64_t>());
+          fresh_by_key.emplace(std::pair(row[1].as<int64_t>(), row[10].as<std::string>()),
+                               row[0].as<int64_t>());
+          fresh_rows.push_back(std::move(row));
+        }
+        std::set<std::pair<int64_t, std::string>> credited;
+        for (const auto& [r, job_id, fp] : origin)
+          if (inserted.contains({job_id, fp}) && credited.emplace(job_id, fp).second)
+            ++new_links[r];
       }
-      ++report.recorded;
-      JobRow& j = *jobs[r.job_id];
-      j.progressed = true;
-      if (r.state != RequestResult::State::kSkipped) ++j.requests_sent;
-      if (Closes(r.state)) j.requests_open = std::max<int64_t>(0, j.requests_open - 1);
-      if (over_limit.contains(r.request_id)) {
+
+      // 4. Counters.
+      for (const RequestResult* rp : round) {
+        const RequestResult& r = *rp;
+        if (!jobs.contains(r.job_id)) continue;
+        if (!owned.contains(r.request_id)) {
+          ++report.dropped;
+          continue;
+        }
+        ++report.recorded;
+        JobRow& j = *jobs[r.job_id];
+        j.progressed = true;
+        if (r.state != RequestResult::State::kSkipped) ++j.requests_sent;
+        if (Closes(r.state)) j.requests_open = std::max<int64_t>(0, j.requests_open - 1);
+        if (over_limit.contains(r.request_id)) {
+          j.d_bytes += static_cast<int64_t>(r.bytes);
+          continue;
+        }
+        if (r.parsed) ++j.d_pages;
         j.d_bytes += static_cast<int64_t>(r.bytes);
-        continue;
+        if (r.state == RequestResult::State::kFailed) {
+          ++j.requests_failed;
+          ++j.d_errors;
+          AddCount(j.d_error_counts, r.error_class, 1);
+        }
+        if (r.item_errors > 0) {
+          j.item_errors += static_cast<int64_t>(r.item_errors);
+          j.d_errors += static_cast<int64_t>(r.item_errors);
+          AddCount(j.d_error_counts, "Parse", static_cast<int64_t>(r.item_errors));
+        }
       }
-      if (r.parsed) ++j.d_pages;
-      j.d_bytes += static_cast<int64_t>(r.bytes);
-      if (r.state == RequestResult::State::kFailed) {
-        ++j.requests_failed;
-        ++j.d_errors;
-        AddCount(j.d_error_counts, r.error_class, 1);
-      }
-      if (r.item_errors > 0) {
-        j.item_errors += static_cast<int64_t>(r.item_errors);
-        j.d_errors += static_cast<int64_t>(r.item_errors);
-        AddCount(j.d_error_counts, "Parse", static_cast<int64_t>(r.item_errors));
-      }
-    }
 
-    // 4b. Requests that failed for good become dead letters ops can replay: an
-    //     extractor.tasks.refetch message for the request, to the extractor's queue.
-    for (const auto& r : results) {
-      if (r.state != RequestResult::State::kFailed || !owned.contains(r.request_id) ||
-          !jobs.contains(r.job_id) || over_limit.contains(r.request_id))
-        continue;
-      const JobRow& j = *jobs[r.job_id];
-      auto m = celery::NewTask(kRefetchTask, nlohmann::ordered_json::array({r.request_id}),
-                               nlohmann::ordered_json{{"job_id", j.id}, {"run_id", j.run_id},
-                                                      {"crawl_config_id", j.crawl_config_id},
-                                                      {"url", r.url}});
-      m.origin = "celeriac-extractor";
-      const auto out = celery::EncodeTask(m, queue_);
-      const pqxx::binarystring body(out.body);
-      const Json context = {{"url", r.url},          {"status", r.status_code},
-                            {"job_id", j.id},        {"run_id", j.run_id},
-                            {"request_id", r.request_id},
-                            {"crawl_config_id", j.crawl_config_id}};
-      tx.exec_params(
-          "INSERT INTO dead_letters (queue, task_name, task_id, headers, properties, body, "
-          " error_class, error_message, error_context, attempts) "
-          "SELECT $1, $2, $3, $4::json, $5::json, $6, $7, $8, "
-          " $9::jsonb || jsonb_build_object('attempts', attempts), attempts "
-          "FROM crawl_requests WHERE id = $10",
-          queue_, std::string(kRefetchTask), m.id, out.properties.headers.dump(),
-          broker::PropertiesToJson(out.properties).dump(), body,
-          r.error_class.empty() ? std::string("Download") : r.error_class, r.error_message,
-          context.dump(), r.request_id);
+      // 4b. Requests that failed for good become dead letters ops can replay: an
+      //     extractor.tasks.refetch message for the request, to the extractor's queue.
+      for (const RequestResult* rp : round) {
+        const RequestResult& r = *rp;
+        if (r.state != RequestResult::State::kFailed || !owned.contains(r.request_id) ||
+            !jobs.contains(r.job_id) || over_limit.contains(r.request_id))
+          continue;
+        const JobRow& j = *jobs[r.job_id];
+        auto m = celery::NewTask(kRefetchTask, nlohmann::ordered_json::array({r.request_id}),
+                                 nlohmann::ordered_json{{"job_id", j.id}, {"run_id", j.run_id},
+                                                        {"crawl_config_id", j.crawl_config_id},
+                                                        {"url", r.url}});
+        m.origin = "celeriac-extractor";
+        const auto out = celery::EncodeTask(m, queue_);
+        const pqxx::binarystring body(out.body);
+        const Json context = {{"url", r.url},          {"status", r.status_code},
+                              {"job_id", j.id},        {"run_id", j.run_id},
+                              {"request_id", r.request_id},
+                              {"crawl_config_id", j.crawl_config_id}};
+        tx.exec_params(
+            "INSERT INTO dead_letters (queue, task_name, task_id, headers, properties, body, "
+            " error_class, error_message, error_context, attempts) "
+            "SELECT $1, $2, $3, $4::json, $5::json, $6, $7, $8, "
+            " $9::jsonb || jsonb_build_object('attempts', attempts), attempts "
+            "FROM crawl_requests WHERE id = $10",
+            queue_, std::string(kRefetchTask), m.id, out.properties.headers.dump(),
+            broker::PropertiesToJson(out.properties).dump(), body,
+            r.error_class.empty() ? std::string("Download") : r.error_class, r.error_message,
+            context.dump(), r.request_id);
+      }
+
+      // The next round: follow-ons whose requests this round inserted and leased to us.
+      std::vector<const RequestResult*> next;
+      for (auto& f : follow) {
+        if (f.request_id != 0 || f.job_id == 0) continue;
+        const auto it = fresh_by_key.find({f.job_id, Fingerprint(*f.speculated)});
+        if (it == fresh_by_key.end()) continue;
+        f.request_id = it->second;
+        recorded_here.insert(it->second);  // done in this transaction, not handed out
+        fresh_by_key.erase(it);
+        next.push_back(&f);
+      }
+      round = std::move(next);
     }
 
     // 5. Limits and the end of each job. Requests leased in step 3 to a job that stops here are
     //    skipped with its pending ones (`unleased`).
-    std::unordered_set<int64_t> unleased;
     for (auto& j : job_rows) {
       j.pages += j.d_pages;
       j.items_new += j.d_new;
@@ -854,7 +898,9 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
 
     // 6. What step 3 leased to us, pagination first.
     for (const auto& row : fresh_rows) {
-      if (!unleased.contains(row[0].as<int64_t>())) report.leased.push_back(ReadLeased(row));
+      const int64_t id = row[0].as<int64_t>();
+      if (!unleased.contains(id) && !recorded_here.contains(id))
+        report.leased.push_back(ReadLeased(row));
     }
     std::sort(report.leased.begin(), report.leased.end(),
               [](const LeasedRequest& a, const LeasedRequest& b) {

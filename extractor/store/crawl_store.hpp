@@ -82,6 +82,10 @@ struct RequestResult {
   std::string error_class;               // Download | HttpStatus | Auth | RateLimit | Parse | Store
   std::string error_message;
   std::chrono::milliseconds retry_delay{0};
+  // A follow-on (request_id 0): the result of fetching `speculated` before it was in the
+  // frontier. Commit records it when the batch itself inserts that request and leases it to
+  // this owner, and drops it otherwise.
+  std::optional<RequestSpec> speculated;
 };
 
 // Per-job limits the store enforces when it records results.

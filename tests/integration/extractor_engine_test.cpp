@@ -4,6 +4,8 @@
 // extractors sharing a job where one dies holding leases.
 
 #include <future>
+#include <map>
+#include <mutex>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -257,10 +259,10 @@ TEST_F(ExtractorEngineTest, AbortsWhenErrorsReachTheThreshold) {
 TEST_F(ExtractorEngineTest, PaginationStopsOnAPageThatBringsNothingNew) {
   AddConfig(10);
   FakeFetcher* fetcher = nullptr;
-  std::atomic<int> fetched_page_6{0};
+  std::atomic<int> fetched_page_7{0};
   Crawl(10, [&](const FetchRequest& r, int) -> FakePage {
     const int i = std::stoi(r.url.substr(r.url.rfind('/') + 1));
-    if (i == 6) ++fetched_page_6;
+    if (i == 7) ++fetched_page_7;
     // Pages 0..2 have fresh items; page 3 repeats page 2's; each links to the next page.
     const int item = std::min(i, 2);
     return {200, "item k" + std::to_string(item) + " v\nnext " + Url(i + 1), std::nullopt,
@@ -268,9 +270,43 @@ TEST_F(ExtractorEngineTest, PaginationStopsOnAPageThatBringsNothingNew) {
   }, &fetcher);
   EXPECT_EQ(Count("SELECT count(*) FROM crawl_requests"), 4);  // 0, 1, 2, 3; not 4
   EXPECT_EQ(Count("SELECT pages FROM extraction_jobs"), 4);
-  // Speculation runs at most two pages ahead of the last recorded one: 4 and 5 may be
-  // fetched (and dropped), never 6.
-  EXPECT_EQ(fetched_page_6.load(), 0);
+  // Speculation runs at most three pages ahead of the last recorded one: 4, 5 and 6 may be
+  // fetched (and dropped), never 7.
+  EXPECT_EQ(fetched_page_7.load(), 0);
+}
+
+TEST_F(ExtractorEngineTest, PagesFetchedAheadAreRecordedWithThePageThatLeadsToThem) {
+  // A 60-page pagination chain, each page with an item: pages fetched and parsed ahead ride
+  // along with the commit of the page before them and are recorded in the transaction that
+  // discovers them. Each page is still fetched once, recorded once, and counted once.
+  AddConfig(10);
+  FakeFetcher* fetcher = nullptr;
+  std::mutex mutex;
+  std::map<int, int> fetches;
+  const int64_t job = Crawl(10, [&](const FetchRequest& r, int) -> FakePage {
+    const int i = std::stoi(r.url.substr(r.url.rfind('/') + 1));
+    {
+      std::lock_guard lock(mutex);
+      ++fetches[i];
+    }
+    std::string body = "item k" + std::to_string(i) + " v\n";
+    if (i < 59) body += "next " + Url(i + 1);
+    return {200, body, std::nullopt, std::nullopt};
+  }, &fetcher);
+  EXPECT_EQ(fetches.size(), 60u);
+  for (const auto& [page, n] : fetches) EXPECT_EQ(n, 1) << "page " << page;
+  const Json j = Row(job);
+  EXPECT_EQ(j["status"], "succeeded");
+  EXPECT_EQ(j["pages"], 60);
+  EXPECT_EQ(j["items_new"], 60);
+  EXPECT_EQ(j["requests_total"], 60);
+  EXPECT_EQ(j["requests_sent"], 60);
+  EXPECT_EQ(j["requests_open"], 0);
+  EXPECT_EQ(Count("SELECT count(*) FROM extracted_items WHERE crawl_config_id = 10"), 60);
+  EXPECT_EQ(Count("SELECT count(*) FROM crawl_requests WHERE state = 'done' AND attempts = 1"),
+            60);
+  // Recorded by the transaction that inserted them: created and finished at the same now().
+  EXPECT_GT(Count("SELECT count(*) FROM crawl_requests WHERE finished_at = created_at"), 0);
 }
 
 TEST_F(ExtractorEngineTest, AnInvalidConfigFailsItsJobWithAParseError) {
