@@ -230,7 +230,6 @@ std::unique_ptr<MarkupDocument> MarkupDocument::ParseHtml(std::string_view body,
     }
   }
   if (out->doc_ == nullptr) out->doc_ = htmlNewDocNoDtD(nullptr, nullptr);
-  out->xpath_ = xmlXPathNewContext(out->doc_);
   return out;
 }
 
@@ -243,7 +242,6 @@ std::unique_ptr<MarkupDocument> MarkupDocument::ParseXml(std::string_view body) 
                               kXmlOptions);
   }
   if (out->doc_ == nullptr) out->doc_ = xmlNewDoc(reinterpret_cast<const xmlChar*>("1.0"));
-  out->xpath_ = xmlXPathNewContext(out->doc_);
   return out;
 }
 
@@ -254,6 +252,9 @@ MarkupDocument::~MarkupDocument() {
 
 XPathResult MarkupDocument::Select(const CompiledXPath& xpath, xmlNodePtr context) const {
   XPathResult out;
+  // Made on first use: it registers every XPath function in a fresh hash table, work that pages
+  // read with natively matched CSS alone never need.
+  if (xpath_ == nullptr) xpath_ = xmlXPathNewContext(doc_);
   if (xpath_ == nullptr) return out;
   xpath_->node = context;
   xmlXPathObjectPtr obj = xmlXPathCompiledEval(xpath.get(), xpath_);

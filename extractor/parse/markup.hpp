@@ -98,7 +98,7 @@ class MarkupDocument {
   MarkupDocument() = default;
   std::string Serialize(xmlNodePtr node) const;
   xmlDocPtr doc_ = nullptr;
-  xmlXPathContextPtr xpath_ = nullptr;
+  mutable xmlXPathContextPtr xpath_ = nullptr;  // made by the first Select
   bool html_ = true;
 };
 

@@ -668,6 +668,7 @@ void Engine::Resolve(const std::shared_ptr<Speculation>& entry,
   auto waiters = std::move(entry->waiters);
   entry->waiters.clear();
   for (auto& w : waiters) Consume(*entry, std::move(w));
+  if (fold_timer_) Flush();  // a leading page was waiting for this one
   CheckDrained();
 }
 
@@ -844,6 +845,24 @@ void Engine::AddResult(RequestResult result) {
 
 void Engine::Flush() {
   if (committing_ || pending_results_.empty()) return;
+  // A leading page whose next page is being fetched ahead waits for it (a millisecond or two,
+  // at most kFoldWait) so that one commit records both: the commit, not the fetch, is the slow
+  // step of the pagination chain.
+  if (!draining_ && !fold_waited_ && NextPageComing(pending_results_.front())) {
+    if (!fold_timer_) {
+      fold_timer_ = loop_.AddTimer(kFoldWait, [this] {
+        fold_timer_.reset();
+        fold_waited_ = true;
+        Flush();
+      });
+    }
+    return;
+  }
+  fold_waited_ = false;
+  if (fold_timer_) {
+    loop_.CancelTimer(*fold_timer_);
+    fold_timer_.reset();
+  }
   if (flush_timer_) {
     loop_.CancelTimer(*flush_timer_);
     flush_timer_.reset();
@@ -987,6 +1006,7 @@ void Engine::OnCommitted(size_t count, std::vector<Work> discovered, size_t left
 void Engine::FoldChain(std::vector<RequestResult>* batch) {
   constexpr size_t kMaxFollowOns = 8;
   const size_t limit = batch->size() + kMaxFollowOns;
+  const size_t first_follow_on = batch->size();
   for (size_t i = 0; i < batch->size() && batch->size() < limit; ++i) {
     if ((*batch)[i].state != RequestResult::State::kDone || !Leads((*batch)[i])) continue;
     const int64_t job_id = (*batch)[i].job_id;
@@ -1013,6 +1033,26 @@ void Engine::FoldChain(std::vector<RequestResult>* batch) {
       if (batch->size() >= limit) break;
     }
   }
+  // The pages after the last follow-ons are now the next ones after a recorded page: fetch them
+  // ahead too (the speculations that would have fetched them stopped at kMaxAhead).
+  for (size_t i = first_follow_on; i < batch->size(); ++i) {
+    const RequestResult& f = (*batch)[i];
+    auto rt = runtime_cache_.find(f.job_id);
+    if (rt == runtime_cache_.end()) continue;
+    for (const auto& spec : f.requests) {
+      if (spec.is_pagination) Speculate(rt->second, spec, f.job_id, 1);
+    }
+  }
+}
+
+bool Engine::NextPageComing(const RequestResult& r) const {
+  if (r.state != RequestResult::State::kDone) return false;
+  for (const auto& next : r.requests) {
+    if (!next.is_pagination) continue;
+    auto it = speculations_.find(SpeculationKey(r.job_id, next));
+    if (it != speculations_.end() && !it->second->done && it->second->waiters.empty()) return true;
+  }
+  return false;
 }
 
 bool Engine::Leads(const RequestResult& r) {
@@ -1080,6 +1120,11 @@ void Engine::Drain(std::function<void()> done) {
   if (lease_timer_) {
     loop_.CancelTimer(*lease_timer_);
     lease_timer_.reset();
+  }
+  if (fold_timer_) {
+    loop_.CancelTimer(*fold_timer_);
+    fold_timer_.reset();
+    Flush();
   }
   // Requests not started go back to the frontier for another extractor.
   std::vector<int64_t> unstarted;

@@ -172,6 +172,8 @@ class Engine {
   FetchRequest MakeFetch(const JobRuntime& job, const RequestSpec& spec, int64_t job_id) const;
   static std::string SpeculationKey(int64_t job_id, const RequestSpec& spec);
   void FoldChain(std::vector<RequestResult>* batch);
+  bool NextPageComing(const RequestResult& r) const;
+  static constexpr std::chrono::milliseconds kFoldWait{3};
   void Speculate(const std::shared_ptr<const JobRuntime>& job, const RequestSpec& spec,
                  int64_t job_id, int ahead);
   void Resolve(const std::shared_ptr<Speculation>& entry, std::optional<RequestResult> result);
@@ -223,6 +225,8 @@ class Engine {
   std::function<void()> drained_;
   std::vector<RequestResult> pending_results_;
   std::optional<Loop::TimerId> flush_timer_;
+  std::optional<Loop::TimerId> fold_timer_;  // a leading page waits for the next (Flush)
+  bool fold_waited_ = false;
   std::optional<Loop::TimerId> lease_timer_;
   std::optional<Loop::TimerId> dispatch_timer_;
   Clock::MonoTime dispatch_at_{};
