@@ -871,26 +871,20 @@ void Engine::Flush() {
   const size_t target = options_.concurrency * 2 + options_.commit_batch;
   const size_t lease_new = draining_ ? 0 : target - std::min(target, outstanding_);
   auto batch = std::make_shared<std::vector<RequestResult>>();
-  // Results that lead to more pages sit at the front; they go alone, in a small and quick
-  // transaction, so the crawl's critical path (the pagination chain) never waits behind a big
-  // batch.
+  // Results that lead to more pages sit at the front, so they are always in the batch; the
+  // rest fill it up to commit_batch. (Sending them alone, in a smaller transaction, made the
+  // pagination chain wait for the big one before it: measured slower.)
   size_t leading = 0;
   while (leading < pending_results_.size() && Leads(pending_results_[leading])) ++leading;
-  if (leading > 0 && leading < pending_results_.size()) {
-    batch->assign(std::make_move_iterator(pending_results_.begin()),
-                  std::make_move_iterator(pending_results_.begin() +
-                                          static_cast<std::ptrdiff_t>(leading)));
-    pending_results_.erase(pending_results_.begin(),
-                           pending_results_.begin() + static_cast<std::ptrdiff_t>(leading));
-  } else if (pending_results_.size() <= options_.commit_batch) {
+  const size_t take = std::min(pending_results_.size(), std::max(leading, options_.commit_batch));
+  if (take == pending_results_.size()) {
     batch->swap(pending_results_);
   } else {
     batch->assign(std::make_move_iterator(pending_results_.begin()),
                   std::make_move_iterator(pending_results_.begin() +
-                                          static_cast<std::ptrdiff_t>(options_.commit_batch)));
+                                          static_cast<std::ptrdiff_t>(take)));
     pending_results_.erase(pending_results_.begin(),
-                           pending_results_.begin() +
-                               static_cast<std::ptrdiff_t>(options_.commit_batch));
+                           pending_results_.begin() + static_cast<std::ptrdiff_t>(take));
   }
   const size_t leased_results = batch->size();
   FoldChain(batch.get());
