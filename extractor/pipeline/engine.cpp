@@ -888,7 +888,12 @@ void Engine::Flush() {
   }
   const size_t leased_results = batch->size();
   FoldChain(batch.get());
-  store_thread_->Post([this, batch, lease_new, leased_results] {
+  std::vector<std::string> follow_on_keys;
+  for (size_t i = leased_results; i < batch->size(); ++i)
+    follow_on_keys.push_back(SpeculationKey((*batch)[i].job_id, *(*batch)[i].speculated));
+  store_thread_->Post([this, batch, lease_new, leased_results,
+                       follow_on_keys = std::move(follow_on_keys)] {
+    std::vector<bool> recorded(batch->size() - leased_results, false);
     std::map<int64_t, JobLimits> limits;
     std::vector<Work> discovered;
     size_t left_pending = 1;  // unknown when the commit fails: look
@@ -918,6 +923,8 @@ void Engine::Flush() {
       }
       if (report) {
         left_pending = report->left_pending;
+        for (size_t i : report->follow_ons_recorded)
+          if (i >= leased_results) recorded[i - leased_results] = true;
         for (auto& l : report->leased) {
           auto rt = RuntimeFor(l.job_id);
           if (!rt) continue;  // its job ended; the lease expires harmlessly
@@ -948,14 +955,28 @@ void Engine::Flush() {
       std::this_thread::sleep_for(std::min(milliseconds(5000), milliseconds(100 << std::min(attempt, 5))));
     }
     const size_t n = leased_results;
-    loop_.Post([this, n, discovered = std::move(discovered), left_pending]() mutable {
-      OnCommitted(n, std::move(discovered), left_pending);
+    loop_.Post([this, n, discovered = std::move(discovered), left_pending, follow_on_keys,
+                recorded = std::move(recorded)]() mutable {
+      OnCommitted(n, std::move(discovered), left_pending, follow_on_keys, recorded);
     });
   });
 }
 
-void Engine::OnCommitted(size_t count, std::vector<Work> discovered, size_t left_pending) {
+void Engine::OnCommitted(size_t count, std::vector<Work> discovered, size_t left_pending,
+                         const std::vector<std::string>& follow_on_keys,
+                         const std::vector<bool>& follow_on_recorded) {
   committing_ = false;
+  for (size_t i = 0; i < follow_on_keys.size(); ++i) {
+    auto it = speculations_.find(follow_on_keys[i]);
+    if (it == speculations_.end()) continue;  // its lease came meanwhile and took it
+    if (follow_on_recorded[i]) {
+      speculations_.erase(it);
+      std::lock_guard lock(stats_mutex_);
+      ++stats_.parsed;
+    } else {
+      it->second->riding = false;
+    }
+  }
   outstanding_ -= std::min(outstanding_, count);
   if (!discovered.empty()) {
     if (draining_) {
@@ -1011,18 +1032,16 @@ void Engine::FoldChain(std::vector<RequestResult>* batch) {
       auto it = speculations_.find(SpeculationKey(job_id, spec));
       if (it == speculations_.end()) continue;
       Speculation& entry = *it->second;
-      if (!entry.done || !entry.result || !entry.waiters.empty() ||
+      if (!entry.done || entry.riding || !entry.result || !entry.waiters.empty() ||
           entry.result->state != RequestResult::State::kDone)
         continue;
-      RequestResult f = std::move(*entry.result);
+      // The entry stays until the commit says whether it recorded the page (OnCommitted); if
+      // not, the page's lease, whenever it comes, still finds the result here.
+      entry.riding = true;
+      RequestResult f = *entry.result;
       f.request_id = 0;
       f.job_id = job_id;
       f.speculated = std::move(spec);
-      speculations_.erase(it);
-      {
-        std::lock_guard lock(stats_mutex_);
-        ++stats_.parsed;
-      }
       batch->push_back(std::move(f));
       if (batch->size() >= limit) break;
     }

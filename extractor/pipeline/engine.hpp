@@ -147,6 +147,7 @@ class Engine {
     std::string key;
     int64_t job_id = 0;
     bool done = false;
+    bool riding = false;  // its result rides along with a commit (FoldChain) being recorded
     std::optional<RequestResult> result;  // nullopt: the speculative fetch failed
     std::vector<Work> waiters;            // leases that arrived before it was done
   };
@@ -184,7 +185,9 @@ class Engine {
   void OnFetched(Work work, Result<FetchResponse> response, const std::string& failure_kind);
   void AddResult(RequestResult result);
   void Flush();
-  void OnCommitted(size_t count, std::vector<Work> discovered, size_t left_pending);
+  void OnCommitted(size_t count, std::vector<Work> discovered, size_t left_pending,
+                   const std::vector<std::string>& follow_on_keys,
+                   const std::vector<bool>& follow_on_recorded);
   bool Starving() const;
   static bool Leads(const RequestResult& r);
   void Maintain();

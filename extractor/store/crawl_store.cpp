@@ -579,12 +579,15 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
     // frontier) whose requests an earlier round inserted and leased to us; the others are
     // dropped, their requests fetched when leased.
     std::vector<RequestResult> follow;
+    std::vector<size_t> follow_index;  // where each follow-on is in `results`
     std::vector<const RequestResult*> round;
-    for (const auto& r : results) {
+    for (size_t i = 0; i < results.size(); ++i) {
+      const auto& r = results[i];
       if (r.request_id != 0) {
         round.push_back(&r);
       } else if (r.speculated) {
         follow.push_back(r);
+        follow_index.push_back(i);
       }
     }
     std::unordered_set<int64_t> over_limit, owned, unleased;
@@ -836,13 +839,15 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
 
       // The next round: follow-ons whose requests this round inserted and leased to us.
       std::vector<const RequestResult*> next;
-      for (auto& f : follow) {
+      for (size_t i = 0; i < follow.size(); ++i) {
+        RequestResult& f = follow[i];
         if (f.request_id != 0 || f.job_id == 0) continue;
         const auto it = fresh_by_key.find({f.job_id, Fingerprint(*f.speculated)});
         if (it == fresh_by_key.end()) continue;
         f.request_id = it->second;
         recorded_here.insert(it->second);  // done in this transaction, not handed out
         fresh_by_key.erase(it);
+        report.follow_ons_recorded.push_back(follow_index[i]);
         next.push_back(&f);
       }
       round = std::move(next);

@@ -117,6 +117,7 @@ struct CommitReport {
   std::vector<FinishedJob> finished;
   std::vector<LeasedRequest> leased;  // discovered by this batch and leased to us
   size_t left_pending = 0;            // discovered by this batch, not leased (over lease_new)
+  std::vector<size_t> follow_ons_recorded;  // indexes of the follow-ons recorded, in results
 };
 
 // A message (or a failed request, framed as a message) for dead_letters (migrations/0002).
