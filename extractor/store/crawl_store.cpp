@@ -95,6 +95,16 @@ Json ExtractResult(const JobRow& j) {
               {"bytes", j.bytes}};
 }
 
+// `sql` as a statement prepared under `name` on this connection: libpqxx prepares it on first
+// use and keeps it for the connection's life, so Commit's statements are parsed and planned once
+// per connection instead of once per batch.
+template <typename... Args>
+pqxx::result ExecPrepared(pqxx::transaction_base& tx, const std::string& name,
+                          const std::string& sql, Args&&... args) {
+  tx.conn().prepare(name, sql);
+  return tx.exec_prepared(name, std::forward<Args>(args)...);
+}
+
 // Skips a job's pending requests (and leased ones too when it ends early: whoever holds them
 // will find its lease gone); returns how many.
 int64_t SkipPending(pqxx::transaction_base& tx, int64_t job_id, const std::string& why,
@@ -129,7 +139,8 @@ std::optional<FinishedJob> WriteJob(pqxx::transaction_base& tx, JobRow& j) {
     ending = true;  // failed or aborted by the caller
   }
   // The job row and its run's counters in one round trip.
-  const auto run = tx.exec_params1(
+  const auto run_rows = ExecPrepared(
+      tx, "celeriac_write_job",
       "WITH job AS ("
       " UPDATE extraction_jobs SET status = $2, status_reason = coalesce(nullif($3, ''), "
       "  status_reason), pages = $4, items_new = $5, items_updated = $6, items_unchanged = $7, "
@@ -154,6 +165,11 @@ std::optional<FinishedJob> WriteJob(pqxx::transaction_base& tx, JobRow& j) {
       j.errors, j.bytes, j.requests_open, j.requests_total, j.requests_failed, j.item_errors,
       j.error_counts.dump(), ending, j.requests_sent, j.progressed, j.run_id, j.d_pages, j.d_new,
       j.d_updated, j.d_unchanged, j.d_errors, j.d_bytes, j.d_error_counts.dump());
+  if (run_rows.size() != 1) {
+    throw pqxx::unexpected_rows("run " + std::to_string(j.run_id) + " of job " +
+                                std::to_string(j.id) + " not found");
+  }
+  const auto run = run_rows[0];
   if (!ending) return std::nullopt;
 
   FinishedJob f;
@@ -223,16 +239,17 @@ struct Inserted {
   std::vector<pqxx::row> leased;
 };
 
-// Inserts frontier rows; the first `lease` of them that are new are inserted already leased to
-// `owner` (attempts 1), so that requests an extractor works on at once never pass through
-// 'pending' (a pending row leased later leaves a dead entry in crawl_requests_pending that
-// every lease scan walks until vacuum).
+// Inserts frontier rows; the first `lease` rows go in already leased to `owner` (attempts 1;
+// one that already exists uses its slot and stays as it is), so that requests an extractor
+// works on at once never pass through 'pending' (a pending row leased later leaves a dead entry
+// in crawl_requests_pending that every lease scan walks until vacuum).
 Inserted InsertRequests(pqxx::transaction_base& tx, Json& rows, size_t lease = 0,
                         const std::string& owner = "", std::chrono::milliseconds lease_for = {}) {
   Inserted out;
   if (rows.empty()) return out;
   for (size_t i = 0; i < rows.size(); ++i) rows[i]["l"] = i < lease;
-  const auto r = tx.exec_params(
+  const auto r = ExecPrepared(
+      tx, "celeriac_insert_requests",
       "INSERT INTO crawl_requests (job_id, fingerprint, url, method, body, page_type, depth, "
       " pagination_index, is_pagination, state, lease_owner, lease_expires_at, attempts) "
       "SELECT x.j, x.f, x.u, x.m, x.b, x.t, x.d, x.p, x.g, "
@@ -631,7 +648,8 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
         ids += (ids.size() > 1 ? "," : "") + std::to_string(r->request_id);
       ids += "}";
       if (!marks.empty()) {
-        const auto rows = tx.exec_params(
+        const auto rows = ExecPrepared(
+            tx, "celeriac_close_requests",
             "UPDATE crawl_requests r SET state = x.s, status_code = x.c, error_class = x.e, "
             " error_message = x.m, lease_owner = NULL, lease_expires_at = NULL, "
             " not_before = CASE WHEN x.s = 'pending' THEN now() + x.d * interval '1 millisecond' "
@@ -679,13 +697,15 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
         rows += ']';
         // Which of these the run has not seen yet (a run's items are one per config and key).
         std::unordered_set<std::string> new_in_run;
-        for (const auto& row : tx.exec_params(
+        for (const auto& row : ExecPrepared(
+                 tx, "celeriac_run_items",
                  "INSERT INTO crawl_run_items (run_id, crawl_config_id, item_key) "
                  "SELECT x.r, $1, x.k FROM jsonb_to_recordset($2::jsonb) AS x(k text, r bigint) "
                  "ORDER BY x.r, x.k ON CONFLICT DO NOTHING RETURNING item_key",
                  config_id, rows))
           new_in_run.insert(row[0].as<std::string>());
-        for (const auto& row : tx.exec_params(
+        for (const auto& row : ExecPrepared(
+                 tx, "celeriac_upsert_items",
                  "INSERT INTO extracted_items AS e (crawl_config_id, item_key, data, content_hash, "
                  " url, first_run_id, last_run_id) "
                  "SELECT $1, x.k, x.d, x.h, x.u, x.r, x.r "

@@ -180,8 +180,12 @@ class CrawlStore {
   Result<std::vector<LeasedRequest>> ReclaimExpired(int max_attempts,
                                                     std::chrono::milliseconds lease);
 
-  // Also leases up to `lease_new` of the requests the batch discovered to this owner (returned
-  // in the report), pagination first.
+  // The requests the batch discovers are inserted already leased to this owner, up to
+  // `lease_new` of them, pagination first (returned in the report; the rest go in pending).
+  // Follow-ons in `results` (RequestResult::speculated) are recorded in further rounds of the
+  // same transaction when it inserted their requests and leased them to us, so a pagination
+  // chain fetched ahead is recorded several pages per commit; the others are dropped (their
+  // indexes are not in follow_ons_recorded).
   Result<CommitReport> Commit(const std::vector<RequestResult>& results,
                               const std::map<int64_t, JobLimits>& limits, size_t lease_new = 0,
                               std::chrono::milliseconds lease = std::chrono::milliseconds(60'000));
