@@ -6,6 +6,7 @@
 #include <deque>
 #include <functional>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <set>
 #include <string>
@@ -475,6 +476,141 @@ TEST_F(AmqpBrokerTest, ReconnectsResumesAndRejectsAcksFromTheDeadConnection) {
     EXPECT_EQ(seen.count("after-" + std::to_string(i)), 1u);
   }
   EXPECT_TRUE(Eventually([&] { return raw().MessageCount(q) == 0; }));
+}
+
+// Acks from several threads at once, some while the I/O thread waits in poll() (the acking
+// thread then sends basic.ack itself), some while it reads, across two server-side closes of the
+// consumer connection: every message ends acked, none is acked twice (a second basic.ack of a
+// tag would close the channel and redeliver its unacked messages), and only what was unacked at
+// a close comes back.
+TEST_F(AmqpBrokerTest, AcksFromManyThreadsAcrossReconnectsLoseNothingAndDuplicateNothing) {
+  constexpr int kCount = 2000;
+  constexpr int kAckers = 4;
+  constexpr uint16_t kPrefetch = 8;
+  const std::string q = QueueName();
+  auto broker = MakeBroker();
+  ASSERT_TRUE(broker->Declare(Spec(q)).ok());
+  std::vector<OutgoingMessage> batch;
+  for (int i = 0; i < kCount; ++i) batch.push_back(Message(q, std::to_string(i)));
+  ASSERT_TRUE(broker->PublishBatch(batch).ok());
+
+  struct Seen {
+    std::string body;
+    uint64_t tag;
+    bool redelivered;
+  };
+  std::atomic<ConsumerId> id{0};
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Seen> to_ack;
+  std::vector<Seen> seen;
+  bool gate_open = true;  // ackers hold what they have while closed
+  bool stop = false;
+  int slow_us = 0;
+  int acked = 0;
+  int stale = 0;
+  int other_errors = 0;
+  std::vector<std::thread> ackers;
+  for (int t = 0; t < kAckers; ++t) {
+    ackers.emplace_back([&] {
+      std::unique_lock lock(mu);
+      for (;;) {
+        cv.wait(lock, [&] { return stop || (gate_open && !to_ack.empty()); });
+        if (stop) return;
+        const Seen d = to_ack.front();
+        to_ack.pop_front();
+        const int pause = slow_us;
+        lock.unlock();
+        if (pause > 0) std::this_thread::sleep_for(std::chrono::microseconds(pause));
+        Status s = broker->Ack(id.load(), d.tag);
+        lock.lock();
+        if (s.ok()) {
+          ++acked;
+        } else if (!s.error().retryable() && s.error().code() == ErrorCode::kNotFound) {
+          ++stale;
+        } else {
+          ++other_errors;
+        }
+        cv.notify_all();
+      }
+    });
+  }
+  Result<ConsumerId> c = broker->Consume({q, kPrefetch, ""}, [&](Delivery&& d) {
+    while (id.load() == 0) std::this_thread::yield();  // Consume() returns right after consume-ok
+    std::lock_guard lock(mu);
+    seen.push_back({d.body, d.delivery_tag, d.redelivered});
+    to_ack.push_back(seen.back());
+    cv.notify_all();
+  });
+  auto wait_until = [&](const std::function<bool()>& pred) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, 30s, pred);
+  };
+  auto reconnect = [&] {
+    const uint64_t generation = broker->connection_generation();
+    EXPECT_EQ(CloseConnectionsNamed(broker->consumer_connection_name()), 1);
+    EXPECT_TRUE(Eventually([&] { return broker->connection_generation() > generation; }));
+  };
+  bool drained = false;
+  if (c.ok()) {
+    id = *c;
+    // First close with the whole prefetch window held unacked; the held acks then go stale.
+    EXPECT_TRUE(wait_until([&] { return acked >= kCount / 3; }));
+    {
+      std::lock_guard lock(mu);
+      gate_open = false;
+    }
+    EXPECT_TRUE(wait_until([&] { return seen.size() - static_cast<size_t>(acked) >= kPrefetch; }));
+    reconnect();
+    {
+      std::lock_guard lock(mu);
+      gate_open = true;
+      slow_us = 2000;  // so that the second close lands while acks are in flight
+      cv.notify_all();
+    }
+    reconnect();
+    {
+      std::lock_guard lock(mu);
+      slow_us = 0;
+      cv.notify_all();
+    }
+    drained = Eventually(
+        [&] {
+          testing::CommandResult r = Rabbitmqctl("-q list_queues --no-table-headers name messages");
+          return r.output.find(q + "\t0\n") != std::string::npos;
+        },
+        60s);
+    EXPECT_TRUE(wait_until([&] { return static_cast<size_t>(acked + stale + other_errors) == seen.size(); }));
+  }
+  {
+    std::lock_guard lock(mu);
+    stop = true;
+    cv.notify_all();
+  }
+  for (std::thread& t : ackers) t.join();
+  ASSERT_TRUE(c.ok()) << c.error().ToString();
+  ASSERT_TRUE(drained) << "messages left (ready or unacked) after " << acked << " acks";
+
+  std::map<std::string, int> first_deliveries;
+  std::set<std::string> bodies;
+  size_t redelivered = 0;
+  for (const Seen& d : seen) {
+    bodies.insert(d.body);
+    if (d.redelivered) {
+      ++redelivered;
+    } else {
+      ++first_deliveries[d.body];
+    }
+  }
+  EXPECT_EQ(bodies.size(), static_cast<size_t>(kCount));
+  for (const auto& [body, n] : first_deliveries) EXPECT_EQ(n, 1) << body;
+  // Only the window unacked at each close comes back.
+  EXPECT_GE(redelivered, static_cast<size_t>(kPrefetch));
+  EXPECT_LE(redelivered, 2u * kPrefetch);
+  EXPECT_EQ(static_cast<size_t>(acked + stale), seen.size());
+  EXPECT_GE(stale, static_cast<int>(kPrefetch));
+  EXPECT_LE(stale, 2 * static_cast<int>(kPrefetch));
+  EXPECT_EQ(other_errors, 0);
 }
 
 TEST_F(AmqpBrokerTest, ConsumerComesBackWhenItsQueueIsDeletedUnderIt) {
