@@ -78,6 +78,12 @@ class Worker::Pool {
     return job;
   }
   void Add(std::shared_ptr<Job> job) { pending_.push_back(std::move(job)); }
+  // Whether a thread waits for work that nothing queued or added will take first: a job added
+  // now starts at once.
+  bool HasFreeThread() {
+    std::lock_guard lock(state_->mutex);
+    return state_->idle > static_cast<int>(state_->queue.size() + pending_.size());
+  }
   // The jobs added since the last Flush go to the queue.
   void Flush() {
     if (pending_.empty()) return;
@@ -278,11 +284,24 @@ WorkerStats Worker::stats() const {
 }
 
 void Worker::OnDelivery(broker::Delivery&& delivery) {
-  // The broker's thread only queues the delivery (the pool gets the burst in on_burst_end):
-  // decoding and everything else happens on the pool threads, so the I/O thread keeps reading
-  // (bench/worker_throughput). Swapping gives the broker a spent Delivery's buffers to reuse.
+  // The broker's thread queues the delivery (the pool gets the burst in on_burst_end); decoding
+  // and everything else happen on the pool threads, so the I/O thread keeps reading
+  // (bench/worker_throughput), except as below. Swapping gives the broker a spent Delivery's
+  // buffers to reuse.
   auto job = pool_->NewJob();
   std::swap(job->delivery, delivery);
+  // A pool thread is waiting for work, so this job starts the moment the burst is handed over:
+  // it is decoded here and an ack-early task is acked now, as Celery acks a job when a pool
+  // process accepts it. At a small prefetch the server sends the next message only once this
+  // ack is out, and waiting for a pool thread to wake first costs tens of microseconds a
+  // message. With every thread busy the burst goes over raw, and the threads decode it and ack
+  // each task as they start it.
+  if (consumer_id_.load(std::memory_order_acquire) != 0 && pool_->HasFreeThread()) {
+    job->prepared = true;
+    if (!Prepare(job)) return;  // held until its ETA
+    const bool expired = job->msg.expires_time && *job->msg.expires_time <= clock_.Now();
+    if (job->kind == Job::Kind::kRun && !expired && !job->acks_late()) Ack(job);
+  }
   pool_->Add(std::move(job));
 }
 
@@ -671,10 +690,17 @@ void Worker::BeginShutdown(std::function<void()> done) {
   if (auto st = broker_.Cancel(Consumer()); !st)
     spdlog::warn("cannot cancel consumer: {}", st.error().message());
   for (auto& job : held) HandBack(job);
+  std::vector<std::shared_ptr<Job>> accepted;
   for (auto& job : pool_->TakeQueued()) {
+    // Acked as it was handed to a free thread (OnDelivery): it runs, as one already started.
+    if (job->acked) {
+      accepted.push_back(std::move(job));
+      continue;
+    }
     int queued = kQueued;
     if (job->phase.compare_exchange_strong(queued, kAbandoned)) HandBack(job);
   }
+  for (auto& job : accepted) pool_->Submit(std::move(job));
   shutdown_timer_ = loop_.AddTimer(options_.shutdown_timeout, [this] {
     std::vector<std::shared_ptr<Job>> still;
     {

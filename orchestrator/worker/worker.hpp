@@ -4,7 +4,9 @@
 // Delivery guarantee: at least once, as Celery. A task with acks_late is acked after its outcome
 // is durable (result stored, retry published or dead letter written), so a crash at any point
 // redelivers it; a task without acks_late is acked when it starts (Celery's default), so a crash
-// during the task loses that run. A message that ends in FAILURE (unknown task, undecodable
+// during the task loses that run. ("Starts": when a pool thread takes it, or, when a thread is
+// waiting for work, as it is handed to that thread, as Celery acks when a pool process
+// accepts the job.) A message that ends in FAILURE (unknown task, undecodable
 // body, bad arguments, a non-retryable error, retries exhausted, hard time limit) is written to
 // the dead-letter sink before it is acked; if that write fails the message is handed back to the
 // broker after a pause, never dropped.
@@ -13,10 +15,12 @@
 // held message (as Celery) so they do not starve the queue; `expires` is checked on receipt and
 // again before the task runs (REVOKED, acked, not dead-lettered, as Celery).
 //
-// Threading: deliveries arrive on the broker's thread, which only queues them for the pool
+// Threading: deliveries arrive on the broker's thread, which queues them for the pool
 // (`concurrency` threads), a burst at a time (ConsumeOptions::on_burst_end); pool threads
-// decode them (headers included) and run or hold them. Timers (ETA, time
-// limits, shutdown deadline) run on the Loop's thread. Task functions run on pool threads. A task past its hard time limit cannot be
+// decode them (headers included) and run or hold them. A delivery that a waiting thread will
+// start at once is decoded (and an ack-early task acked) on the broker's thread instead, so its
+// ack does not wait for that thread to wake. Timers (ETA, time limits, shutdown deadline) run on
+// the Loop's thread. Task functions run on pool threads. A task past its hard time limit cannot be
 // killed inside this process: its message is finished as FAILURE (TimeLimitExceeded), its thread
 // is abandoned (its eventual result is dropped) and a fresh thread takes its place.
 //
