@@ -191,7 +191,11 @@ std::unique_ptr<broker::AmqpBroker> AmqpTest::MakeBroker(broker::AmqpBrokerOptio
 }
 
 CommandResult AmqpTest::Rabbitmqctl(const std::string& args) {
-  return RunCommand(ShellQuote((SourceDir() / "dev").string()) + " rabbitmqctl " + args);
+  // CELERIAC_DEV: the ./dev of the checkout that runs the stack (a git worktree's own ./dev
+  // does not), as bench/worker_throughput/run.py takes it.
+  const char* dev = std::getenv("CELERIAC_DEV");
+  const std::string path = dev != nullptr && *dev != '\0' ? dev : (SourceDir() / "dev").string();
+  return RunCommand(ShellQuote(path) + " rabbitmqctl " + args);
 }
 
 std::vector<std::string> AmqpTest::ConnectionPids(const std::string& name) {

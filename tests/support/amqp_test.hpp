@@ -58,7 +58,7 @@ class AmqpTest : public ::testing::Test {
   std::unique_ptr<broker::AmqpBroker> MakeBroker() { return MakeBroker(Options()); }
   RawAmqp& raw();
 
-  // rabbitmqctl through ./dev, in the dev node's environment.
+  // rabbitmqctl through ./dev (or $CELERIAC_DEV), in the dev node's environment.
   CommandResult Rabbitmqctl(const std::string& args);
   // Erlang pids of the server's connections whose connection_name is `name`.
   std::vector<std::string> ConnectionPids(const std::string& name);
