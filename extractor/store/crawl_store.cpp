@@ -95,6 +95,13 @@ Json ExtractResult(const JobRow& j) {
               {"bytes", j.bytes}};
 }
 
+// "1,2,3": ids for an IN list or (in braces) a bigint[] literal.
+std::string JoinIds(const std::vector<int64_t>& ids) {
+  std::string out;
+  for (int64_t id : ids) out += (out.empty() ? "" : ",") + std::to_string(id);
+  return out;
+}
+
 // `sql` as a statement prepared under `name` on this connection: libpqxx prepares it on first
 // use and keeps it for the connection's life, so Commit's statements are parsed and planned once
 // per connection instead of once per batch.
@@ -112,9 +119,7 @@ int64_t SkipPending(pqxx::transaction_base& tx, int64_t job_id, const std::strin
                     const std::vector<int64_t>& fresh = {}) {
   // `fresh`: requests this transaction inserted already leased to us (Commit); skipped with the
   // pending ones, since nobody has fetched them yet.
-  std::string ids = "{";
-  for (size_t i = 0; i < fresh.size(); ++i) ids += (i ? "," : "") + std::to_string(fresh[i]);
-  ids += "}";
+  const std::string ids = "{" + JoinIds(fresh) + "}";
   const auto r = tx.exec_params(
       "UPDATE crawl_requests SET state = 'skipped', finished_at = now(), error_message = $2, "
       " lease_owner = NULL, lease_expires_at = NULL "
@@ -214,8 +219,7 @@ std::vector<JobRow> LockJobs(pqxx::transaction_base& tx, std::vector<int64_t> id
     if (!prefix.empty()) tx.exec(prefix);
     return out;
   }
-  std::string list;
-  for (int64_t id : ids) list += (list.empty() ? "" : ",") + std::to_string(id);
+  const std::string list = JoinIds(ids);
   // Ids are integers: formatted into the text, so that the prefix and the lock go in one
   // simple-protocol round trip.
   const auto rows = tx.exec(fmt::format(
@@ -269,6 +273,27 @@ Inserted InsertRequests(pqxx::transaction_base& tx, Json& rows, size_t lease = 0
     if (row[11].as<bool>()) out.leased.push_back(row);
   }
   return out;
+}
+
+// A job and its crawl config, as ClaimJob and LoadJob return them.
+Result<JobInfo> ReadJobInfo(pqxx::transaction_base& tx, int64_t job_id) {
+  const auto row = tx.exec_params(
+      "SELECT j.id, j.run_id, j.crawl_config_id, j.data_source_id, j.status, j.celery_task_id, "
+      " c.config::text FROM extraction_jobs j JOIN crawl_configs c ON c.id = j.crawl_config_id "
+      "WHERE j.id = $1",
+      job_id);
+  if (row.empty())
+    return Error(ErrorCode::kNotFound, fmt::format("extraction job {} does not exist", job_id),
+                 false);
+  JobInfo info;
+  info.job_id = row[0][0].as<int64_t>();
+  info.run_id = row[0][1].as<int64_t>();
+  info.crawl_config_id = row[0][2].as<int64_t>();
+  info.data_source_id = row[0][3].as<int64_t>();
+  info.status = row[0][4].as<std::string>();
+  info.celery_task_id = row[0][5].as<std::string>();
+  info.config = Json::parse(row[0][6].as<std::string>(), nullptr, false);
+  return info;
 }
 
 LeasedRequest ReadLeased(const pqxx::row& r) {
@@ -390,51 +415,19 @@ Result<JobInfo> CrawlStore::ClaimJob(const ExtractRequest& req) {
         return Error(ErrorCode::kConflict, "extraction job vanished while claiming it", true);
       job_id = job[0][0].as<int64_t>();
     }
-    const auto row = tx.exec_params(
-        "SELECT j.id, j.run_id, j.crawl_config_id, j.data_source_id, j.status, j.celery_task_id, "
-        " c.config::text FROM extraction_jobs j JOIN crawl_configs c ON c.id = j.crawl_config_id "
-        "WHERE j.id = $1",
-        *job_id);
-    if (row.empty())
-      return Error(ErrorCode::kNotFound, fmt::format("extraction job {} does not exist", *job_id),
-                   false);
-    if (row[0][2].as<int64_t>() != req.crawl_config_id)
+    auto info = ReadJobInfo(tx, *job_id);
+    if (info && info->crawl_config_id != req.crawl_config_id)
       return Error(ErrorCode::kInvalidArgument,
                    fmt::format("extraction job {} is for crawl config {}, not {}", *job_id,
-                               row[0][2].as<int64_t>(), req.crawl_config_id),
+                               info->crawl_config_id, req.crawl_config_id),
                    false);
-    JobInfo info;
-    info.job_id = row[0][0].as<int64_t>();
-    info.run_id = row[0][1].as<int64_t>();
-    info.crawl_config_id = row[0][2].as<int64_t>();
-    info.data_source_id = row[0][3].as<int64_t>();
-    info.status = row[0][4].as<std::string>();
-    info.celery_task_id = row[0][5].as<std::string>();
-    info.config = Json::parse(row[0][6].as<std::string>(), nullptr, false);
     return info;
   });
 }
 
 Result<JobInfo> CrawlStore::LoadJob(int64_t job_id) {
-  return pool_.Transact<JobInfo>([&](pqxx::transaction_base& tx) -> Result<JobInfo> {
-    const auto row = tx.exec_params(
-        "SELECT j.id, j.run_id, j.crawl_config_id, j.data_source_id, j.status, j.celery_task_id, "
-        " c.config::text FROM extraction_jobs j JOIN crawl_configs c ON c.id = j.crawl_config_id "
-        "WHERE j.id = $1",
-        job_id);
-    if (row.empty())
-      return Error(ErrorCode::kNotFound, fmt::format("extraction job {} does not exist", job_id),
-                   false);
-    JobInfo info;
-    info.job_id = row[0][0].as<int64_t>();
-    info.run_id = row[0][1].as<int64_t>();
-    info.crawl_config_id = row[0][2].as<int64_t>();
-    info.data_source_id = row[0][3].as<int64_t>();
-    info.status = row[0][4].as<std::string>();
-    info.celery_task_id = row[0][5].as<std::string>();
-    info.config = Json::parse(row[0][6].as<std::string>(), nullptr, false);
-    return info;
-  });
+  return pool_.Transact<JobInfo>(
+      [&](pqxx::transaction_base& tx) -> Result<JobInfo> { return ReadJobInfo(tx, job_id); });
 }
 
 Result<std::optional<FinishedJob>> CrawlStore::StartJob(int64_t job_id,
@@ -643,10 +636,9 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
                                                  : Json(r.error_message)},
                  {"d", r.retry_delay.count()}});
       }
-      std::string ids = "{";
-      for (const RequestResult* r : round)
-        ids += (ids.size() > 1 ? "," : "") + std::to_string(r->request_id);
-      ids += "}";
+      std::vector<int64_t> round_ids;
+      for (const RequestResult* r : round) round_ids.push_back(r->request_id);
+      const std::string ids = "{" + JoinIds(round_ids) + "}";
       if (!marks.empty()) {
         const auto rows = ExecPrepared(
             tx, "celeriac_close_requests",
