@@ -887,12 +887,8 @@ void Engine::Flush() {
                            pending_results_.begin() + static_cast<std::ptrdiff_t>(take));
   }
   const size_t leased_results = batch->size();
-  FoldChain(batch.get());
-  std::vector<std::string> follow_on_keys;
-  for (size_t i = leased_results; i < batch->size(); ++i)
-    follow_on_keys.push_back(SpeculationKey((*batch)[i].job_id, *(*batch)[i].speculated));
-  store_thread_->Post([this, batch, lease_new, leased_results,
-                       follow_on_keys = std::move(follow_on_keys)] {
+  auto riders = FoldChain(batch.get());
+  store_thread_->Post([this, batch, lease_new, leased_results, riders = std::move(riders)] {
     std::vector<bool> recorded(batch->size() - leased_results, false);
     std::map<int64_t, JobLimits> limits;
     std::vector<Work> discovered;
@@ -955,21 +951,21 @@ void Engine::Flush() {
       std::this_thread::sleep_for(std::min(milliseconds(5000), milliseconds(100 << std::min(attempt, 5))));
     }
     const size_t n = leased_results;
-    loop_.Post([this, n, discovered = std::move(discovered), left_pending, follow_on_keys,
+    loop_.Post([this, n, discovered = std::move(discovered), left_pending, riders,
                 recorded = std::move(recorded)]() mutable {
-      OnCommitted(n, std::move(discovered), left_pending, follow_on_keys, recorded);
+      OnCommitted(n, std::move(discovered), left_pending, riders, recorded);
     });
   });
 }
 
 void Engine::OnCommitted(size_t count, std::vector<Work> discovered, size_t left_pending,
-                         const std::vector<std::string>& follow_on_keys,
-                         const std::vector<bool>& follow_on_recorded) {
+                         const std::vector<std::shared_ptr<Speculation>>& riders,
+                         const std::vector<bool>& recorded) {
   committing_ = false;
-  for (size_t i = 0; i < follow_on_keys.size(); ++i) {
-    auto it = speculations_.find(follow_on_keys[i]);
-    if (it == speculations_.end()) continue;  // its lease came meanwhile and took it
-    if (follow_on_recorded[i]) {
+  for (size_t i = 0; i < riders.size(); ++i) {
+    auto it = speculations_.find(riders[i]->key);
+    if (it == speculations_.end() || it->second != riders[i]) continue;  // a lease took it
+    if (recorded[i]) {
       speculations_.erase(it);
       std::lock_guard lock(stats_mutex_);
       ++stats_.parsed;
@@ -1018,8 +1014,10 @@ void Engine::OnCommitted(size_t count, std::vector<Work> discovered, size_t left
 // that records page N. When N+1 (and N+2...) were already fetched and parsed ahead, their results
 // ride along as follow-ons, and the same transaction records them as soon as it has inserted
 // their requests and leased them to us: several pages of the chain per commit.
-void Engine::FoldChain(std::vector<RequestResult>* batch) {
+std::vector<std::shared_ptr<Engine::Speculation>> Engine::FoldChain(
+    std::vector<RequestResult>* batch) {
   constexpr size_t kMaxFollowOns = 8;
+  std::vector<std::shared_ptr<Speculation>> riders;  // one per follow-on, in batch order
   const size_t limit = batch->size() + kMaxFollowOns;
   const size_t first_follow_on = batch->size();
   for (size_t i = 0; i < batch->size() && batch->size() < limit; ++i) {
@@ -1038,6 +1036,7 @@ void Engine::FoldChain(std::vector<RequestResult>* batch) {
       // The entry stays until the commit says whether it recorded the page (OnCommitted); if
       // not, the page's lease, whenever it comes, still finds the result here.
       entry.riding = true;
+      riders.push_back(it->second);
       RequestResult f = *entry.result;
       f.request_id = 0;
       f.job_id = job_id;
@@ -1056,6 +1055,7 @@ void Engine::FoldChain(std::vector<RequestResult>* batch) {
       if (spec.is_pagination) Speculate(rt->second, spec, f.job_id, 1);
     }
   }
+  return riders;
 }
 
 bool Engine::NextPageComing(const RequestResult& r) const {

@@ -172,7 +172,8 @@ class Engine {
   void StartFetch(Work work);
   FetchRequest MakeFetch(const JobRuntime& job, const RequestSpec& spec, int64_t job_id) const;
   static std::string SpeculationKey(int64_t job_id, const RequestSpec& spec);
-  void FoldChain(std::vector<RequestResult>* batch);
+  // Appends the follow-ons to `batch`; returns their speculation entries, in the same order.
+  std::vector<std::shared_ptr<Speculation>> FoldChain(std::vector<RequestResult>* batch);
   bool NextPageComing(const RequestResult& r) const;
   static constexpr std::chrono::milliseconds kFoldWait{3};
   void Speculate(const std::shared_ptr<const JobRuntime>& job, const RequestSpec& spec,
@@ -186,8 +187,8 @@ class Engine {
   void AddResult(RequestResult result);
   void Flush();
   void OnCommitted(size_t count, std::vector<Work> discovered, size_t left_pending,
-                   const std::vector<std::string>& follow_on_keys,
-                   const std::vector<bool>& follow_on_recorded);
+                   const std::vector<std::shared_ptr<Speculation>>& riders,
+                   const std::vector<bool>& recorded);
   bool Starving() const;
   static bool Leads(const RequestResult& r);
   void Maintain();

@@ -73,6 +73,17 @@ class ExtractorEngineTest : public testing::PgTest {
   }
 
   // Submits an extract for `config_id` and runs one engine until the job ends (or 20 s).
+  // Submits an extract message for `config_id` and waits until the engine says its job is
+  // durable (the point where the message would be acked).
+  static Status Submit(Engine& engine, int64_t config_id, const std::string& message_id) {
+    ExtractRequest req;
+    req.crawl_config_id = config_id;
+    req.celery_task_id = message_id;
+    std::promise<Status> durable;
+    engine.SubmitExtract(req, [&](Status st) { durable.set_value(st); });
+    return durable.get_future().get();
+  }
+
   int64_t Crawl(int64_t config_id, FakeFetcher::Handler handler, FakeFetcher** out = nullptr,
                 const std::string& message_id = "") {
     Loop loop;
@@ -80,14 +91,10 @@ class ExtractorEngineTest : public testing::PgTest {
     if (out) *out = &fetcher;
     CrawlStore store(pool(), "test-" + std::to_string(config_id));
     Engine engine(loop, fetcher, store, FakeModules(), Options("a"));
-    ExtractRequest req;
-    req.crawl_config_id = config_id;
-    req.celery_task_id = message_id.empty() ? "msg-" + std::to_string(config_id) : message_id;
-    std::promise<Status> durable;
-    engine.SubmitExtract(req, [&](Status st) { durable.set_value(st); });
-    const Status st = durable.get_future().get();
+    const std::string id = message_id.empty() ? "msg-" + std::to_string(config_id) : message_id;
+    const Status st = Submit(engine, config_id, id);
     EXPECT_TRUE(st.ok()) << (st.ok() ? "" : st.error().message());
-    const int64_t job = JobOf(req.celery_task_id);
+    const int64_t job = JobOf(id);
     RunUntilEnded(loop, engine, job);
     if (out) *out = nullptr;
     return job;
@@ -316,12 +323,7 @@ TEST_F(ExtractorEngineTest, AnInvalidConfigFailsItsJobWithAParseError) {
   FakeFetcher fetcher(loop, Tree(1));
   CrawlStore store(pool(), "test");
   Engine engine(loop, fetcher, store, FakeModules(), Options("a"));
-  ExtractRequest req;
-  req.crawl_config_id = 11;
-  req.celery_task_id = "bad-config";
-  std::promise<Status> durable;
-  engine.SubmitExtract(req, [&](Status st) { durable.set_value(st); });
-  ASSERT_TRUE(durable.get_future().get().ok());
+  ASSERT_TRUE(Submit(engine, 11, "bad-config").ok());
   const int64_t job = JobOf("bad-config");
   const Json j = Row(job);
   EXPECT_EQ(j["status"], "failed");
@@ -340,12 +342,7 @@ TEST_F(ExtractorEngineTest, ARedeliveredExtractMessageStartsNothingTwice) {
   FakeFetcher fetcher(loop, Tree(5));
   CrawlStore store(pool(), "test");
   Engine engine(loop, fetcher, store, FakeModules(), Options("a"));
-  ExtractRequest req;
-  req.crawl_config_id = 10;
-  req.celery_task_id = "same-message";
-  std::promise<Status> durable;
-  engine.SubmitExtract(req, [&](Status st) { durable.set_value(st); });
-  ASSERT_TRUE(durable.get_future().get().ok());
+  ASSERT_TRUE(Submit(engine, 10, "same-message").ok());
   EXPECT_EQ(Count("SELECT count(*) FROM crawl_runs"), 1);
   EXPECT_EQ(Count("SELECT count(*) FROM extraction_jobs"), 1);
   EXPECT_EQ(Row(job)["pages"], 5);
@@ -361,9 +358,6 @@ class BlackHoleFetcher final : public Fetcher {
 
 TEST_F(ExtractorEngineTest, AJobSurvivesAnExtractorThatDiesHoldingLeases) {
   AddConfig(10);
-  ExtractRequest req;
-  req.crawl_config_id = 10;
-  req.celery_task_id = "shared";
   // Extractor A: crawls the root, then every fetch hangs; it is torn down without draining,
   // like a killed process, leaving its leases behind.
   {
@@ -388,9 +382,7 @@ TEST_F(ExtractorEngineTest, AJobSurvivesAnExtractorThatDiesHoldingLeases) {
     auto options = Options("a");
     options.lease = milliseconds(600);
     Engine engine(loop, sw, store, FakeModules(), options);
-    std::promise<Status> durable;
-    engine.SubmitExtract(req, [&](Status st) { durable.set_value(st); });
-    ASSERT_TRUE(durable.get_future().get().ok());
+    ASSERT_TRUE(Submit(engine, 10, "shared").ok());
     engine.Start();
     loop.AddTimer(milliseconds(500), [&] { loop.Stop(); });
     loop.Run();
@@ -472,12 +464,7 @@ TEST_F(ExtractorEngineTest, TheWatchdogAbortsAJobThatMakesNoProgress) {
   BlackHoleFetcher hole;
   CrawlStore store(pool(), "stuck");
   Engine engine(loop, hole, store, FakeModules(), Options("a"));
-  ExtractRequest req;
-  req.crawl_config_id = 10;
-  req.celery_task_id = "stuck";
-  std::promise<Status> durable;
-  engine.SubmitExtract(req, [&](Status st) { durable.set_value(st); });
-  ASSERT_TRUE(durable.get_future().get().ok());
+  ASSERT_TRUE(Submit(engine, 10, "stuck").ok());
   const auto started = std::chrono::steady_clock::now();
   RunUntilEnded(loop, engine, JobOf("stuck"));
   const auto took = std::chrono::steady_clock::now() - started;
