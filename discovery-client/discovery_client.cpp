@@ -1,17 +1,24 @@
 #include "discovery-client/discovery_client.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 #include <httplib.h>
+
+#include "core/base/text.hpp"
+#include "core/json/untrusted_json.hpp"
 
 namespace celeriac::discovery {
 namespace {
 
+// The start of a body from the service, for an error message: control characters blanked, and
+// storable (it ends up in dead letters).
 std::string Snippet(const std::string& body) {
   constexpr size_t kMax = 200;
   std::string out = body.substr(0, kMax);
   for (char& c : out)
     if (static_cast<unsigned char>(c) < 0x20) c = ' ';
-  return body.size() > kMax ? out + "..." : out;
+  return EscapeToStorableText(body.size() > kMax ? out + "..." : out);
 }
 
 }  // namespace
@@ -35,14 +42,25 @@ Result<DiscoverResponse> HttpDiscoveryClient::Discover(const DiscoverRequest& re
   const auto ms = [](std::chrono::milliseconds d) {
     return std::chrono::duration_cast<std::chrono::microseconds>(d);
   };
-  client.set_connection_timeout(ms(options_.connect_timeout));
-  client.set_read_timeout(ms(options_.timeout));
-  client.set_write_timeout(ms(options_.timeout));
+  auto connect_timeout = options_.connect_timeout;
+  auto timeout = options_.timeout;
+  if (request.deadline) {
+    // The caller must be done by then: each phase gets at most what is left.
+    const auto left = std::max(*request.deadline, std::chrono::milliseconds(1));
+    connect_timeout = std::min(connect_timeout, left);
+    timeout = std::min(timeout, left);
+  }
+  client.set_connection_timeout(ms(connect_timeout));
+  client.set_read_timeout(ms(timeout));
+  client.set_write_timeout(ms(timeout));
+  httplib::Headers headers;
+  if (!request.idempotency_key.empty())
+    headers.emplace("Idempotency-Key", EscapeToStorableText(request.idempotency_key));
 
   const nlohmann::json payload = {{"data_source_id", request.data_source_id},
                                   {"theme_name", request.theme_name}};
   const std::string url = path_prefix_ + "/discover";
-  auto res = client.Post(url, payload.dump(), "application/json");
+  auto res = client.Post(url, headers, payload.dump(), "application/json");
   if (!res) {
     const auto err = res.error();
     const bool timeout = err == httplib::Error::Read || err == httplib::Error::Write ||
@@ -69,8 +87,9 @@ Result<DiscoverResponse> HttpDiscoveryClient::Discover(const DiscoverRequest& re
   DiscoverResponse out;
   out.status = status;
   if (res->body.empty()) return out;  // 202 Accepted with no body is fine
-  out.body = nlohmann::json::parse(res->body, nullptr, /*allow_exceptions=*/false);
-  if (out.body.is_discarded() || !out.body.is_object()) {
+  auto parsed = ParseUntrustedJson(res->body);
+  if (parsed) out.body = std::move(*parsed);
+  if (!parsed || !out.body.is_object()) {
     return Error(ErrorCode::kProtocol,
                  fmt::format("POST {}/discover answered {} with a body that is not a JSON "
                              "object: {}",

@@ -2,6 +2,7 @@
 // DiscoveryClient: asks the Discovery service to analyse a data source for a theme.
 //
 //   POST {discovery.url}/discover  {"data_source_id": 7, "theme_name": "pricing"}
+//   Idempotency-Key: <the Celery task id>
 //
 // The service answers 2xx when it has accepted the analysis (it runs on its own and writes
 // raw_analysis_results; callers do not wait). The error of a failed call says whether a retry
@@ -25,6 +26,12 @@ namespace celeriac::discovery {
 struct DiscoverRequest {
   int64_t data_source_id = 0;
   std::string theme_name;
+  // Sent as the Idempotency-Key header when set (trigger_site_analysis sends its Celery task
+  // id): a call repeated for the same task (a redelivery after a crash) can be recognised by
+  // the service as the same request.
+  std::string idempotency_key;
+  // Bounds the whole call when set (the caller's deadline, e.g. a task's hard time limit).
+  std::optional<std::chrono::milliseconds> deadline;
 };
 
 struct DiscoverResponse {

@@ -6,7 +6,9 @@
 #include <fmt/format.h>
 
 #include "core/base/ids.hpp"
+#include "core/base/text.hpp"
 #include "core/celery/py_json.hpp"
+#include "core/json/untrusted_json.hpp"
 
 namespace celeriac::celery {
 namespace {
@@ -25,8 +27,11 @@ const std::set<std::string>& CeleryHeaderNames() {
   return kNames;
 }
 
+// The task name and id come from the message: they are kept as storable text (they name the
+// failure in logs, dead letters and results), whatever bytes the headers held.
 DecodeFailure Fail(std::string exc_type, std::string message, const TaskMessage& partial) {
-  return DecodeFailure{std::move(exc_type), std::move(message), partial.task, partial.id};
+  return DecodeFailure{std::move(exc_type), EscapeToStorableText(message),
+                       EscapeToStorableText(partial.task), EscapeToStorableText(partial.id)};
 }
 
 // Reads an optional string header: absent or null -> nullopt; other types -> error text.
@@ -35,6 +40,11 @@ std::optional<std::string> OptString(const Headers& h, const char* key, std::str
   if (it == h.end() || it->is_null()) return std::nullopt;
   if (!it->is_string()) {
     *error = fmt::format("header '{}' must be a string, got {}", key, it->type_name());
+    return std::nullopt;
+  }
+  // AMQP header strings are bytes; Celery's are text (py-amqp decodes them as UTF-8).
+  if (!IsValidUtf8(it->get_ref<const std::string&>())) {
+    *error = fmt::format("header '{}' is not valid UTF-8: {}", key, QuoteJson(*it));
     return std::nullopt;
   }
   return it->get<std::string>();
@@ -70,7 +80,8 @@ std::optional<std::string> ReadHeaders(const Headers& h, TaskMessage& m) {
   if (!err.empty()) return err;
   if (auto it = h.find("retries"); it != h.end() && !it->is_null()) {
     if (!it->is_number_integer() || it->get<int64_t>() < 0)
-      return fmt::format("header 'retries' must be a non-negative integer, got {}", it->dump());
+      return fmt::format("header 'retries' must be a non-negative integer, got {}",
+                         QuoteJson(*it));
     m.retries = it->get<int64_t>();
   }
   if (auto it = h.find("group_index"); it != h.end() && !it->is_null()) {
@@ -80,7 +91,7 @@ std::optional<std::string> ReadHeaders(const Headers& h, TaskMessage& m) {
   if (auto it = h.find("timelimit"); it != h.end() && !it->is_null()) {
     // [hard, soft]: hard first, whatever the protocol document says.
     if (!it->is_array() || it->size() != 2)
-      return fmt::format("header 'timelimit' must be [hard, soft], got {}", it->dump());
+      return fmt::format("header 'timelimit' must be [hard, soft], got {}", QuoteJson(*it));
     m.time_limit = OptNumber((*it)[0]);
     m.soft_time_limit = OptNumber((*it)[1]);
   }
@@ -92,12 +103,13 @@ std::optional<std::string> ReadHeaders(const Headers& h, TaskMessage& m) {
     m.replaced_task_nesting = it->get<int64_t>();
   if (m.eta) {
     m.eta_time = ParseIso8601(*m.eta);
-    if (!m.eta_time) return fmt::format("header 'eta' is not an ISO-8601 time: '{}'", *m.eta);
+    if (!m.eta_time) return fmt::format("header 'eta' is not an ISO-8601 time: {}", QuoteJson(*m.eta));
   }
   if (m.expires) {
     m.expires_time = ParseIso8601(*m.expires);
     if (!m.expires_time)
-      return fmt::format("header 'expires' is not an ISO-8601 time: '{}'", *m.expires);
+      return fmt::format("header 'expires' is not an ISO-8601 time: {}",
+                         QuoteJson(*m.expires));
   }
   if (m.root_id.empty()) m.root_id = m.id;
   return std::nullopt;
@@ -154,7 +166,7 @@ Result<json> UnwrapKombuMarkers(json value) {
                                                    "uuid",     "bytes", "base64"};
       if (!type.is_string() || !kKnown.count(type.get<std::string>()))
         return Error(ErrorCode::kProtocol,
-                     fmt::format("unknown kombu type marker {}", type.dump()));
+                     fmt::format("unknown kombu type marker {}", QuoteJson(type)));
       return value["__value__"];
     }
     for (auto& [key, v] : value.items()) {
@@ -186,21 +198,23 @@ DecodeResult DecodeTask(const broker::Properties& p, std::string_view body_text)
 
   if (p.content_type != "application/json")
     return Fail("ContentDisallowed",
-                fmt::format("content type '{}' is not accepted (only application/json)",
-                            p.content_type),
+                fmt::format("content type {} is not accepted (only application/json)",
+                            QuoteJson(p.content_type)),
                 m);
   if (!p.content_encoding.empty() && p.content_encoding != "utf-8" &&
       p.content_encoding != "utf8")
     return Fail("ContentDisallowed",
-                fmt::format("content encoding '{}' is not accepted", p.content_encoding), m);
+                fmt::format("content encoding {} is not accepted", QuoteJson(p.content_encoding)),
+                m);
   if (headers.contains("compression"))
     return Fail("ContentDisallowed",
-                fmt::format("compressed bodies ({}) are not accepted", headers["compression"].dump()),
+                fmt::format("compressed bodies ({}) are not accepted", QuoteJson(headers["compression"])),
                 m);
 
-  json body = json::parse(body_text, nullptr, /*allow_exceptions=*/false);
-  if (body.is_discarded())
-    return Fail("DecodeError", "body is not valid UTF-8 JSON", m);
+  auto parsed = ParseUntrustedOrderedJson(body_text);
+  if (!parsed)
+    return Fail("DecodeError", "body is not valid UTF-8 JSON: " + parsed.error().message(), m);
+  json body = std::move(parsed.value());
   auto unwrapped = UnwrapKombuMarkers(std::move(body));
   if (!unwrapped) return Fail("DecodeError", unwrapped.error().message(), m);
   body = std::move(unwrapped.value());

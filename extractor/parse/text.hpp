@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include "core/base/text.hpp"  // IsValidUtf8, SanitizeUtf8, AppendUtf8
+
 namespace celeriac::extractor::parse {
 
 std::string_view Trim(std::string_view s);
@@ -24,12 +26,8 @@ std::string AsciiLower(std::string_view s);
 std::string StripTags(std::string_view html);
 std::string DecodeEntities(std::string_view text);
 
-bool IsValidUtf8(std::string_view s);
-// Invalid sequences replaced by U+FFFD.
-std::string SanitizeUtf8(std::string_view s);
 // `bytes` in `charset` (a label as found in Content-Type or <meta>) as UTF-8; unknown labels or
 // undecodable bytes give U+FFFD, never invalid UTF-8.
 std::string ToUtf8(std::string_view bytes, std::string_view charset);
-void AppendUtf8(std::string* out, uint32_t code_point);
 
 }  // namespace celeriac::extractor::parse

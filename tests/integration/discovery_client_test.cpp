@@ -47,7 +47,7 @@ TEST(DiscoveryClient, PostsTheRequestAndMapsTheAnswer) {
     res.status = 202;
     res.set_content(R"({"analysis_id": "an-17", "status": "queued"})", "application/json");
   });
-  auto r = Client(server.url()).Discover({7, "pricing"});
+  auto r = Client(server.url()).Discover({7, "pricing", {}, {}});
   ASSERT_TRUE(r.ok()) << r.error().ToString();
   EXPECT_EQ(r->status, 202);
   EXPECT_EQ(r->analysis_id, "an-17");
@@ -59,7 +59,7 @@ TEST(DiscoveryClient, PostsTheRequestAndMapsTheAnswer) {
 
 TEST(DiscoveryClient, EmptyAcceptedAnswerIsSuccess) {
   DiscoveryServer server([](const httplib::Request&, httplib::Response& res) { res.status = 204; });
-  auto r = Client(server.url()).Discover({1, "t"});
+  auto r = Client(server.url()).Discover({1, "t", {}, {}});
   ASSERT_TRUE(r.ok()) << r.error().ToString();
   EXPECT_FALSE(r->analysis_id.has_value());
 }
@@ -70,7 +70,7 @@ TEST(DiscoveryClient, ServerErrorsAndThrottlingAreRetryable) {
       res.status = status;
       res.set_content("busy", "text/plain");
     });
-    auto r = Client(server.url()).Discover({1, "t"});
+    auto r = Client(server.url()).Discover({1, "t", {}, {}});
     ASSERT_FALSE(r.ok()) << status;
     EXPECT_TRUE(r.error().retryable()) << status << ": " << r.error().ToString();
     EXPECT_NE(r.error().message().find(std::to_string(status)), std::string::npos);
@@ -83,7 +83,7 @@ TEST(DiscoveryClient, ClientErrorsAreNotRetryable) {
       res.status = status;
       res.set_content(R"({"error": "unknown theme"})", "application/json");
     });
-    auto r = Client(server.url()).Discover({1, "t"});
+    auto r = Client(server.url()).Discover({1, "t", {}, {}});
     ASSERT_FALSE(r.ok()) << status;
     EXPECT_FALSE(r.error().retryable()) << status << ": " << r.error().ToString();
     EXPECT_NE(r.error().message().find("unknown theme"), std::string::npos)
@@ -96,7 +96,7 @@ TEST(DiscoveryClient, GarbageAnswerIsAProtocolError) {
     res.status = 200;
     res.set_content("<html>\x01 oops", "text/html");
   });
-  auto r = Client(server.url()).Discover({1, "t"});
+  auto r = Client(server.url()).Discover({1, "t", {}, {}});
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code(), ErrorCode::kProtocol);
 }
@@ -108,7 +108,7 @@ TEST(DiscoveryClient, StalledServerTimesOutRetryably) {
     res.status = 200;
   });
   const auto start = std::chrono::steady_clock::now();
-  auto r = Client(server.url(), milliseconds(200)).Discover({1, "t"});
+  auto r = Client(server.url(), milliseconds(200)).Discover({1, "t", {}, {}});
   const auto took = std::chrono::steady_clock::now() - start;
   release = true;
   ASSERT_FALSE(r.ok());
@@ -118,7 +118,7 @@ TEST(DiscoveryClient, StalledServerTimesOutRetryably) {
 }
 
 TEST(DiscoveryClient, NobodyListeningIsRetryableUnavailable) {
-  auto r = Client("http://127.0.0.1:1").Discover({1, "t"});
+  auto r = Client("http://127.0.0.1:1").Discover({1, "t", {}, {}});
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code(), ErrorCode::kUnavailable) << r.error().ToString();
   EXPECT_TRUE(r.error().retryable());
