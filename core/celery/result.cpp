@@ -19,6 +19,14 @@ std::string_view ToString(State state) {
   return "PENDING";
 }
 
+std::optional<State> ParseState(std::string_view name) {
+  for (State s : {State::kPending, State::kReceived, State::kStarted, State::kSuccess,
+                  State::kFailure, State::kRetry, State::kRevoked, State::kRejected,
+                  State::kIgnored})
+    if (ToString(s) == name) return s;
+  return std::nullopt;
+}
+
 bool IsReady(State state) {
   return state == State::kSuccess || state == State::kFailure || state == State::kRevoked;
 }

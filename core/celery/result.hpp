@@ -17,6 +17,8 @@ namespace celeriac::celery {
 enum class State { kPending, kReceived, kStarted, kSuccess, kFailure, kRetry, kRevoked, kRejected, kIgnored };
 
 std::string_view ToString(State state);
+// The state a name (as ToString writes it) stands for; nullopt for an unknown name.
+std::optional<State> ParseState(std::string_view name);
 // SUCCESS, FAILURE and REVOKED: AsyncResult.get() returns or raises on these.
 bool IsReady(State state);
 

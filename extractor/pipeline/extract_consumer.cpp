@@ -46,10 +46,10 @@ void ExtractConsumer::DeadLetter(const broker::Delivery& d, const std::string& t
                                  const std::string& message) {
   spdlog::warn("extract message {} dead-lettered: {}: {}", id.empty() ? "(no id)" : id, exc_type,
                message);
-  DeadLetterRecord r;
+  celery::DeadLetter r;
   r.queue = d.queue.empty() ? queue_ : d.queue;
-  r.task_name = task;
-  r.task_id = id;
+  if (!task.empty()) r.task_name = task;
+  if (!id.empty()) r.task_id = id;
   r.properties = d.properties;
   r.body = d.body;
   r.error_class = exc_type;

@@ -9,7 +9,10 @@
 #include <fmt/format.h>
 #include <openssl/evp.h>
 
+#include "core/base/text.hpp"
 #include "core/celery/codec.hpp"
+#include "core/json/untrusted_json.hpp"
+#include "state/dead_letter_store.hpp"
 
 namespace celeriac::extractor {
 namespace {
@@ -266,7 +269,7 @@ Inserted InsertRequests(pqxx::transaction_base& tx, Json& rows, size_t lease = 0
       "ON CONFLICT (job_id, fingerprint) DO NOTHING "
       "RETURNING id, job_id, attempts, url, method, coalesce(body, ''), page_type, depth, "
       " pagination_index, is_pagination, fingerprint, state = 'leased'",
-      rows.dump(), owner, static_cast<int64_t>(lease_for.count()));
+      DumpStorableJson(rows), owner, static_cast<int64_t>(lease_for.count()));
   for (const auto& row : r) {
     out.ids.emplace(std::pair(row[1].as<int64_t>(), row[10].as<std::string>()),
                     row[0].as<int64_t>());
@@ -654,7 +657,7 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
             // which the planner then scans whole (its statistics say few rows are leased) while
             // during a crawl it fills with dead entries; by primary key each row costs one probe.
             "  AND r.state || '' = 'leased' RETURNING r.id",
-            marks.dump(), owner_, ids);
+            DumpStorableJson(marks), owner_, ids);
         for (const auto& row : rows) owned.insert(row[0].as<int64_t>());
       }
 
@@ -676,14 +679,13 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
         std::string rows = "[";
         for (const auto& [key, entry] : latest) {
           if (rows.size() > 1) rows += ',';
-          rows += Json{{"k", key},
-                       {"h", entry.first->content_hash},
-                       {"u", entry.second->url},
-                       {"r", jobs[entry.second->job_id]->run_id}}
-                      .dump();
+          rows += DumpStorableJson(Json{{"k", key},
+                                        {"h", entry.first->content_hash},
+                                        {"u", entry.second->url},
+                                        {"r", jobs[entry.second->job_id]->run_id}});
           rows.pop_back();
           rows += ",\"d\":";
-          rows += entry.first->data.dump();
+          rows += DumpStorableJson(entry.first->data);
           rows += '}';
         }
         rows += ']';
@@ -833,20 +835,26 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
         m.origin = "celeriac-extractor";
         const auto out = celery::EncodeTask(m, queue_);
         const pqxx::binarystring body(out.body);
-        const Json context = {{"url", r.url},          {"status", r.status_code},
-                              {"job_id", j.id},        {"run_id", j.run_id},
-                              {"request_id", r.request_id},
-                              {"crawl_config_id", j.crawl_config_id}};
+        celery::DeadLetter letter;
+        letter.queue = queue_;
+        letter.task_name = kRefetchTask;
+        letter.task_id = m.id;
+        letter.properties = out.properties;
+        letter.error_class = r.error_class.empty() ? std::string("Download") : r.error_class;
+        letter.error_message = r.error_message;
+        letter.context = {{"url", r.url},          {"status", r.status_code},
+                          {"job_id", j.id},        {"run_id", j.run_id},
+                          {"request_id", r.request_id},
+                          {"crawl_config_id", j.crawl_config_id}};
+        const auto c = state::ToColumns(letter);
         tx.exec_params(
             "INSERT INTO dead_letters (queue, task_name, task_id, headers, properties, body, "
             " error_class, error_message, error_context, attempts) "
             "SELECT $1, $2, $3, $4::json, $5::json, $6, $7, $8, "
             " $9::jsonb || jsonb_build_object('attempts', attempts), attempts "
             "FROM crawl_requests WHERE id = $10",
-            queue_, std::string(kRefetchTask), m.id, out.properties.headers.dump(),
-            broker::PropertiesToJson(out.properties).dump(), body,
-            r.error_class.empty() ? std::string("Download") : r.error_class, r.error_message,
-            context.dump(), r.request_id);
+            c.queue, c.task_name, c.task_id, c.headers, c.properties, body, c.error_class,
+            c.error_message, c.context, r.request_id);
       }
 
       // The next round: follow-ons whose requests this round inserted and leased to us.
@@ -963,22 +971,10 @@ Status CrawlStore::MarkResultPublished(int64_t job_id) {
   });
 }
 
-Status CrawlStore::WriteDeadLetter(const DeadLetterRecord& l) {
-  return pool_.Execute([&](pqxx::transaction_base& tx) -> Status {
-    const pqxx::binarystring body(l.body);
-    const std::optional<std::string> task_name =
-        l.task_name.empty() ? std::nullopt : std::optional(l.task_name);
-    const std::optional<std::string> task_id =
-        l.task_id.empty() ? std::nullopt : std::optional(l.task_id);
-    tx.exec_params(
-        "INSERT INTO dead_letters (queue, task_name, task_id, headers, properties, body, "
-        " error_class, error_message, error_context, attempts) "
-        "VALUES ($1, $2, $3, $4::json, $5::json, $6, $7, $8, $9::jsonb, $10)",
-        l.queue, task_name, task_id, l.properties.headers.dump(),
-        broker::PropertiesToJson(l.properties).dump(), body, l.error_class, l.error_message,
-        l.context.dump(), l.attempts);
-    return Ok();
-  });
+Status CrawlStore::WriteDeadLetter(const celery::DeadLetter& letter) {
+  auto id = state::PgDeadLetterStore(pool_).Write(letter);
+  if (!id) return id.error();
+  return Ok();
 }
 
 Result<std::optional<StoredRobots>> CrawlStore::GetRobots(int64_t run_id,

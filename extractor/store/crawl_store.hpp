@@ -33,6 +33,7 @@
 
 #include "core/base/result.hpp"
 #include "core/broker/message.hpp"
+#include "core/celery/dead_letter.hpp"
 #include "core/pg/pool.hpp"
 #include "extractor/pipeline/module.hpp"
 
@@ -120,19 +121,6 @@ struct CommitReport {
   std::vector<size_t> follow_ons_recorded;  // indexes of the follow-ons recorded, in results
 };
 
-// A message (or a failed request, framed as a message) for dead_letters (migrations/0002).
-struct DeadLetterRecord {
-  std::string queue;
-  std::string task_name;
-  std::string task_id;
-  broker::Properties properties;
-  std::string body;
-  std::string error_class;
-  std::string error_message;
-  nlohmann::json context = nlohmann::json::object();
-  int attempts = 1;
-};
-
 // A run's robots.txt for one origin, as the first extractor to fetch it stored it.
 struct StoredRobots {
   int status = 0;        // HTTP status; 0 = unreachable
@@ -203,7 +191,7 @@ class CrawlStore {
   Result<std::vector<FinishedJob>> UnpublishedResults(size_t max);
   Status MarkResultPublished(int64_t job_id);
 
-  Status WriteDeadLetter(const DeadLetterRecord& letter);
+  Status WriteDeadLetter(const celery::DeadLetter& letter);
 
   // ---- hosts (crawl_hosts): robots.txt once per run and origin, politeness shared by every
   //      extractor of the run

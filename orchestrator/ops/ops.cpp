@@ -10,6 +10,8 @@
 #include <spdlog/spdlog.h>
 
 #include "core/base/ids.hpp"
+#include "core/base/text.hpp"
+#include "core/broker/amqp_table.hpp"
 #include "core/celery/codec.hpp"
 #include "orchestrator/store/pg_stores.hpp"
 #include "orchestrator/tasks/crawl_tasks.hpp"
@@ -72,42 +74,6 @@ std::string IdArray(const std::vector<int64_t>& ids) {
     out += std::to_string(ids[i]);
   }
   return out + "}";
-}
-
-bool IsValidUtf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    size_t n = 0;
-    uint32_t cp = 0;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      n = 1;
-      cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      n = 2;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      n = 3;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + n >= s.size()) return false;  // truncated sequence
-    for (size_t k = 1; k <= n; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    // Overlong forms, surrogates and values past U+10FFFF are not UTF-8.
-    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-        cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-      return false;
-    i += n + 1;
-  }
-  return true;
 }
 
 std::string Base64(std::string_view in) {
@@ -293,7 +259,7 @@ const std::string& DeadLetterColumns() {
       "id, queue, task_name, task_id, headers::text, properties::text, body, error_class, "
       "error_message, error_context::text, attempts, " +
       Micros("first_failed_at") + ", " + Micros("created_at") + ", replay_count, " +
-      Micros("replayed_at") + ", replayed_task_id, " + Micros("purged_at");
+      Micros("replayed_at") + ", replayed_task_id, " + Micros("purged_at") + ", raw_headers";
   return cols;
 }
 
@@ -316,6 +282,7 @@ DeadLetterRow DeadLetterFrom(const pqxx::row& r) {
   d.replayed_at = OptTime(r[14]);
   d.replayed_task_id = OptText(r[15]);
   d.purged_at = OptTime(r[16]);
+  if (!r[17].is_null()) d.raw_headers = pqxx::binarystring(r[17]).str();
   return d;
 }
 
@@ -349,6 +316,10 @@ pqxx::result SelectDeadLetters(pqxx::transaction_base& tx, const std::string& se
 // header; a v1 message has none to reset), and the dead letter's id in a header.
 broker::OutgoingMessage ReplayMessage(const DeadLetterRow& row) {
   broker::Headers headers = row.headers.is_object() ? row.headers : broker::Headers::object();
+  // Headers that had to be escaped to be stored go out as they arrived.
+  if (row.raw_headers) {
+    if (auto exact = broker::DecodeTable(*row.raw_headers); exact) headers = std::move(*exact);
+  }
   if (auto it = headers.find("retries"); it != headers.end()) *it = 0;
   headers[kDeadLetterHeader] = row.id;
   broker::OutgoingMessage m;
@@ -662,6 +633,8 @@ Json DeadLetterRow::ToJson(bool with_message) const {
   if (with_message) {
     j["error_context"] = error_context;
     j["headers"] = headers;
+    // The exact bytes of headers that could only be stored escaped (a replay sends these).
+    if (raw_headers) j["raw_headers_base64"] = Base64(*raw_headers);
     j["properties"] = properties;
     if (IsValidUtf8(body)) {
       j["body"] = body;

@@ -36,13 +36,14 @@
 #include "core/base/clock.hpp"
 #include "core/base/result.hpp"
 #include "core/broker/broker.hpp"
+#include "core/celery/dead_letter.hpp"
 #include "core/pg/pool.hpp"
 
 namespace celeriac::orchestrator::ops {
 
 using Json = nlohmann::ordered_json;
 
-inline constexpr const char* kDeadLetterHeader = "x_celeriac_dead_letter_id";
+inline constexpr const char* kDeadLetterHeader = celery::kDeadLetterIdHeader;
 
 // ---- run-now ---------------------------------------------------------------------------------
 
@@ -176,6 +177,9 @@ struct DeadLetterRow {
   std::optional<Clock::WallTime> replayed_at;
   std::optional<std::string> replayed_task_id;
   std::optional<Clock::WallTime> purged_at;
+  // The headers' exact bytes (an AMQP field table) when they held text Postgres refuses and
+  // `headers` has them escaped.
+  std::optional<std::string> raw_headers;
 
   // Body as text when it is valid UTF-8, else base64 ("body_base64").
   Json ToJson(bool with_message = true) const;

@@ -1,26 +1,14 @@
 #include "orchestrator/store/pg_stores.hpp"
 
-namespace celeriac::orchestrator {
+#include "core/base/text.hpp"
+#include "core/json/untrusted_json.hpp"
 
-Result<int64_t> PgDeadLetterStore::Write(const DeadLetter& letter) {
-  // Headers and properties go in as json (not jsonb) text, so a replay gets them back in the
-  // order and form they arrived in.
-  return pool_.Transact<int64_t>([&](pqxx::transaction_base& tx) -> Result<int64_t> {
-    const pqxx::binarystring body(letter.body);
-    const auto row = tx.exec_params1(
-        "INSERT INTO dead_letters (queue, task_name, task_id, headers, properties, body, "
-        " error_class, error_message, error_context, attempts) "
-        "VALUES ($1, $2, $3, $4::json, $5::json, $6, $7, $8, $9::jsonb, $10) RETURNING id",
-        letter.queue, letter.task_name, letter.task_id, letter.properties.headers.dump(),
-        PropertiesToJson(letter.properties).dump(), body, letter.error_class,
-        letter.error_message, letter.context.dump(), letter.attempts);
-    return row[0].as<int64_t>();
-  });
-}
+namespace celeriac::orchestrator {
 
 Status PgTaskStateStore::Record(const TaskStateRecord& r) {
   return pool_.Execute([&](pqxx::transaction_base& tx) -> Status {
-    const std::optional<std::string> traceback = r.traceback;
+    const std::optional<std::string> traceback =
+        r.traceback ? std::optional(EscapeToStorableText(*r.traceback)) : std::nullopt;
     tx.exec_params(
         "INSERT INTO task_results (task_id, task_name, status, result, traceback, retries, "
         " queue, worker, date_done) "
@@ -29,10 +17,28 @@ Status PgTaskStateStore::Record(const TaskStateRecord& r) {
         "ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status, result = EXCLUDED.result, "
         " traceback = EXCLUDED.traceback, retries = EXCLUDED.retries, queue = EXCLUDED.queue, "
         " worker = EXCLUDED.worker, date_done = EXCLUDED.date_done, updated_at = now() "
-        "WHERE task_results.status <> 'SUCCESS'",
-        r.task_id, r.task_name, std::string(celery::ToString(r.state)), r.result.dump(), traceback,
+        // The retry it published may have recorded its outcome first: a RETRY never replaces
+        // the state of a later message of the task. (A dead-letter replay starts again at
+        // retries 0 and does replace a FAILURE.)
+        "WHERE task_results.status <> 'SUCCESS' "
+        "  AND NOT (EXCLUDED.status = 'RETRY' AND task_results.retries > EXCLUDED.retries)",
+        EscapeToStorableText(r.task_id), EscapeToStorableText(r.task_name),
+        std::string(celery::ToString(r.state)), DumpStorableJson(r.result), traceback,
         r.retries, r.queue, r.worker);
     return Ok();
+  });
+}
+
+Result<std::optional<StoredTaskState>> PgTaskStateStore::Lookup(const std::string& task_id) {
+  using Out = std::optional<StoredTaskState>;
+  return pool_.Transact<Out>([&](pqxx::transaction_base& tx) -> Result<Out> {
+    const auto rows = tx.exec_params(
+        "SELECT status, retries FROM task_results WHERE task_id = $1",
+        EscapeToStorableText(task_id));
+    if (rows.empty()) return Out{};
+    const auto state = celery::ParseState(rows[0][0].as<std::string>());
+    if (!state) return Out{};
+    return Out{StoredTaskState{*state, rows[0][1].as<int64_t>()}};
   });
 }
 

@@ -3,8 +3,14 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+#include <mutex>
+#include <thread>
+
+#include "core/broker/memory_broker.hpp"
 #include "core/pg/migrations.hpp"
 #include "migrations/migrations.hpp"
+#include "orchestrator/ops/ops.hpp"
 #include "orchestrator/store/pg_stores.hpp"
 #include "tests/support/pg_test.hpp"
 
@@ -22,6 +28,97 @@ class PgStoresTest : public testing::PgTest {
     if (HasFatalFailure()) return;
   }
 };
+
+TEST_F(PgStoresTest, ALetterHoldingBytesPostgresRefusesIsStoredSafelyAndReplaysExactly) {
+  DeadLetter letter;
+  letter.queue = "celery";
+  letter.task_name = std::string("bad\xff\0name", 9);
+  letter.task_id = std::string("id-\xc0", 4);
+  letter.properties.content_type = "application/json";
+  letter.properties.correlation_id = std::string("c\0", 2);
+  letter.properties.headers = json::object();
+  letter.properties.headers["task"] = "celeriac.ping";
+  letter.properties.headers["retries"] = std::string("\xff\xfe", 2);
+  letter.properties.headers["x_raw"] = std::string("a\0b\x80", 4);
+  letter.body = "[[], {}, {}]";
+  letter.error_class = "InvalidTaskError";
+  letter.error_message = std::string("header 'retries' \0 \xff", 20);
+  letter.context = {{"note", std::string("n\0", 2)}, {std::string("k\xff", 2), 1}};
+  letter.attempts = std::numeric_limits<int64_t>::max();
+  PgDeadLetterStore store(pool());
+  auto id = store.Write(letter);
+  ASSERT_TRUE(id.ok()) << id.error().message();
+
+  auto shown = ops::ShowDeadLetter(pool(), *id);
+  ASSERT_TRUE(shown.ok() && shown->has_value());
+  const auto& row = **shown;
+  EXPECT_EQ(row.task_name, "bad\\xff\\x00name") << "text escaped";
+  EXPECT_EQ(row.task_id, "id-\\xc0");
+  EXPECT_EQ(row.error_message, "header 'retries' \\x00 \\xff");
+  EXPECT_EQ(row.headers["x_raw"], "a\\x00b\\x80");
+  EXPECT_EQ(row.error_context["note"], "n\\x00");
+  EXPECT_EQ(row.attempts, std::numeric_limits<int32_t>::max()) << "clamped, not wrapped";
+  ASSERT_TRUE(row.raw_headers.has_value()) << "the headers' exact bytes are kept";
+
+  // A replay sends the headers as they arrived (retries reset, the letter's id added).
+  broker::MemoryBroker broker;
+  ASSERT_TRUE(broker.Connect().ok());
+  ops::DeadLetterFilter filter;
+  filter.ids = {*id};
+  auto outcomes = ops::ReplayDeadLetters(pool(), broker, filter, {});
+  ASSERT_TRUE(outcomes.ok()) << outcomes.error().message();
+  ASSERT_EQ(outcomes->size(), 1u);
+  EXPECT_EQ((*outcomes)[0].status, "replayed") << (*outcomes)[0].message;
+  std::optional<broker::Delivery> got;
+  std::mutex mutex;
+  auto c = broker.Consume({"celery", 1, ""}, [&](broker::Delivery&& d) {
+    std::lock_guard lock(mutex);
+    got = std::move(d);
+  });
+  ASSERT_TRUE(c.ok());
+  for (int i = 0; i < 500; ++i) {
+    {
+      std::lock_guard lock(mutex);
+      if (got) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::lock_guard lock(mutex);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->properties.headers["x_raw"].get<std::string>(), std::string("a\0b\x80", 4));
+  EXPECT_EQ(got->properties.headers["retries"], 0);
+  EXPECT_EQ(got->properties.headers["x_celeriac_dead_letter_id"], *id);
+  EXPECT_EQ(got->body, letter.body);
+}
+
+TEST_F(PgStoresTest, TaskStatesCanBeLookedUpByTaskId) {
+  PgTaskStateStore states(pool());
+  auto missing = states.Lookup("nope");
+  ASSERT_TRUE(missing.ok()) << missing.error().message();
+  EXPECT_FALSE(missing->has_value());
+  TaskStateRecord r;
+  r.task_id = "t-look";
+  r.task_name = "x";
+  r.state = celery::State::kRetry;
+  r.retries = 2;
+  r.result = json{{"a", std::string("\0", 1)}};
+  ASSERT_TRUE(states.Record(r).ok()) << "a U+0000 in a result must not stop the record";
+  auto found = states.Lookup("t-look");
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ((*found)->state, celery::State::kRetry);
+  EXPECT_EQ((*found)->retries, 2);
+  // The retry (retries 3) failed and recorded before the RETRY of retries 2 came in.
+  r.state = celery::State::kFailure;
+  r.retries = 3;
+  ASSERT_TRUE(states.Record(r).ok());
+  r.state = celery::State::kRetry;
+  r.retries = 2;
+  ASSERT_TRUE(states.Record(r).ok());
+  found = states.Lookup("t-look");
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ((*found)->state, celery::State::kFailure) << "an earlier message never goes back";
+  EXPECT_EQ((*found)->retries, 3);
+}
 
 TEST_F(PgStoresTest, DeadLetterKeepsTheMessageWhole) {
   DeadLetter letter;
