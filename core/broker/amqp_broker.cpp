@@ -732,6 +732,7 @@ struct ConsumerState {
   std::string requested_tag;
   std::shared_ptr<DeliveryHandler> handler;
   std::shared_ptr<std::function<void()>> on_burst_end;  // null if none
+  std::shared_ptr<std::function<void()>> on_deliveries_lost;  // null if none
   bool raw_headers = false;
 
   // Guarded by Impl::mu.
@@ -839,6 +840,7 @@ struct AmqpBroker::Impl {
   Status OpenConsumer(const std::shared_ptr<ConsumerState>& c);
   Status Subscribe(const std::shared_ptr<ConsumerState>& c);
   void ChannelFailed(const std::shared_ptr<ConsumerState>& c, const std::string& why);
+  void NotifyLost(const std::shared_ptr<ConsumerState>& c);
   void RemoveConsumer(const std::shared_ptr<ConsumerState>& c);
   void ReopenConsumers();
   void FlushAcks();
@@ -1244,7 +1246,7 @@ Status AmqpBroker::Impl::Subscribe(const std::shared_ptr<ConsumerState>& c) {
     std::lock_guard lock(mu);
     prefetch = c->prefetch;
   }
-  amqp_basic_qos(conn, c->channel, 0, prefetch, /*global=*/0);
+  amqp_basic_qos(conn, c->channel, 0, prefetch, /*global=*/1);
   Status s = Check(c->channel, "basic.qos", c);
   if (!s.ok()) return s;
   amqp_basic_consume_ok_t* ok = amqp_basic_consume(
@@ -1305,12 +1307,24 @@ void AmqpBroker::Impl::ChannelFailed(const std::shared_ptr<ConsumerState>& c,
   c->assembling = false;
   c->retry_at = Clock::now() + backoff.Delay(c->retry_attempt++);
   next_retry_due = std::min(next_retry_due, c->retry_at);
-  std::lock_guard lock(mu);
-  c->tag_gen = NextGeneration(c->tag_gen);  // its unacked deliveries went back to the queue
-  c->outstanding.clear();
-  c->sent_entries = 0;
-  c->ops.clear();
-  if (c->cancelled) consumers.erase(c->id);
+  {
+    std::lock_guard lock(mu);
+    c->tag_gen = NextGeneration(c->tag_gen);  // its unacked deliveries went back to the queue
+    c->outstanding.clear();
+    c->sent_entries = 0;
+    c->ops.clear();
+    if (c->cancelled) consumers.erase(c->id);
+  }
+  NotifyLost(c);
+}
+
+void AmqpBroker::Impl::NotifyLost(const std::shared_ptr<ConsumerState>& c) {
+  if (c->on_deliveries_lost == nullptr || !c->ever_subscribed) return;
+  try {
+    (*c->on_deliveries_lost)();
+  } catch (const std::exception& e) {
+    log->error("on_deliveries_lost of queue {} threw: {}", c->queue, e.what());
+  }
 }
 
 void AmqpBroker::Impl::RemoveConsumer(const std::shared_ptr<ConsumerState>& c) {
@@ -1361,17 +1375,10 @@ Status AmqpBroker::Impl::DoSetPrefetch(ConsumerId id, uint16_t prefetch) {
   if (!c->subscribed || conn == nullptr || conn_failed || c->applied_prefetch == prefetch) {
     return Ok();  // applied when it (re)subscribes
   }
-  // basic.qos(global=false) only binds consumers started after it: re-subscribe.
-  amqp_basic_cancel(conn, c->channel, Bytes(c->server_tag));
-  Status s = Check(c->channel, "basic.cancel", c);
-  if (!s.ok()) return s;
-  c->subscribed = false;
-  s = Subscribe(c);
-  if (!s.ok() && !conn_failed && c->channel_open) {
-    // Still not consuming: let ReopenConsumers try again.
-    c->retry_at = Clock::now() + backoff.Delay(c->retry_attempt++);
-    next_retry_due = std::min(next_retry_due, c->retry_at);
-  }
+  // Channel-wide QoS applies at once, to what is unacked already too.
+  amqp_basic_qos(conn, c->channel, 0, prefetch, /*global=*/1);
+  Status s = Check(c->channel, "basic.qos", c);
+  if (s.ok()) c->applied_prefetch = prefetch;
   return s;
 }
 
@@ -1710,25 +1717,30 @@ void AmqpBroker::Impl::Teardown() {
   by_channel.clear();
   free_channels.clear();
   next_channel = 2;
-  std::lock_guard lock(mu);
-  connected = false;
-  last_error = Error(ErrorCode::kUnavailable, conn_failure);
-  for (auto it = consumers.begin(); it != consumers.end();) {
-    ConsumerState& c = *it->second;
-    c.channel = 0;
-    c.channel_open = false;
-    c.subscribed = false;
-    c.assembling = false;
-    c.partial = Delivery{};
-    c.tag_gen = NextGeneration(c.tag_gen);  // the server requeues what was unacked
-    c.outstanding.clear();
-    c.sent_entries = 0;
-    c.ops.clear();
-    c.dirty = false;
-    it = c.cancelled ? consumers.erase(it) : std::next(it);
+  std::vector<std::shared_ptr<ConsumerState>> lost;
+  {
+    std::lock_guard lock(mu);
+    connected = false;
+    last_error = Error(ErrorCode::kUnavailable, conn_failure);
+    for (auto it = consumers.begin(); it != consumers.end();) {
+      lost.push_back(it->second);
+      ConsumerState& c = *it->second;
+      c.channel = 0;
+      c.channel_open = false;
+      c.subscribed = false;
+      c.assembling = false;
+      c.partial = Delivery{};
+      c.tag_gen = NextGeneration(c.tag_gen);  // the server requeues what was unacked
+      c.outstanding.clear();
+      c.sent_entries = 0;
+      c.ops.clear();
+      c.dirty = false;
+      it = c.cancelled ? consumers.erase(it) : std::next(it);
+    }
+    dirty.clear();
+    conn_failed = false;
   }
-  dirty.clear();
-  conn_failed = false;
+  for (const auto& c : lost) NotifyLost(c);
 }
 
 void AmqpBroker::Impl::Shutdown() {
@@ -1939,6 +1951,8 @@ Result<ConsumerId> AmqpBroker::Consume(const ConsumeOptions& options, DeliveryHa
   c->requested_tag = options.consumer_tag;
   c->prefetch = options.prefetch;
   c->handler = std::make_shared<DeliveryHandler>(std::move(handler));
+  if (options.on_deliveries_lost)
+    c->on_deliveries_lost = std::make_shared<std::function<void()>>(options.on_deliveries_lost);
   if (options.on_burst_end) {
     c->on_burst_end = std::make_shared<std::function<void()>>(options.on_burst_end);
   }

@@ -11,7 +11,7 @@
 //    by publish_timeout) and re-publishes the unconfirmed messages once.
 //  * the consumer connection, owned by one I/O thread: channel 1 for declarations (so an
 //    exclusive queue belongs to the connection that consumes it), and one channel per consumer
-//    (basic.qos global=false, i.e. per consumer). Other threads' Declare /
+//    (basic.qos global=true on that channel, i.e. per consumer, counting every unacked delivery). Other threads' Declare /
 //    Consume / Cancel / SetPrefetch calls are queued to it and wait for its answer; Ack / Reject
 //    are checked and recorded at once, then sent asynchronously by the I/O thread, coalesced into
 //    one basic.ack(multiple) where the acked tags are contiguous. The thread poll()s the socket
@@ -32,10 +32,16 @@
 // consumer with its current prefetch. A consumer whose channel alone fails (server-side
 // cancel, channel error) is re-opened the same way without touching the others.
 //
-// Prefetch: RabbitMQ applies basic.qos(global=false) to consumers started after it, so
-// SetPrefetch re-subscribes the consumer on its channel (basic.cancel, basic.qos,
-// basic.consume). Deliveries still unacked from before the change stay valid but no longer
-// count against the new limit.
+// Prefetch: channel-wide (basic.qos global=true, as kombu sets it on RabbitMQ 3.x), on the
+// consumer's own channel. RabbitMQ applies a channel-wide limit at once and counts the
+// deliveries already unacked, so SetPrefetch is one basic.qos and the limit always bounds what
+// the consumer holds. (Per-consumer QoS, global=false, binds only consumers started after it:
+// changing it meant re-subscribing with a fresh window, so messages held unacked stopped
+// counting and an ETA backlog could be drained into memory.) RabbitMQ 4 deprecates global QoS
+// for quorum queues; Celery's queues are classic queues.
+//
+// Lost deliveries: when a consumer's channel or the connection dies, its
+// ConsumeOptions::on_deliveries_lost runs on the I/O thread before the consumer is re-opened.
 //
 // Shutdown: Close() flushes the acks already requested, closes the connections (the server
 // requeues every unacked delivery) and joins the I/O thread; the destructor calls it.

@@ -65,11 +65,11 @@ Properties PropertiesFromJson(const nlohmann::ordered_json& j,
 Status DecodeRawHeaders(Delivery& delivery) {
   if (delivery.raw_headers.empty()) return Ok();
   Result<Headers> headers = DecodeTable(delivery.raw_headers);
-  delivery.raw_headers.clear();
   if (!headers.ok()) {
     delivery.properties.headers = Headers::object();
     return headers.error();
   }
+  delivery.raw_headers.clear();
   delivery.properties.headers = std::move(headers).value();
   return Ok();
 }

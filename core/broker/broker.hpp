@@ -66,10 +66,17 @@ struct ConsumeOptions {
   // in Delivery::raw_headers; DecodeRawHeaders() converts it on whichever thread needs it (so
   // the consumer thread does not). Brokers that hold headers as JSON anyway ignore it.
   bool raw_headers = false;
+  // Called on the consumer thread when this consumer's unacked deliveries are lost to it: its
+  // channel or connection died, so the server has put them back in the queue (they come again,
+  // redelivered, to this or another consumer). Acks of those deliveries now fail. It is called
+  // before anything is delivered on the new channel, so a handler that holds or queues
+  // deliveries can drop them there and none of them runs twice (Celery drops its reserved and
+  // ETA-held requests on connection loss).
+  std::function<void()> on_deliveries_lost;
 };
 
 // Moves Delivery::raw_headers (if any) into properties.headers. On a malformed table the
-// headers stay empty and the error says why; raw_headers is cleared either way.
+// headers stay empty, raw_headers keeps the bytes (for a dead letter) and the error says why.
 Status DecodeRawHeaders(Delivery& delivery);
 
 class Broker {
@@ -94,7 +101,9 @@ class Broker {
   // Stops new deliveries to this consumer; unacked ones stay unacked until acked or rejected.
   virtual Status Cancel(ConsumerId consumer) = 0;
 
-  // Changes a consumer's prefetch (ETA tasks held unacked raise it, as Celery does).
+  // Changes a consumer's prefetch (ETA tasks held unacked raise it, as Celery does). It takes
+  // effect at once and counts the deliveries already unacked, so the consumer never has more
+  // than `prefetch` unacked deliveries (channel-wide QoS, as Celery uses on RabbitMQ).
   virtual Status SetPrefetch(ConsumerId consumer, uint16_t prefetch) = 0;
 
   virtual Status Ack(ConsumerId consumer, uint64_t delivery_tag) = 0;

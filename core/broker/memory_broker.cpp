@@ -1,6 +1,7 @@
 #include "core/broker/memory_broker.hpp"
 
 #include <exception>
+#include <vector>
 #include <utility>
 
 #include "core/log/log.hpp"
@@ -110,6 +111,8 @@ Result<ConsumerId> MemoryBroker::Consume(const ConsumeOptions& options, Delivery
     };
   }
   c.handler = std::make_shared<DeliveryHandler>(std::move(handler));
+  if (options.on_deliveries_lost)
+    c.on_lost = std::make_shared<std::function<void()>>(options.on_deliveries_lost);
   wake_.notify_all();
   return id;
 }
@@ -201,6 +204,28 @@ void MemoryBroker::Close() {
   }
 }
 
+size_t MemoryBroker::Unacked(const std::string& queue) const {
+  std::lock_guard lock(mutex_);
+  size_t n = 0;
+  for (const auto& [id, c] : consumers_)
+    if (c.queue == queue) n += c.unacked.size();
+  return n;
+}
+
+void MemoryBroker::SimulateConnectionLoss() {
+  std::lock_guard lock(mutex_);
+  for (auto it = consumers_.begin(); it != consumers_.end();) {
+    RequeueUnacked(it->second);
+    if (it->second.cancelled) {
+      it = consumers_.erase(it);
+      continue;
+    }
+    it->second.lost = it->second.on_lost != nullptr;
+    ++it;
+  }
+  wake_.notify_all();
+}
+
 size_t MemoryBroker::QueueDepth(const std::string& queue) const {
   std::lock_guard lock(mutex_);
   auto it = queues_.find(queue);
@@ -228,6 +253,19 @@ ConsumerId MemoryBroker::PickConsumer() {
 void MemoryBroker::DispatchLoop() {
   std::unique_lock lock(mutex_);
   while (!closed_) {
+    // Lost deliveries are announced before anything else is delivered.
+    std::vector<std::shared_ptr<std::function<void()>>> lost;
+    for (auto& [cid, c] : consumers_) {
+      if (!c.lost) continue;
+      c.lost = false;
+      lost.push_back(c.on_lost);
+    }
+    if (!lost.empty()) {
+      lock.unlock();
+      for (const auto& fn : lost) (*fn)();
+      lock.lock();
+      continue;
+    }
     const ConsumerId id = PickConsumer();
     if (id == 0) {
       wake_.wait(lock);

@@ -50,6 +50,13 @@ class MemoryBroker final : public Broker {
 
   // Ready (not unacked) messages in `queue`; 0 for an unknown queue. For tests and ops.
   size_t QueueDepth(const std::string& queue) const;
+  // Unacked deliveries of every consumer of `queue`. For tests.
+  size_t Unacked(const std::string& queue) const;
+
+  // What a lost AMQP connection does, for tests: every consumer's unacked deliveries go back to
+  // the head of their queues (redelivered), acks of them fail from now on, and each consumer's
+  // on_deliveries_lost runs on the dispatch thread before it gets another delivery.
+  void SimulateConnectionLoss();
 
  private:
   struct Stored {
@@ -67,6 +74,8 @@ class MemoryBroker final : public Broker {
     std::string queue;
     uint16_t prefetch = 0;
     std::shared_ptr<DeliveryHandler> handler;
+    std::shared_ptr<std::function<void()>> on_lost;  // null if none
+    bool lost = false;                               // on_lost still to be called
     bool cancelled = false;
     std::map<uint64_t, Stored> unacked;  // by delivery tag
   };

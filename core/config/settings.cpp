@@ -70,6 +70,8 @@ std::vector<KeySpec> Keys(Settings& s) {
   keys.push_back(str("worker", "queue", &s.worker.queue));
   keys.push_back(num("worker", "concurrency", &s.worker.concurrency, 0, 4096));
   keys.push_back(num("worker", "prefetch_multiplier", &s.worker.prefetch_multiplier, 1, 65535));
+  keys.push_back(num("worker", "max_held_eta", &s.worker.max_held_eta, 1, 60'000));
+  keys.push_back(num("worker", "max_abandoned_threads", &s.worker.max_abandoned_threads, 0, 1024));
   keys.push_back(str("extractor", "queue", &s.extractor.queue));
   keys.push_back(num("extractor", "concurrency", &s.extractor.concurrency, 1, 65'536));
   keys.push_back(num("extractor", "parse_threads", &s.extractor.parse_threads, 0, 256));

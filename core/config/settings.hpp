@@ -82,6 +82,11 @@ struct WorkerSettings {
   std::string queue = "celery";
   int64_t concurrency = 0;
   int64_t prefetch_multiplier = 4;
+  // ETA/countdown messages held in memory at most; later-due ones wait in delay queues.
+  int64_t max_held_eta = 1000;
+  // Threads stuck in tasks past their hard time limit at most; past it the worker shuts down
+  // and exits with status 3, for its supervisor to restart it.
+  int64_t max_abandoned_threads = 4;
 };
 
 struct ExtractorSettings {

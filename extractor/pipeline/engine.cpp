@@ -57,60 +57,6 @@ milliseconds RetryDelay(const parse::CrawlSettings& c, int attempt) {
 
 }  // namespace
 
-// A fixed set of threads running posted functions in order (one thread: strictly in order).
-class Engine::Executor {
- public:
-  Executor(size_t threads, std::string name) : name_(std::move(name)) {
-    for (size_t i = 0; i < std::max<size_t>(1, threads); ++i)
-      threads_.emplace_back([this] { RunThread(); });
-  }
-  ~Executor() {
-    {
-      std::lock_guard lock(mutex_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    for (auto& t : threads_) t.join();
-  }
-  // `urgent` work runs before everything queued (pages on the crawl's critical path).
-  void Post(std::function<void()> fn, bool urgent = false) {
-    {
-      std::lock_guard lock(mutex_);
-      if (urgent) {
-        queue_.push_front(std::move(fn));
-      } else {
-        queue_.push_back(std::move(fn));
-      }
-    }
-    cv_.notify_one();
-  }
-
- private:
-  void RunThread() {
-    for (;;) {
-      std::function<void()> fn;
-      {
-        std::unique_lock lock(mutex_);
-        cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-        if (queue_.empty()) return;
-        fn = std::move(queue_.front());
-        queue_.pop_front();
-      }
-      try {
-        fn();
-      } catch (const std::exception& e) {
-        spdlog::error("{} thread: unexpected exception: {}", name_, e.what());
-      }
-    }
-  }
-  std::string name_;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> queue_;
-  bool stop_ = false;
-  std::vector<std::thread> threads_;
-};
-
 Engine::Engine(Loop& loop, Fetcher& fetcher, CrawlStore& store, ModuleFactory modules,
                EngineOptions options, Clock& clock)
     : loop_(loop),

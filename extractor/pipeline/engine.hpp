@@ -39,6 +39,7 @@
 #include "core/base/clock.hpp"
 #include "core/base/result.hpp"
 #include "core/loop/loop.hpp"
+#include "core/loop/executor.hpp"
 #include "extractor/pipeline/fetcher.hpp"
 #include "extractor/parse/crawl_settings.hpp"
 #include "extractor/pipeline/module.hpp"
@@ -151,7 +152,6 @@ class Engine {
     std::optional<RequestResult> result;  // nullopt: the speculative fetch failed
     std::vector<Work> waiters;            // leases that arrived before it was done
   };
-  class Executor;
 
   // loop thread
   void MaybeLease();

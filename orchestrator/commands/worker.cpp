@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
@@ -45,6 +46,8 @@ int RunWorker(const CommonOptions& common, const WorkerFlags& flags) {
   char host[256] = {};
   gethostname(host, sizeof(host) - 1);
   options.hostname = flags.hostname.empty() ? std::string("celeriac@") + host : flags.hostname;
+  options.max_held_eta = static_cast<int>(settings->worker.max_held_eta);
+  options.max_abandoned_threads = static_cast<int>(settings->worker.max_abandoned_threads);
   options.body_schema = [](const std::string& task) -> std::shared_ptr<const schema::SchemaValidator> {
     auto v = schemas::Get("tasks/" + task + ".body");
     return v ? v.value() : nullptr;
@@ -99,12 +102,21 @@ int RunWorker(const CommonOptions& common, const WorkerFlags& flags) {
     return 1;
   }
   loop.HandleShutdownSignals([&](int) { worker.BeginShutdown([&] { loop.Stop(); }); });
+  worker.OnNeedsRestart([&] { worker.BeginShutdown([&] { loop.Stop(); }); });
   loop.Run();
   (*broker)->Close();
   const auto s = worker.stats();
   spdlog::info("worker stopped: {} received, {} succeeded, {} failed, {} retried", s.received,
                s.succeeded, s.failed, s.retried);
-  return 0;
+  if (s.abandoned_threads > 0) {
+    // Threads stuck in abandoned tasks still use the registry, the pool and the broker: leave
+    // without destroying them under those threads.
+    spdlog::warn("{} thread(s) still stuck in tasks past their hard time limit; exiting now",
+                 s.abandoned_threads);
+    spdlog::shutdown();
+    std::_Exit(worker.needs_restart() ? 3 : 0);
+  }
+  return worker.needs_restart() ? 3 : 0;
 }
 
 }  // namespace

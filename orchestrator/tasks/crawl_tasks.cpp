@@ -243,7 +243,16 @@ TaskOutcome CrawlTasks::TriggerSiteAnalysis(TaskContext& ctx) {
   if (!source || !source->is_number_integer() || !theme || !theme->is_string())
     return TaskError::BadArguments(
         "trigger_site_analysis() needs data_source_id: int and theme_name: str");
-  discovery::DiscoverRequest req{source->get<int64_t>(), theme->get<std::string>()};
+  discovery::DiscoverRequest req;
+  req.data_source_id = source->get<int64_t>();
+  req.theme_name = theme->get<std::string>();
+  req.idempotency_key = ctx.request().id;
+  // A task abandoned at its hard time limit has failed already: it must not start the call,
+  // and a call it starts ends before that limit.
+  req.deadline = ctx.TimeLeft();
+  if (ctx.cancelled() || (req.deadline && req.deadline->count() == 0))
+    return TaskError::FromError(
+        Error(ErrorCode::kTimeout, "cancelled before calling Discovery", /*retryable=*/false));
   auto res = discovery_.Discover(req);
   if (!res) {
     spdlog::warn("trigger_site_analysis({}, {}): {}", req.data_source_id, req.theme_name,

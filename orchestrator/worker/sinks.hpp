@@ -9,29 +9,14 @@
 
 #include "core/base/result.hpp"
 #include "core/broker/message.hpp"
+#include "core/celery/dead_letter.hpp"
 #include "core/celery/result.hpp"
 
 namespace celeriac::orchestrator {
 
-// A message that ended in FAILURE, whole, with why.
-struct DeadLetter {
-  std::string queue;
-  std::optional<std::string> task_name;
-  std::optional<std::string> task_id;
-  broker::Properties properties;  // headers included
-  std::string body;               // the original bytes
-  std::string error_class;        // "NotRegistered", "DecodeError", "MaxRetriesExceededError", ...
-  std::string error_message;
-  nlohmann::ordered_json context = nlohmann::ordered_json::object();  // worker, retries, traceback...
-  int attempts = 1;
-};
-
-class DeadLetterSink {
- public:
-  virtual ~DeadLetterSink() = default;
-  // Durable when it returns Ok: the worker acks the message only after that.
-  virtual Result<int64_t> Write(const DeadLetter& letter) = 0;
-};
+// Dead letters: one type for every binary (core/celery/dead_letter.hpp).
+using DeadLetter = celery::DeadLetter;
+using DeadLetterSink = celery::DeadLetterSink;
 
 struct TaskStateRecord {
   std::string task_id;
@@ -44,11 +29,22 @@ struct TaskStateRecord {
   std::string worker;
 };
 
+// What is recorded of a task id: its latest state and the retries of the message that
+// reached it.
+struct StoredTaskState {
+  celery::State state = celery::State::kPending;
+  int64_t retries = 0;
+};
+
 class TaskStateSink {
  public:
   virtual ~TaskStateSink() = default;
-  // Upsert by task id; a SUCCESS is never overwritten by a later state (as Celery's backends).
+  // Upsert by task id; a SUCCESS is never overwritten by a later state (as Celery's backends),
+  // nor the state of a later message of the task (higher retries) by an earlier one's RETRY.
   virtual Status Record(const TaskStateRecord& record) = 0;
+  // The state recorded for `task_id`, if any. A redelivered message asks, so that a task whose
+  // outcome is already recorded is not run again (Celery's worker_deduplicate_successful_tasks).
+  virtual Result<std::optional<StoredTaskState>> Lookup(const std::string& task_id) = 0;
 };
 
 }  // namespace celeriac::orchestrator

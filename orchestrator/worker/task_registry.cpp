@@ -1,5 +1,6 @@
 #include "orchestrator/worker/task_registry.hpp"
 
+#include <algorithm>
 #include <thread>
 
 namespace celeriac::orchestrator {
@@ -27,14 +28,21 @@ TaskOutcome TaskContext::Retry(const Error& error, std::chrono::milliseconds cou
   return e;
 }
 
+std::optional<std::chrono::milliseconds> TaskContext::TimeLeft() const {
+  if (!deadline_) return std::nullopt;
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      *deadline_ - std::chrono::steady_clock::now());
+  return std::max(left, std::chrono::milliseconds(0));
+}
+
 void TaskRegistry::Register(std::string name, TaskFunction fn, TaskOptions options) {
   auto task = std::make_shared<RegisteredTask>(RegisteredTask{name, std::move(fn), options});
   tasks_[std::move(name)] = std::move(task);
 }
 
-const RegisteredTask* TaskRegistry::Find(const std::string& name) const {
+std::shared_ptr<const RegisteredTask> TaskRegistry::Find(const std::string& name) const {
   auto it = tasks_.find(name);
-  return it == tasks_.end() ? nullptr : it->second.get();
+  return it == tasks_.end() ? nullptr : it->second;
 }
 
 std::vector<std::string> TaskRegistry::Names() const {

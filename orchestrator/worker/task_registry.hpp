@@ -46,12 +46,20 @@ using TaskOutcome = std::variant<Json, TaskError>;
 
 class TaskContext {
  public:
-  TaskContext(const celery::TaskMessage& request, const std::atomic<bool>& cancelled)
-      : request_(request), cancelled_(cancelled) {}
+  using Deadline = std::chrono::steady_clock::time_point;
+  TaskContext(const celery::TaskMessage& request, const std::atomic<bool>& cancelled,
+              std::optional<Deadline> deadline = std::nullopt)
+      : request_(request), cancelled_(cancelled), deadline_(deadline) {}
   const celery::TaskMessage& request() const { return request_; }
   const Json& args() const { return request_.args; }
   const Json& kwargs() const { return request_.kwargs; }
+  // Set at the soft time limit, at the hard time limit (the task was abandoned: its outcome is
+  // dropped, so it must not start a side effect) and at shutdown deadlines.
   bool cancelled() const { return cancelled_.load(std::memory_order_relaxed); }
+  // When the hard time limit falls, if the task has one: outbound calls should end before it.
+  std::optional<Deadline> deadline() const { return deadline_; }
+  // Time left before the hard time limit (zero once past it); nullopt without one.
+  std::optional<std::chrono::milliseconds> TimeLeft() const;
 
   // Celery's self.retry(exc=..., countdown=...).
   TaskOutcome Retry(const Error& error, std::chrono::milliseconds countdown) const;
@@ -59,6 +67,7 @@ class TaskContext {
  private:
   const celery::TaskMessage& request_;
   const std::atomic<bool>& cancelled_;
+  std::optional<Deadline> deadline_;
 };
 
 using TaskFunction = std::function<TaskOutcome(TaskContext&)>;
@@ -83,7 +92,8 @@ struct RegisteredTask {
 class TaskRegistry {
  public:
   void Register(std::string name, TaskFunction fn, TaskOptions options = {});
-  const RegisteredTask* Find(const std::string& name) const;
+  // Shared, so that a thread abandoned in a task keeps that task's function alive.
+  std::shared_ptr<const RegisteredTask> Find(const std::string& name) const;
   std::vector<std::string> Names() const;
 
  private:

@@ -1,11 +1,14 @@
 #include "orchestrator/worker/worker.hpp"
 
 #include <algorithm>
+#include <limits>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "core/base/text.hpp"
 #include "core/celery/codec.hpp"
+#include "core/json/untrusted_json.hpp"
 #include "core/log/log.hpp"
 
 namespace celeriac::orchestrator {
@@ -28,18 +31,26 @@ struct Worker::Job {
   broker::Delivery delivery;
   celery::TaskMessage msg;
   celery::DecodeFailure failure;  // kUndecodable
-  const RegisteredTask* task = nullptr;
+  std::shared_ptr<const RegisteredTask> task;
   std::atomic<bool> cancelled{false};
   std::atomic<int> phase{kQueued};
   std::atomic<bool> acked{false};
   bool prepared = false;  // decoded (and past its ETA); only the pool thread running it reads it
+  uint64_t epoch = 0;     // Worker::epoch_ when it was delivered
   Loop::TimerId soft_timer = 0;
   Loop::TimerId hard_timer = 0;
+  Loop::TimerId eta_timer = 0;
+  std::optional<TaskContext::Deadline> deadline;  // hard time limit
+  // Redeliveries of this task adopted while it ran (their connection is the live one); settled
+  // with it.
+  std::mutex adopted_mutex;
+  std::vector<uint64_t> adopted;
 
   bool acks_late() const { return task != nullptr && task->options.acks_late; }
   bool ignore_result() const {
     return msg.ignore_result || (task != nullptr && task->options.ignore_result);
   }
+  bool expired(Clock::WallTime now) const { return msg.expires_time && *msg.expires_time <= now; }
   // For reuse by the next delivery; `delivery` keeps its buffers (the broker resets it).
   void Reset() {
     kind = Kind::kRun;
@@ -50,8 +61,12 @@ struct Worker::Job {
     phase = kQueued;
     acked = false;
     prepared = false;
+    epoch = 0;
     soft_timer = 0;
     hard_timer = 0;
+    eta_timer = 0;
+    deadline.reset();
+    adopted.clear();
   }
 };
 
@@ -128,6 +143,12 @@ class Worker::Pool {
       ++state_->excess;
     }
     Spawn();
+  }
+
+  // Threads stuck in abandoned tasks right now.
+  int Stuck() {
+    std::lock_guard lock(state_->mutex);
+    return state_->excess;
   }
 
   // Stops the threads once the queue is empty; waits for those not stuck in abandoned tasks.
@@ -218,6 +239,42 @@ class Worker::Pool {
   std::vector<std::shared_ptr<Job>> spare_;
 };
 
+namespace {
+
+// The delay queue for messages due in `left`: the longest power-of-two seconds no longer than
+// that (at least 1 s, at most 2^22 s, about 48 days; a message due later comes round again).
+std::chrono::seconds DelayBucket(milliseconds left) {
+  int64_t s = 1;
+  while (s < (int64_t{1} << 22) && milliseconds(s * 2 * 1000) <= left) s *= 2;
+  return std::chrono::seconds(s);
+}
+
+broker::QueueSpec DelayQueueSpec(const std::string& queue, std::chrono::seconds bucket) {
+  broker::QueueSpec spec;
+  spec.name = fmt::format("celeriac.delay.{}.{}s", queue, bucket.count());
+  spec.exchange = "";
+  spec.routing_key = spec.name;
+  spec.bind = false;
+  spec.arguments["x-message-ttl"] = static_cast<int64_t>(bucket.count() * 1000);
+  spec.arguments["x-dead-letter-exchange"] = "";
+  spec.arguments["x-dead-letter-routing-key"] = queue;
+  return spec;
+}
+
+// A task error's message for logs and dead letters: its args joined, text from outside kept
+// storable.
+std::string MessageOf(const celery::ExceptionInfo& exc) {
+  std::string message;
+  for (const auto& part : exc.exc_message) {
+    if (!message.empty()) message += ", ";
+    message += part.is_string() ? EscapeToStorableText(part.get_ref<const std::string&>())
+                                : QuoteJson(part, 1000);
+  }
+  return message;
+}
+
+}  // namespace
+
 Worker::Worker(broker::Broker& broker, const TaskRegistry& registry, DeadLetterSink& dead_letters,
                TaskStateSink* states, const Clock& clock, Loop& loop, WorkerOptions options)
     : broker_(broker),
@@ -228,11 +285,16 @@ Worker::Worker(broker::Broker& broker, const TaskRegistry& registry, DeadLetterS
       loop_(loop),
       options_(std::move(options)) {
   options_.concurrency = std::max(options_.concurrency, 1);
+  options_.max_held_eta = std::max(options_.max_held_eta, 1);
   pool_ = std::make_unique<Pool>(options_.concurrency,
                                  [this](const std::shared_ptr<Job>& job) { Run(job); });
+  side_ = std::make_unique<Executor>(1, "worker side");
 }
 
-Worker::~Worker() { pool_->Stop(options_.shutdown_timeout); }
+Worker::~Worker() {
+  pool_->Stop(options_.shutdown_timeout);
+  side_.reset();  // runs what is queued (letters, prefetch changes) first
+}
 
 Status Worker::Start() {
   broker::QueueSpec spec;
@@ -249,6 +311,7 @@ Status Worker::Start() {
   // Deliveries are queued on the broker's thread and handed to the pool a burst at a time; the
   // headers are converted on the pool threads.
   consume.on_burst_end = [this] { pool_->Flush(); };
+  consume.on_deliveries_lost = [this] { OnDeliveriesLost(); };
   consume.raw_headers = true;
   auto id = broker_.Consume(consume, [this](broker::Delivery&& d) { OnDelivery(std::move(d)); });
   if (!id) return id.error();
@@ -278,8 +341,12 @@ WorkerStats Worker::stats() const {
   out.retried = stats_.retried;
   out.revoked = stats_.revoked;
   out.dead_lettered = stats_.dead_lettered;
+  out.dropped_on_connection_loss = stats_.dropped;
+  out.deduplicated = stats_.deduplicated;
+  out.delayed = stats_.delayed;
   out.active = stats_.active;
   out.held_eta = stats_.held_eta;
+  out.abandoned_threads = pool_->Stuck();
   return out;
 }
 
@@ -290,19 +357,50 @@ void Worker::OnDelivery(broker::Delivery&& delivery) {
   // buffers to reuse.
   auto job = pool_->NewJob();
   std::swap(job->delivery, delivery);
+  job->epoch = epoch_.load(std::memory_order_acquire);
   // A pool thread is waiting for work, so this job starts the moment the burst is handed over:
   // it is decoded here and an ack-early task is acked now, as Celery acks a job when a pool
   // process accepts it. At a small prefetch the server sends the next message only once this
   // ack is out, and waiting for a pool thread to wake first costs tens of microseconds a
   // message. With every thread busy the burst goes over raw, and the threads decode it and ack
-  // each task as they start it.
-  if (consumer_id_.load(std::memory_order_acquire) != 0 && pool_->HasFreeThread()) {
+  // each task as they start it. A redelivered message goes over raw too: checking whether it
+  // already ran may ask Postgres, which this thread never waits for.
+  if (!job->delivery.redelivered && consumer_id_.load(std::memory_order_acquire) != 0 &&
+      pool_->HasFreeThread()) {
     job->prepared = true;
     if (!Prepare(job)) return;  // held until its ETA
-    const bool expired = job->msg.expires_time && *job->msg.expires_time <= clock_.Now();
-    if (job->kind == Job::Kind::kRun && !expired && !job->acks_late()) Ack(job);
+    if (job->kind == Job::Kind::kRun && !job->expired(clock_.Now()) && !job->acks_late())
+      Ack(job);
   }
   pool_->Add(std::move(job));
+}
+
+void Worker::OnDeliveriesLost() {
+  // On the broker's thread. The server has put every unacked delivery back in the queue: what
+  // is held for its ETA and what waits in the pool unstarted must not run (it comes again).
+  epoch_.fetch_add(1, std::memory_order_acq_rel);
+  std::vector<std::shared_ptr<Job>> dropped;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [tag, held] : held_) dropped.push_back(std::move(held.job));
+    held_.clear();
+    by_due_.clear();
+    stats_.held_eta = 0;
+  }
+  for (const auto& job : dropped) {
+    int queued = kQueued;
+    job->phase.compare_exchange_strong(queued, kAbandoned);
+  }
+  stats_.dropped += dropped.size();
+  if (!dropped.empty()) {
+    loop_.Post([this, dropped] {
+      for (const auto& job : dropped) loop_.CancelTimer(job->eta_timer);
+    });
+  }
+  spdlog::warn("worker {}: connection to the broker lost; {} held ETA message(s) and the "
+               "unstarted ones in the pool are dropped (the broker redelivers them)",
+               options_.hostname, dropped.size());
+  AdjustPrefetch();
 }
 
 std::shared_ptr<const schema::SchemaValidator> Worker::BodySchema(const std::string& task) {
@@ -316,36 +414,100 @@ std::shared_ptr<const schema::SchemaValidator> Worker::BodySchema(const std::str
   return schema_cache_.emplace(task, std::move(schema)).first->second;
 }
 
-// On a pool thread: decode, find the task, and hold it if its ETA is still ahead. Returns false
-// when the job was held (it comes back through Dispatch when due).
-bool Worker::Prepare(const std::shared_ptr<Job>& job) {
-  ++stats_.received;
-  if (auto st = broker::DecodeRawHeaders(job->delivery); !st) {
-    spdlog::error("dropping the headers of a delivery on '{}': {}", options_.queue,
-                  st.error().message());
+void Worker::Decode(const std::shared_ptr<Job>& job) {
+  auto& d = job->delivery;
+  if (auto st = broker::DecodeRawHeaders(d); !st) {
+    job->kind = Job::Kind::kUndecodable;
+    job->failure = celery::DecodeFailure{
+        "InvalidTaskError",
+        "the AMQP headers table cannot be decoded: " + EscapeToStorableText(st.error().message()),
+        "", ""};
+    job->msg.reply_to = EscapeToStorableText(d.properties.reply_to);
+    job->msg.correlation_id = EscapeToStorableText(d.properties.correlation_id);
+    return;
   }
-  auto decoded = celery::DecodeTask(job->delivery.properties, job->delivery.body);
+  auto decoded = celery::DecodeTask(d.properties, d.body);
   if (!decoded.ok()) {
     job->kind = Job::Kind::kUndecodable;
     job->failure = decoded.failure();
     job->msg.task = job->failure.task;
     job->msg.id = job->failure.id;
-    job->msg.reply_to = job->delivery.properties.reply_to;
-    job->msg.correlation_id = job->delivery.properties.correlation_id;
-    return true;
+    job->msg.reply_to = EscapeToStorableText(d.properties.reply_to);
+    job->msg.correlation_id = EscapeToStorableText(d.properties.correlation_id);
+    return;
   }
   job->msg = std::move(decoded.message());
   job->task = registry_.Find(job->msg.task);
-  if (job->task == nullptr) {
-    job->kind = Job::Kind::kUnknownTask;
-    return true;
-  }
-  const auto now = clock_.Now();
-  const bool expired = job->msg.expires_time && *job->msg.expires_time <= now;
-  if (expired || !job->msg.eta_time || *job->msg.eta_time <= now) return true;
+  if (job->task == nullptr) job->kind = Job::Kind::kUnknownTask;
+}
 
-  const auto delay = duration_cast<milliseconds>(*job->msg.eta_time - now);
+// On a pool thread (or, for a delivery that is not redelivered, the broker's thread): decode,
+// find the task, drop a redelivery of work already done, and hold it if its ETA is still ahead.
+// Returns false when the job was settled or held (a held one comes back through Dispatch).
+bool Worker::Prepare(const std::shared_ptr<Job>& job) {
+  ++stats_.received;
+  Decode(job);
+  if (job->kind != Job::Kind::kRun) return true;
+  if (job->delivery.redelivered && AlreadyDone(job)) return false;
+  const auto now = clock_.Now();
+  if (job->expired(now) || !job->msg.eta_time || *job->msg.eta_time <= now) return true;
+  return Hold(job);
+}
+
+bool Worker::AlreadyDone(const std::shared_ptr<Job>& job) {
+  if (job->acks_late()) {
+    std::shared_ptr<Job> running;
+    {
+      std::lock_guard lock(mutex_);
+      if (auto it = running_ids_.find(job->msg.id); it != running_ids_.end()) running = it->second;
+    }
+    if (running != nullptr && running != job) {
+      // Its first delivery died with its connection while it ran: the running task settles
+      // this delivery when it ends.
+      bool settled;
+      {
+        std::lock_guard lock(running->adopted_mutex);
+        settled = running->acked.load();
+        if (!settled) running->adopted.push_back(job->delivery.delivery_tag);
+      }
+      job->phase = kFinished;
+      if (settled) Ack(job);  // it ended in between: its outcome is recorded
+      job->acked = true;
+      ++stats_.deduplicated;
+      spdlog::info("task {} redelivered while it runs here; the running task settles it",
+                   job->msg.id);
+      return true;
+    }
+  }
+  // A dead-letter replay starts the task again at retries 0, whatever its first run recorded.
+  if (states_ == nullptr || job->msg.custom_headers.contains(celery::kDeadLetterIdHeader)) return false;
+  auto stored = states_->Lookup(job->msg.id);
+  if (!stored) {
+    spdlog::warn("task {} redelivered; cannot check whether it already ran ({}); running it",
+                 job->msg.id, stored.error().message());
+    return false;
+  }
+  if (!stored->has_value()) return false;
+  const auto& st = **stored;
+  const bool done = st.retries > job->msg.retries ||
+                    (st.retries == job->msg.retries &&
+                     (celery::IsReady(st.state) || st.state == celery::State::kRetry));
+  if (!done) return false;
+  job->phase = kFinished;
+  ++stats_.deduplicated;
+  spdlog::info("task {} redelivered after its outcome ({}, retries {}) was recorded; acked "
+               "without running it again",
+               job->msg.id, celery::ToString(st.state), st.retries);
+  Ack(job);
+  return true;
+}
+
+bool Worker::Hold(const std::shared_ptr<Job>& job) {
+  const auto now = clock_.Now();
+  const auto eta = *job->msg.eta_time;
+  const auto delay = duration_cast<milliseconds>(eta - now);
   const uint64_t tag = job->delivery.delivery_tag;
+  std::shared_ptr<Job> evicted;
   {
     std::lock_guard lock(mutex_);
     if (shutting_down_) {
@@ -353,16 +515,44 @@ bool Worker::Prepare(const std::shared_ptr<Job>& job) {
       HandBack(job);
       return false;
     }
-    held_[tag] = job;
-    ++stats_.held_eta;
+    // Full: the latest-due message goes to a delay queue (a held one due later than this, else
+    // this one). This one is held anyway when it is due within two seconds: a delay queue
+    // cannot bring it back sooner.
+    if (static_cast<int>(held_.size()) >= options_.max_held_eta) {
+      auto latest = by_due_.empty() ? by_due_.end() : std::prev(by_due_.end());
+      if (latest != by_due_.end() && latest->first > eta) {
+        auto it = held_.find(latest->second);
+        evicted = std::move(it->second.job);
+        held_.erase(it);
+        by_due_.erase(latest);
+        --stats_.held_eta;
+      } else if (delay > seconds(2)) {
+        evicted = job;
+      }
+    }
+    if (evicted != job) {
+      held_[tag] = Held{job, eta};
+      by_due_.emplace(eta, tag);
+      ++stats_.held_eta;
+    }
   }
-  // On the loop thread: the broker's thread must never wait for Consumer().
+  if (evicted != nullptr) Delay(evicted);
+  if (evicted == job) return false;
   loop_.Post([this, job, delay, tag] {
-    AdjustPrefetch();
-    loop_.AddTimer(delay, [this, job, tag] {
+    if (job->phase.load() != kQueued) return;  // dropped meanwhile
+    job->eta_timer = loop_.AddTimer(delay, [this, job, tag] {
       {
         std::lock_guard lock(mutex_);
-        if (held_.erase(tag) == 0) return;  // handed back at shutdown
+        auto it = held_.find(tag);
+        if (it == held_.end() || it->second.job != job) return;  // handed back or evicted
+        for (auto d = by_due_.lower_bound(it->second.eta);
+             d != by_due_.end() && d->first == it->second.eta; ++d) {
+          if (d->second == tag) {
+            by_due_.erase(d);
+            break;
+          }
+        }
+        held_.erase(it);
         --stats_.held_eta;
       }
       AdjustPrefetch();
@@ -370,48 +560,90 @@ bool Worker::Prepare(const std::shared_ptr<Job>& job) {
       Dispatch(job);
     });
   });
+  AdjustPrefetch();
   return false;
 }
 
+void Worker::Delay(std::shared_ptr<Job> job) {
+  // An evicted held job's timer (set on the loop thread) goes; its callback would find nothing.
+  loop_.Post([this, job] { loop_.CancelTimer(job->eta_timer); });
+  side_->Post([this, job] {
+    if (job->epoch != epoch_.load()) return;  // its delivery is back in the queue already
+    const auto left = duration_cast<milliseconds>(*job->msg.eta_time - clock_.Now());
+    const auto spec = DelayQueueSpec(options_.queue, DelayBucket(left));
+    broker::OutgoingMessage out;
+    out.exchange = "";
+    out.routing_key = spec.name;
+    out.properties = job->delivery.properties;
+    out.body = job->delivery.body;
+    Status st = broker_.Declare(spec);
+    if (st) st = broker_.Publish(out);
+    if (!st) {
+      spdlog::warn("task {}: cannot move it to delay queue {} ({}); handing it back in {} ms",
+                   job->msg.id, spec.name, st.error().message(),
+                   options_.dead_letter_retry_pause.count());
+      loop_.Post([this, job] {
+        loop_.AddTimer(options_.dead_letter_retry_pause, [this, job] { HandBack(job); });
+      });
+      return;
+    }
+    job->phase = kFinished;
+    ++stats_.delayed;
+    Ack(job);
+  });
+}
+
 void Worker::AdjustPrefetch() {
-  const int64_t held = stats_.held_eta;
-  const auto prefetch = static_cast<uint16_t>(std::min<int64_t>(base_prefetch_ + held, 65535));
-  if (auto st = broker_.SetPrefetch(Consumer(), prefetch); !st)
-    spdlog::warn("cannot change prefetch to {}: {}", prefetch, st.error().message());
+  // Only the latest value matters: one change in flight at a time.
+  if (prefetch_dirty_.exchange(true)) return;
+  side_->Post([this] {
+    prefetch_dirty_ = false;
+    const int64_t held = stats_.held_eta;
+    const auto prefetch = static_cast<uint16_t>(std::min<int64_t>(base_prefetch_ + held, 65535));
+    if (auto st = broker_.SetPrefetch(Consumer(), prefetch); !st)
+      spdlog::warn("cannot change prefetch to {}: {}", prefetch, st.error().message());
+  });
 }
 
 void Worker::Dispatch(std::shared_ptr<Job> job) { pool_->Submit(std::move(job)); }
 
+void Worker::Track(const std::shared_ptr<Job>& job) {
+  std::lock_guard lock(mutex_);
+  running_[job.get()] = job;
+  running_ids_[job->msg.id] = job;
+}
+
+void Worker::Untrack(const std::shared_ptr<Job>& job) {
+  std::lock_guard lock(mutex_);
+  running_.erase(job.get());
+  if (auto it = running_ids_.find(job->msg.id); it != running_ids_.end() && it->second == job)
+    running_ids_.erase(it);
+}
+
 void Worker::Run(const std::shared_ptr<Job>& job) {
-  if (job->phase.load() != kQueued) return;  // handed back at shutdown
+  if (job->phase.load() != kQueued) return;  // handed back, dropped or delayed
+  if (!job->acked && job->epoch != epoch_.load(std::memory_order_acquire)) {
+    // From a connection that died: the broker has it again.
+    job->phase = kAbandoned;
+    ++stats_.dropped;
+    return;
+  }
   if (!job->prepared) {
     job->prepared = true;
-    if (!Prepare(job)) return;  // held until its ETA
+    if (!Prepare(job)) return;  // held until its ETA, or settled
   }
   int queued = kQueued;
   if (!job->phase.compare_exchange_strong(queued, kRunning)) return;  // handed back
-  const bool expired = job->msg.expires_time && *job->msg.expires_time <= clock_.Now();
+  const bool expired = job->expired(clock_.Now());
   // Ack-early (Celery's default) as the very first thing of a task that is going to run: at a
   // small prefetch the server sends the next message only once this ack is out.
   if (job->kind == Job::Kind::kRun && !expired && !job->acks_late()) Ack(job);
   log::ScopedLogContext ctx({{"task_id", job->msg.id}, {"task", job->msg.task}});
   ++stats_.active;
-  const bool tracked = job->acks_late();
-  if (tracked) {
-    std::lock_guard lock(mutex_);
-    running_[job.get()] = job;
-  }
   auto leave = [&] {
-    bool shutting_down = false;
-    if (tracked) {
-      std::lock_guard lock(mutex_);
-      running_.erase(job.get());
-    }
     --stats_.active;
-    shutting_down = shutting_down_.load();
-    if (shutting_down) MaybeFinishShutdown();  // not on the hot path otherwise
+    if (shutting_down_.load()) MaybeFinishShutdown();  // not on the hot path otherwise
   };
-
   if (job->kind == Job::Kind::kUndecodable) {
     spdlog::error("cannot decode message on '{}' ({}): {}", options_.queue, job->failure.exc_type,
                   job->failure.message);
@@ -422,7 +654,7 @@ void Worker::Run(const std::shared_ptr<Job>& job) {
     return leave();
   }
   if (job->kind == Job::Kind::kUnknownTask) {
-    spdlog::error("Received unregistered task of type '{}'", job->msg.task);
+    spdlog::error("Received unregistered task of type {}", QuoteJson(job->msg.task));
     job->phase = kFinished;
     Fail(job,
          celery::ExceptionInfo::Make("NotRegistered", "celery.exceptions",
@@ -441,15 +673,19 @@ void Worker::Run(const std::shared_ptr<Job>& job) {
     Ack(job);
     return leave();
   }
+  RunTask(job);
+}
 
-  if (!job->acks_late()) Ack(job);  // done above; a no-op here
+void Worker::RunTask(const std::shared_ptr<Job>& job) {
+  const bool tracked = job->acks_late();
+  if (tracked) Track(job);
   StartTimeLimits(job);
+  // Held here, so that a thread abandoned in this task keeps its function alive.
+  const std::shared_ptr<const RegisteredTask> task = job->task;
 
   TaskOutcome outcome = Json(nullptr);
-  std::shared_ptr<const schema::SchemaValidator> body_schema;
-  body_schema = BodySchema(job->msg.task);
   Status args_ok;
-  if (body_schema) {
+  if (auto body_schema = BodySchema(job->msg.task)) {
     const auto body = nlohmann::json::parse(
         Json::array({job->msg.args, job->msg.kwargs, Json::object()}).dump());
     args_ok = body_schema->Validate(body);
@@ -458,12 +694,13 @@ void Worker::Run(const std::shared_ptr<Job>& job) {
     outcome = TaskError::BadArguments(fmt::format("{}() called with bad arguments: {}",
                                                   job->msg.task, args_ok.error().message()));
   } else {
-    TaskContext context(job->msg, job->cancelled);
+    TaskContext context(job->msg, job->cancelled, job->deadline);
     try {
-      outcome = job->task->fn(context);
+      outcome = task->fn(context);
     } catch (const std::exception& e) {
       TaskError err;
-      err.exception = celery::ExceptionInfo::Make("RuntimeError", "builtins", e.what());
+      err.exception = celery::ExceptionInfo::Make("RuntimeError", "builtins",
+                                                  EscapeToStorableText(e.what()));
       outcome = std::move(err);
     } catch (...) {
       TaskError err;
@@ -474,7 +711,8 @@ void Worker::Run(const std::shared_ptr<Job>& job) {
 
   int running = kRunning;
   if (!job->phase.compare_exchange_strong(running, kFinished)) {
-    // Abandoned at its hard time limit (its message is already finished) or at shutdown.
+    // Abandoned at its hard time limit or at the shutdown deadline: its message is finished or
+    // handed back already, and the Worker may be gone. Touch nothing but what the job owns.
     spdlog::warn("task {} returned after it was abandoned; its result is dropped", job->msg.id);
     return;
   }
@@ -485,7 +723,9 @@ void Worker::Run(const std::shared_ptr<Job>& job) {
     });
   }
   Finish(job, outcome);
-  leave();
+  if (tracked) Untrack(job);
+  --stats_.active;
+  if (shutting_down_.load()) MaybeFinishShutdown();
 }
 
 void Worker::StartTimeLimits(const std::shared_ptr<Job>& job) {
@@ -494,6 +734,7 @@ void Worker::StartTimeLimits(const std::shared_ptr<Job>& job) {
   const auto hard = Seconds(job->msg.time_limit) ? Seconds(job->msg.time_limit)
                                                  : job->task->options.time_limit;
   if (!soft && !hard) return;
+  if (hard) job->deadline = steady_clock::now() + *hard;
   // Timer ids are written on the loop thread and read there when cancelling.
   loop_.Post([this, job, soft, hard] {
     if (job->phase.load() != kRunning) return;
@@ -508,6 +749,7 @@ void Worker::StartTimeLimits(const std::shared_ptr<Job>& job) {
 }
 
 void Worker::OnHardTimeLimit(const std::shared_ptr<Job>& job) {
+  // On the loop thread.
   int running = kRunning;
   if (!job->phase.compare_exchange_strong(running, kAbandoned)) return;
   job->cancelled = true;
@@ -517,16 +759,27 @@ void Worker::OnHardTimeLimit(const std::shared_ptr<Job>& job) {
   spdlog::error("task {} passed its hard time limit ({} s); abandoning its thread", job->msg.id,
                 limit);
   pool_->ReplaceAbandoned();
-  {
-    std::lock_guard lock(mutex_);
-    running_.erase(job.get());
-  }
+  if (job->acks_late()) Untrack(job);
   --stats_.active;
-  Fail(job,
-       celery::ExceptionInfo::Make("TimeLimitExceeded", "billiard.exceptions",
-                                   fmt::format("TimeLimitExceeded({})", limit)),
-       "TimeLimitExceeded");
-  MaybeFinishShutdown();
+  // The dead letter and the result are blocking work: not on this thread.
+  side_->Post([this, job, limit] {
+    Fail(job,
+         celery::ExceptionInfo::Make("TimeLimitExceeded", "billiard.exceptions",
+                                     fmt::format("TimeLimitExceeded({})", limit)),
+         "TimeLimitExceeded");
+    MaybeFinishShutdown();
+  });
+  const int stuck = pool_->Stuck();
+  if (stuck > options_.max_abandoned_threads && !needs_restart_.exchange(true)) {
+    spdlog::critical("worker {}: {} threads are stuck in tasks past their hard time limit (at "
+                     "most {}); it stops consuming and shuts down to be restarted",
+                     options_.hostname, stuck, options_.max_abandoned_threads);
+    if (on_needs_restart_) {
+      on_needs_restart_();
+    } else {
+      BeginShutdown([] {});
+    }
+  }
 }
 
 void Worker::Finish(const std::shared_ptr<Job>& job, const TaskOutcome& outcome) {
@@ -540,11 +793,16 @@ void Worker::Finish(const std::shared_ptr<Job>& job, const TaskOutcome& outcome)
     } else if (opts.retry_backoff) {
       countdown = Backoff(*opts.retry_backoff).Delay(static_cast<int>(job->msg.retries));
     }
+    // The client hears RETRY before the retry can run (and answer first); the state is
+    // recorded only once the retry is published, since a redelivery of this message that
+    // finds RETRY recorded is not run again.
+    const Json exc = err.exception.ToJson();
+    Reply(job, celery::State::kRetry, exc, std::nullopt);
     if (Republish(job, countdown)) {
       ++stats_.retried;
       spdlog::info("task {} retry {}/{} in {} ms: {}", job->msg.id, job->msg.retries + 1,
-                   opts.max_retries, countdown.count(), err.exception.exc_message.dump());
-      ReplyAndRecord(job, celery::State::kRetry, err.exception.ToJson(), std::nullopt);
+                   opts.max_retries, countdown.count(), MessageOf(err.exception));
+      Record(job, celery::State::kRetry, exc, std::nullopt);
       Ack(job);
       return;
     }
@@ -561,37 +819,64 @@ void Worker::Succeed(const std::shared_ptr<Job>& job, const Json& value) {
 
 void Worker::Fail(const std::shared_ptr<Job>& job, const celery::ExceptionInfo& exc,
                   const std::string& error_class) {
-  std::string message;
-  for (const auto& part : exc.exc_message)
-    message += (message.empty() ? "" : ", ") + (part.is_string() ? part.get<std::string>() : part.dump());
+  // On a pool thread or the side thread: the sink may block.
+  const std::string message = MessageOf(exc);
   DeadLetter letter = MakeDeadLetter(*job, error_class, message);
+  const auto traceback = exc.traceback.empty() ? std::nullopt : std::optional(exc.traceback);
   auto written = dead_letters_.Write(letter);
-  if (!written) {
+  if (!written && !job->acked) {
     spdlog::error("cannot write dead letter for task {} ({}); handing the message back in {} ms: "
                   "{}",
                   job->msg.id, error_class, options_.dead_letter_retry_pause.count(),
                   written.error().message());
-    if (!job->acked) {
-      loop_.Post([this, job] {
-        loop_.AddTimer(options_.dead_letter_retry_pause, [this, job] { HandBack(job); });
-      });
-      return;
-    }
-    // Acked when it started (ack-early): the message is gone, as in Celery; still tell the
-    // caller how it ended.
-    spdlog::critical("dead letter of early-acked task {} is lost: {}", job->msg.id,
-                     written.error().message());
-    ReplyAndRecord(job, celery::State::kFailure, exc.ToJson(),
-                   exc.traceback.empty() ? std::nullopt : std::optional(exc.traceback));
+    loop_.Post([this, job] {
+      loop_.AddTimer(options_.dead_letter_retry_pause, [this, job] { HandBack(job); });
+    });
     return;
   }
   ++stats_.failed;
-  ++stats_.dead_lettered;
-  spdlog::error("task {} ({}) failed with {}: {}; dead letter {}", job->msg.id, job->msg.task,
-                error_class, message, *written);
-  ReplyAndRecord(job, celery::State::kFailure, exc.ToJson(),
-                 exc.traceback.empty() ? std::nullopt : std::optional(exc.traceback));
+  if (written) {
+    ++stats_.dead_lettered;
+    spdlog::error("task {} ({}) failed with {}: {}; dead letter {}", job->msg.id,
+                  EscapeToStorableText(job->msg.task), error_class, message, *written);
+  } else {
+    // Acked when it started (ack-early, as Celery): the broker no longer has the message, so
+    // the letter is written later, on the side thread, until the sink takes it.
+    spdlog::error("task {} ({}) failed with {}: {}; its dead letter is not written yet ({}), "
+                  "retrying",
+                  job->msg.id, EscapeToStorableText(job->msg.task), error_class, message,
+                  written.error().message());
+    WriteDeadLetterEventually(std::move(letter), 1);
+  }
+  ReplyAndRecord(job, celery::State::kFailure, exc.ToJson(), traceback);
   Ack(job);
+}
+
+void Worker::WriteDeadLetterEventually(DeadLetter letter, int attempt) {
+  if (attempt == 1) ++pending_letters_;
+  const auto pause = std::min(options_.dead_letter_retry_pause,
+                              milliseconds(int64_t{100} << std::min(attempt, 10)));
+  loop_.Post([this, letter = std::move(letter), attempt, pause]() mutable {
+    loop_.AddTimer(pause, [this, letter = std::move(letter), attempt]() mutable {
+      side_->Post([this, letter = std::move(letter), attempt]() mutable {
+        auto written = dead_letters_.Write(letter);
+        if (written) {
+          ++stats_.dead_lettered;
+          --pending_letters_;
+          spdlog::info("dead letter of task {} written ({} attempts): {}",
+                       letter.task_id.value_or(""), attempt + 1, *written);
+          return;
+        }
+        if (finished_.load()) {
+          --pending_letters_;
+          spdlog::critical("dead letter of early-acked task {} is lost at shutdown: {}",
+                           letter.task_id.value_or(""), written.error().message());
+          return;
+        }
+        WriteDeadLetterEventually(std::move(letter), attempt + 1);
+      });
+    });
+  });
 }
 
 DeadLetter Worker::MakeDeadLetter(const Job& job, const std::string& error_class,
@@ -602,9 +887,12 @@ DeadLetter Worker::MakeDeadLetter(const Job& job, const std::string& error_class
   if (!job.msg.id.empty()) letter.task_id = job.msg.id;
   letter.properties = job.delivery.properties;
   letter.body = job.delivery.body;
+  if (!job.delivery.raw_headers.empty()) letter.raw_headers = job.delivery.raw_headers;
   letter.error_class = error_class;
   letter.error_message = message;
-  letter.attempts = static_cast<int>(job.msg.retries) + 1;
+  // Runs so far; a hostile `retries` near its type's limit must not wrap around.
+  letter.attempts = job.msg.retries < std::numeric_limits<int64_t>::max() ? job.msg.retries + 1
+                                                                          : job.msg.retries;
   letter.context = {{"worker", options_.hostname},
                     {"exchange", job.delivery.exchange},
                     {"routing_key", job.delivery.routing_key},
@@ -636,9 +924,18 @@ bool Worker::Republish(const std::shared_ptr<Job>& job, milliseconds countdown) 
 
 void Worker::ReplyAndRecord(const std::shared_ptr<Job>& job, celery::State state,
                             const Json& result, const std::optional<std::string>& traceback) {
-  const bool is_failure = state == celery::State::kFailure;
+  Reply(job, state, result, traceback);
+  Record(job, state, result, traceback);
+}
+
+bool Worker::Ignored(const Job& job, celery::State state) const {
   // Celery stores a failure of an unknown task even when the client asked to ignore results.
-  if (job->ignore_result() && !(is_failure && job->kind != Job::Kind::kRun)) return;
+  return job.ignore_result() && !(state == celery::State::kFailure && job.kind != Job::Kind::kRun);
+}
+
+void Worker::Reply(const std::shared_ptr<Job>& job, celery::State state, const Json& result,
+                   const std::optional<std::string>& traceback) {
+  if (Ignored(*job, state)) return;
   if (!job->msg.reply_to.empty() && !job->msg.id.empty()) {
     if (auto st = broker_.Publish(celery::MakeResultMessage(job->msg, state, result, traceback));
         !st) {
@@ -646,6 +943,11 @@ void Worker::ReplyAndRecord(const std::shared_ptr<Job>& job, celery::State state
                    job->msg.id, job->msg.reply_to, st.error().message());
     }
   }
+}
+
+void Worker::Record(const std::shared_ptr<Job>& job, celery::State state, const Json& result,
+                    const std::optional<std::string>& traceback) {
+  if (Ignored(*job, state)) return;
   if (states_ != nullptr && !job->msg.id.empty()) {
     TaskStateRecord record;
     record.task_id = job->msg.id;
@@ -663,15 +965,32 @@ void Worker::ReplyAndRecord(const std::shared_ptr<Job>& job, celery::State state
 }
 
 void Worker::Ack(const std::shared_ptr<Job>& job) {
-  if (job->acked.exchange(true)) return;
-  if (auto st = broker_.Ack(Consumer(), job->delivery.delivery_tag); !st)
+  std::vector<uint64_t> adopted;
+  {
+    std::lock_guard lock(job->adopted_mutex);
+    if (job->acked.exchange(true)) return;
+    adopted.swap(job->adopted);
+  }
+  const auto consumer = Consumer();
+  if (auto st = broker_.Ack(consumer, job->delivery.delivery_tag); !st)
     spdlog::warn("cannot ack task {}: {}", job->msg.id, st.error().message());
+  for (uint64_t tag : adopted) {
+    if (auto st = broker_.Ack(consumer, tag); !st)
+      spdlog::warn("cannot ack a redelivery of task {}: {}", job->msg.id, st.error().message());
+  }
 }
 
 void Worker::HandBack(const std::shared_ptr<Job>& job) {
-  if (job->acked.exchange(true)) return;
-  if (auto st = broker_.Reject(Consumer(), job->delivery.delivery_tag, /*requeue=*/true); !st)
+  std::vector<uint64_t> adopted;
+  {
+    std::lock_guard lock(job->adopted_mutex);
+    if (job->acked.exchange(true)) return;
+    adopted.swap(job->adopted);
+  }
+  const auto consumer = Consumer();
+  if (auto st = broker_.Reject(consumer, job->delivery.delivery_tag, /*requeue=*/true); !st)
     spdlog::warn("cannot hand back task {}: {}", job->msg.id, st.error().message());
+  for (uint64_t tag : adopted) (void)broker_.Reject(consumer, tag, /*requeue=*/true);
 }
 
 void Worker::BeginShutdown(std::function<void()> done) {
@@ -681,15 +1000,22 @@ void Worker::BeginShutdown(std::function<void()> done) {
     if (shutting_down_) return;
     shutting_down_ = true;
     shutdown_done_ = std::move(done);
-    for (auto& [tag, job] : held_) held.push_back(job);
+    for (auto& [tag, h] : held_) held.push_back(h.job);
     held_.clear();
+    by_due_.clear();
     stats_.held_eta = 0;
   }
   spdlog::info("worker {}: warm shutdown: stop consuming, finish running tasks (up to {} ms)",
                options_.hostname, options_.shutdown_timeout.count());
-  if (auto st = broker_.Cancel(Consumer()); !st)
-    spdlog::warn("cannot cancel consumer: {}", st.error().message());
-  for (auto& job : held) HandBack(job);
+  // basic.cancel waits for the broker: on the side thread, not the loop's.
+  side_->Post([this] {
+    if (auto st = broker_.Cancel(Consumer()); !st)
+      spdlog::warn("cannot cancel consumer: {}", st.error().message());
+  });
+  for (auto& job : held) {
+    loop_.Post([this, job] { loop_.CancelTimer(job->eta_timer); });
+    HandBack(job);
+  }
   std::vector<std::shared_ptr<Job>> accepted;
   for (auto& job : pool_->TakeQueued()) {
     // Acked as it was handed to a free thread (OnDelivery): it runs, as one already started.
@@ -719,8 +1045,10 @@ void Worker::BeginShutdown(std::function<void()> done) {
     {
       std::lock_guard lock(mutex_);
       running_.clear();
+      running_ids_.clear();
       done = std::move(shutdown_done_);
     }
+    finished_ = true;
     if (done) done();
   });
   MaybeFinishShutdown();
@@ -732,10 +1060,16 @@ void Worker::MaybeFinishShutdown() {
     {
       std::lock_guard lock(mutex_);
       if (!shutting_down_ || stats_.active.load() > 0 || !shutdown_done_) return;
+      if (side_->Backlog() > 0 || pending_letters_.load() > 0) {
+        // Letters and results still being written (until the shutdown deadline): look again.
+        loop_.AddTimer(milliseconds(20), [this] { MaybeFinishShutdown(); });
+        return;
+      }
       done = std::move(shutdown_done_);
     }
     loop_.CancelTimer(shutdown_timer_);
     pool_->Stop(milliseconds(100));
+    finished_ = true;
     done();
   });
 }

@@ -696,11 +696,11 @@ TEST_F(AmqpBrokerTest, PublishBatchOf1000IsConfirmedAndConsumed) {
   EXPECT_TRUE(Eventually([&] { return raw().MessageCount(q) == 0; }));
 }
 
-TEST_F(AmqpBrokerTest, SetPrefetchRaisesTheLimitOfARunningConsumer) {
+TEST_F(AmqpBrokerTest, SetPrefetchAppliesAtOnceAndCountsWhatIsUnacked) {
   const std::string q = QueueName();
   auto broker = MakeBroker();
   ASSERT_TRUE(broker->Declare(Spec(q)).ok());
-  for (int i = 0; i < 5; ++i) ASSERT_TRUE(broker->Publish(Message(q, std::to_string(i))).ok());
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(broker->Publish(Message(q, std::to_string(i))).ok());
   Collector inbox;
   Result<ConsumerId> c = broker->Consume({q, 1, ""}, inbox.Handler());
   ASSERT_TRUE(c.ok());
@@ -708,12 +708,53 @@ TEST_F(AmqpBrokerTest, SetPrefetchRaisesTheLimitOfARunningConsumer) {
   std::this_thread::sleep_for(100ms);
   EXPECT_EQ(inbox.size(), 1u);
   ASSERT_TRUE(broker->SetPrefetch(*c, 3).ok());
-  ASSERT_TRUE(inbox.WaitFor(4));  // the held one no longer counts against the new limit
+  ASSERT_TRUE(inbox.WaitFor(3));
+  std::this_thread::sleep_for(100ms);
+  // Channel-wide: the one still unacked counts against the new limit, so holding messages
+  // (ETA tasks) can never make the consumer take more than its prefetch.
+  EXPECT_EQ(inbox.size(), 3u);
+  ASSERT_TRUE(broker->SetPrefetch(*c, 1).ok());
+  EXPECT_TRUE(broker->Ack(*c, inbox.at(0).delivery_tag).ok());
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(inbox.size(), 3u) << "lowered to 1 with 2 unacked: nothing more";
+  for (size_t i = 1; i < 3; ++i) EXPECT_TRUE(broker->Ack(*c, inbox.at(i).delivery_tag).ok());
+  ASSERT_TRUE(inbox.WaitFor(4));
   std::this_thread::sleep_for(100ms);
   EXPECT_EQ(inbox.size(), 4u);
-  for (const Delivery& d : inbox.all()) EXPECT_TRUE(broker->Ack(*c, d.delivery_tag).ok());
-  ASSERT_TRUE(inbox.WaitFor(5));
-  EXPECT_TRUE(broker->Ack(*c, inbox.at(4).delivery_tag).ok());
+  ASSERT_TRUE(broker->SetPrefetch(*c, 10).ok());
+  ASSERT_TRUE(inbox.WaitFor(6));
+  for (size_t i = 3; i < 6; ++i) EXPECT_TRUE(broker->Ack(*c, inbox.at(i).delivery_tag).ok());
+  EXPECT_TRUE(Eventually([&] { return raw().MessageCount(q) == 0; }));
+}
+
+TEST_F(AmqpBrokerTest, LostDeliveriesAreAnnouncedBeforeTheyComeAgain) {
+  const std::string q = QueueName();
+  auto broker = MakeBroker();
+  ASSERT_TRUE(broker->Declare(Spec(q)).ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(broker->Publish(Message(q, std::to_string(i))).ok());
+  std::mutex mutex;
+  std::vector<std::string> events;  // "lost", or "<body> <redelivered>"
+  ConsumeOptions consume(q, 10);
+  consume.on_deliveries_lost = [&] {
+    std::lock_guard lock(mutex);
+    events.push_back("lost");
+  };
+  Result<ConsumerId> c = broker->Consume(consume, [&](Delivery&& d) {
+    std::lock_guard lock(mutex);
+    events.push_back(d.body + (d.redelivered ? " redelivered" : ""));
+  });
+  ASSERT_TRUE(c.ok());
+  auto count = [&] {
+    std::lock_guard lock(mutex);
+    return events.size();
+  };
+  ASSERT_TRUE(Eventually([&] { return count() == 3; }));
+  ASSERT_EQ(CloseConnectionsNamed(broker->consumer_connection_name()), 1);
+  ASSERT_TRUE(Eventually([&] { return count() == 7; }, 20s));
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(events[3], "lost");
+  for (size_t i = 4; i < 7; ++i)
+    EXPECT_NE(events[i].find(" redelivered"), std::string::npos) << events[i];
 }
 
 TEST_F(AmqpBrokerTest, CancelStopsDeliveriesAndUnackedOnesCanStillBeAcked) {

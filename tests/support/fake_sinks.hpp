@@ -41,6 +41,24 @@ class FakeTaskStateSink final : public orchestrator::TaskStateSink {
     records_.push_back(record);
     return Ok();
   }
+  Result<std::optional<orchestrator::StoredTaskState>> Lookup(const std::string& id) override {
+    std::lock_guard lock(mutex_);
+    ++lookups_;
+    std::optional<orchestrator::StoredTaskState> out;
+    for (const auto& r : records_) {
+      if (r.task_id != id) continue;
+      // As the Postgres store: SUCCESS stays, and so does a later message's state.
+      if (out && (out->state == celery::State::kSuccess ||
+                  (r.state == celery::State::kRetry && out->retries > r.retries)))
+        continue;
+      out = orchestrator::StoredTaskState{r.state, r.retries};
+    }
+    return out;
+  }
+  int lookups() const {
+    std::lock_guard lock(mutex_);
+    return lookups_;
+  }
   std::vector<orchestrator::TaskStateRecord> records() const {
     std::lock_guard lock(mutex_);
     return records_;
@@ -49,6 +67,7 @@ class FakeTaskStateSink final : public orchestrator::TaskStateSink {
  private:
   mutable std::mutex mutex_;
   std::vector<orchestrator::TaskStateRecord> records_;
+  int lookups_ = 0;
 };
 
 }  // namespace celeriac::testing

@@ -2,6 +2,8 @@
 // expiry, bad arguments, time limits and warm shutdown, as a Celery user relies on them.
 
 #include <condition_variable>
+#include <limits>
+#include <map>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -341,6 +343,269 @@ TEST_F(WorkerTest, WarmShutdownFinishesRunningTasksAndHandsBackHeldOnes) {
   EXPECT_FALSE(WaitReply(running.id, "SUCCESS", 1s).is_null()) << "in-flight task finished";
   EXPECT_EQ(broker_.QueueDepth(kQueue), 1u) << "the held ETA message went back to the queue";
   worker_.reset();
+}
+
+
+// A task whose side effect is counted per task id: "exactly once" is checked by counting what
+// ran, not by looking at result rows.
+class SideEffects {
+ public:
+  void Register(TaskRegistry& registry, const std::string& name, TaskOptions options = {},
+                std::chrono::milliseconds work = 0ms) {
+    registry.Register(name, [this, work](TaskContext& ctx) -> TaskOutcome {
+      if (work > 0ms) std::this_thread::sleep_for(work);
+      std::lock_guard lock(mutex_);
+      ++counts_[ctx.request().id];
+      return Json("done");
+    }, options);
+  }
+  int Count(const std::string& id) {
+    std::lock_guard lock(mutex_);
+    return counts_[id];
+  }
+  int Total() {
+    std::lock_guard lock(mutex_);
+    int n = 0;
+    for (const auto& [id, c] : counts_) n += c;
+    return n;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<std::string, int> counts_;
+};
+
+TEST_F(WorkerTest, ConnectionLossDropsHeldAndUnstartedJobsSoNothingRunsTwice) {
+  SideEffects effects;
+  effects.Register(registry_, "test.count", {}, 30ms);
+  options_.concurrency = 1;
+  options_.prefetch_multiplier = 8;
+  StartWorker();
+  std::vector<std::string> ids;
+  auto held = Task("test.count");
+  held.eta_time = std::chrono::system_clock::now() + 400ms;
+  Send(held);
+  ids.push_back(held.id);
+  for (int i = 0; i < 6; ++i) {
+    auto m = Task("test.count");
+    Send(m);
+    ids.push_back(m.id);
+  }
+  // One runs, the others wait in the pool; the ETA one is held.
+  ASSERT_TRUE(Eventually([&] { return worker_->stats().held_eta == 1; }));
+  broker_.SimulateConnectionLoss();
+  for (const auto& id : ids)
+    ASSERT_FALSE(WaitReply(id, "SUCCESS", 5s).is_null()) << id;
+  ASSERT_TRUE(Eventually([&] { return broker_.QueueDepth(kQueue) == 0 && broker_.Unacked(kQueue) == 0; }));
+  std::this_thread::sleep_for(500ms);  // anything dropped late would have run by now
+  for (const auto& id : ids) EXPECT_EQ(effects.Count(id), 1) << id;
+  EXPECT_GE(worker_->stats().dropped_on_connection_loss, 1u);
+}
+
+TEST_F(WorkerTest, HeldEtaMessagesAreBoundedAndTheLatestGoToADelayQueue) {
+  options_.max_held_eta = 3;
+  StartWorker();
+  std::vector<std::string> later;
+  for (int i = 0; i < 8; ++i) {
+    auto m = Task("celeriac.ping");
+    m.eta_time = std::chrono::system_clock::now() + std::chrono::hours(24) + std::chrono::seconds(i);
+    Send(m);
+    later.push_back(m.id);
+  }
+  ASSERT_TRUE(Eventually([&] { return worker_->stats().delayed == 5; }))
+      << worker_->stats().delayed;
+  EXPECT_EQ(worker_->stats().held_eta, 3);
+  // One due soon pushes the latest-due held message out and runs on time.
+  auto soon = Task("celeriac.ping");
+  soon.eta_time = std::chrono::system_clock::now() + 300ms;
+  Send(soon);
+  auto now = Task("celeriac.ping");
+  Send(now);
+  ASSERT_FALSE(WaitReply(now.id, "SUCCESS").is_null()) << "the queue keeps flowing";
+  ASSERT_FALSE(WaitReply(soon.id, "SUCCESS", 3s).is_null());
+  EXPECT_EQ(worker_->stats().delayed, 6u);
+  EXPECT_LE(worker_->stats().held_eta, 3);
+  // A day is 2^16 s and more: the delay queue of the longest bucket no longer than the wait.
+  EXPECT_EQ(broker_.QueueDepth("celeriac.delay.celery.65536s"), 6u);
+  for (const auto& id : later) EXPECT_TRUE(Statuses(id).empty());
+}
+
+TEST_F(WorkerTest, ARedeliveryOfARunningAckLateTaskIsAdoptedNotRunAgain) {
+  std::mutex gate_mutex;
+  std::condition_variable gate_cv;
+  bool open = false;
+  std::atomic<int> runs{0};
+  TaskOptions late;
+  late.acks_late = true;
+  registry_.Register("test.gated", [&](TaskContext&) -> TaskOutcome {
+    ++runs;
+    std::unique_lock lock(gate_mutex);
+    gate_cv.wait_for(lock, 5s, [&] { return open; });
+    return Json("done");
+  }, late);
+  StartWorker();
+  auto m = Task("test.gated");
+  Send(m);
+  ASSERT_TRUE(Eventually([&] { return runs.load() == 1; }));
+  broker_.SimulateConnectionLoss();  // its delivery goes back to the queue and comes again
+  ASSERT_TRUE(Eventually([&] { return worker_->stats().deduplicated == 1; }));
+  {
+    std::lock_guard lock(gate_mutex);
+    open = true;
+  }
+  gate_cv.notify_all();
+  ASSERT_FALSE(WaitReply(m.id, "SUCCESS").is_null());
+  EXPECT_TRUE(Eventually([&] { return broker_.QueueDepth(kQueue) == 0 && broker_.Unacked(kQueue) == 0; }))
+      << "the running task acks the redelivery it adopted";
+  EXPECT_EQ(runs.load(), 1);
+  EXPECT_EQ(Statuses(m.id), std::vector<std::string>{"SUCCESS"});
+}
+
+TEST_F(WorkerTest, ARedeliveredMessageWhoseOutcomeIsRecordedIsNotRunAgain) {
+  SideEffects effects;
+  TaskOptions late;
+  late.acks_late = true;
+  effects.Register(registry_, "test.count", late);
+  broker::QueueSpec spec;
+  spec.name = spec.exchange = spec.routing_key = kQueue;
+  ASSERT_TRUE(broker_.Declare(spec).ok());
+  // Ran and recorded, but its ack was lost: the broker delivers it again, redelivered.
+  auto done = Task("test.count");
+  TaskStateRecord record;
+  record.task_id = done.id;
+  record.task_name = "test.count";
+  record.state = celery::State::kSuccess;
+  ASSERT_TRUE(states_.Record(record).ok());
+  // Retried (RETRY recorded for retries 0): the original comes again after its retry went out.
+  auto retried = Task("test.count");
+  record.task_id = retried.id;
+  record.state = celery::State::kRetry;
+  ASSERT_TRUE(states_.Record(record).ok());
+  // Its retry (retries 1) has not run yet: it must run.
+  auto retry_copy = retried;
+  retry_copy.retries = 1;
+  auto fresh = Task("test.count");
+  for (const auto* m : {&done, &retried, &retry_copy, &fresh}) Send(*m);
+  // Deliver all four once and hand them back, so they come again marked redelivered.
+  std::mutex grab_mutex;
+  std::vector<uint64_t> tags;
+  auto grab = broker_.Consume({kQueue, 4, ""}, [&](broker::Delivery&& d) {
+    std::lock_guard lock(grab_mutex);
+    tags.push_back(d.delivery_tag);
+  });
+  ASSERT_TRUE(grab.ok());
+  ASSERT_TRUE(Eventually([&] {
+    std::lock_guard lock(grab_mutex);
+    return tags.size() == 4;
+  }));
+  ASSERT_TRUE(broker_.Cancel(*grab).ok());
+  for (uint64_t tag : tags) ASSERT_TRUE(broker_.Reject(*grab, tag, /*requeue=*/true).ok());
+  StartWorker();
+  ASSERT_FALSE(WaitReply(fresh.id, "SUCCESS").is_null());
+  ASSERT_TRUE(Eventually([&] { return effects.Count(retried.id) == 1; }));
+  ASSERT_TRUE(Eventually([&] { return broker_.QueueDepth(kQueue) == 0 && broker_.Unacked(kQueue) == 0; }));
+  EXPECT_EQ(effects.Count(done.id), 0) << "its outcome was recorded: not run again";
+  EXPECT_EQ(effects.Count(retried.id), 1) << "only the retry copy ran";
+  EXPECT_EQ(effects.Count(fresh.id), 1);
+  EXPECT_EQ(worker_->stats().deduplicated, 2u);
+}
+
+TEST_F(WorkerTest, HostileMessagesFailWithADeadLetterAndTheWorkerGoesOn) {
+  StartWorker();
+  std::vector<broker::OutgoingMessage> hostile;
+  auto base = [&](const std::string& id) {
+    broker::OutgoingMessage m;
+    m.routing_key = kQueue;
+    m.properties.content_type = "application/json";
+    m.properties.reply_to = kReplyQueue;
+    m.properties.correlation_id = id;
+    m.properties.headers = {{"task", "celeriac.ping"}, {"id", id}};
+    m.body = "[[], {}, {}]";
+    return m;
+  };
+  // A body nested 300,000 levels deep.
+  auto deep = base("deep");
+  deep.body = std::string(300'000, '[') + std::string(300'000, ']');
+  hostile.push_back(deep);
+  // Header strings that are not UTF-8, where Celery wants text and where it does not.
+  auto bad_retries = base("bad-retries");
+  bad_retries.properties.headers["retries"] = std::string("\xff\xfe\x00", 3);
+  hostile.push_back(bad_retries);
+  auto bad_task = base("bad-task");
+  bad_task.properties.headers["task"] = std::string("celeriac.\xc0\xaf", 11);
+  hostile.push_back(bad_task);
+  // retries at the top of its range: attempts must not wrap around.
+  auto huge_retries = base("huge-retries");
+  huge_retries.properties.headers["task"] = "no.such.task";
+  huge_retries.properties.headers["retries"] = std::numeric_limits<int64_t>::max();
+  hostile.push_back(huge_retries);
+  // A body with U+0000 and a kombu marker nested deep (below the limit).
+  auto nul = base("nul");
+  nul.properties.headers["task"] = "no.such.task";
+  nul.body = R"([["a\u0000b"], {}, {}])";
+  hostile.push_back(nul);
+  for (const auto& m : hostile) ASSERT_TRUE(broker_.Publish(m).ok());
+  auto ok = Task("celeriac.ping");
+  Send(ok);
+  ASSERT_FALSE(WaitReply(ok.id, "SUCCESS").is_null()) << "the worker must keep running";
+  for (const char* id : {"deep", "bad-retries", "bad-task", "huge-retries", "nul"})
+    EXPECT_FALSE(WaitReply(id, "FAILURE").is_null()) << id;
+  ASSERT_TRUE(Eventually([&] { return dead_letters_.letters().size() == hostile.size(); }));
+  ASSERT_TRUE(Eventually([&] { return broker_.QueueDepth(kQueue) == 0 && broker_.Unacked(kQueue) == 0; }))
+      << "every hostile message is acked";
+  std::map<std::string, celery::DeadLetter> by_id;
+  for (const auto& l : dead_letters_.letters()) by_id[l.properties.correlation_id] = l;
+  EXPECT_EQ(by_id["deep"].error_class, "DecodeError");
+  EXPECT_NE(by_id["deep"].error_message.find("nested deeper"), std::string::npos);
+  EXPECT_EQ(by_id["deep"].body.size(), 600'000u) << "the original bytes, whole";
+  EXPECT_EQ(by_id["bad-retries"].error_class, "InvalidTaskError");
+  EXPECT_EQ(by_id["bad-task"].error_class, "InvalidTaskError");
+  EXPECT_NE(by_id["bad-task"].error_message.find("not valid UTF-8"), std::string::npos)
+      << by_id["bad-task"].error_message;
+  EXPECT_EQ(by_id["huge-retries"].error_class, "NotRegistered");
+  EXPECT_EQ(by_id["huge-retries"].attempts, std::numeric_limits<int64_t>::max());
+  EXPECT_EQ(by_id["nul"].error_class, "NotRegistered");
+}
+
+TEST_F(WorkerTest, AnAckEarlyTasksDeadLetterIsWrittenEvenWhenTheStoreIsDownAtFirst) {
+  StartWorker();
+  dead_letters_.FailNext(3);
+  auto m = Task("celeriac.fail", json::array({"boom"}));
+  Send(m);
+  ASSERT_FALSE(WaitReply(m.id, "FAILURE").is_null());
+  ASSERT_TRUE(Eventually([&] { return dead_letters_.letters().size() == 1; }, 10s))
+      << "the letter of an acked message is retried until the store takes it";
+  EXPECT_EQ(dead_letters_.letters()[0].error_class, "InternalError");
+  EXPECT_EQ(Statuses(m.id), std::vector<std::string>{"FAILURE"});
+  EXPECT_EQ(broker_.QueueDepth(kQueue), 0u) << "acked when it started, as in Celery";
+}
+
+TEST_F(WorkerTest, AnAbandonedTaskIsCancelledAndTooManyMakeTheWorkerStop) {
+  options_.concurrency = 1;
+  options_.max_abandoned_threads = 1;
+  std::atomic<int> side_effects{0};
+  registry_.Register("test.stuck", [&](TaskContext& ctx) -> TaskOutcome {
+    const auto until = std::chrono::steady_clock::now() + 1500ms;
+    while (std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(5ms);
+    // A task checks cancelled() before its side effect: abandoned, it must not do it.
+    if (!ctx.cancelled()) ++side_effects;
+    return Json("late");
+  });
+  StartWorker();
+  std::atomic<bool> restart{false};
+  worker_->OnNeedsRestart([&] { restart = true; });
+  for (int i = 0; i < 2; ++i) {
+    auto m = Task("test.stuck");
+    m.time_limit = 0.1;
+    Send(m);
+    ASSERT_EQ(WaitReply(m.id, "FAILURE", 3s)["result"]["exc_type"], "TimeLimitExceeded");
+  }
+  EXPECT_TRUE(Eventually([&] { return restart.load(); }))
+      << "two stuck threads are more than max_abandoned_threads = 1";
+  EXPECT_TRUE(worker_->needs_restart());
+  std::this_thread::sleep_for(1700ms);
+  EXPECT_EQ(side_effects.load(), 0);
+  EXPECT_EQ(dead_letters_.letters().size(), 2u);
 }
 
 }  // namespace
