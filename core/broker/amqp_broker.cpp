@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/base/secrets.hpp"
 #include "core/broker/amqp_table.hpp"
 #include "core/log/log.hpp"
 
@@ -1790,11 +1791,10 @@ Result<AmqpUrl> ParseAmqpUrl(const std::string& url) {
     scheme = "amqps://";
     out.tls = true;
   } else {
-    const size_t colon = url.find("://");
+    // Never the URL itself: whatever it holds may include a password.
     return Error(ErrorCode::kInvalidArgument,
-                 "not an AMQP URL (scheme '" +
-                     (colon == std::string::npos ? url : url.substr(0, colon)) +
-                     "'): expected amqp://user:password@host:port/vhost");
+                 "not an AMQP URL (" + DescribeUrlScheme(url) +
+                     "): expected amqp://user:password@host:port/vhost");
   }
   const std::string rest = url.substr(scheme.size());
   const size_t authority_end = rest.find_first_of("/?#");
@@ -1816,7 +1816,8 @@ Result<AmqpUrl> ParseAmqpUrl(const std::string& url) {
   // So "//" and "/%2F" are "/", and "/" or no path at all are "/" too.
   std::string vhost_raw = path.empty() ? "" : path.substr(1);
   if (PercentDecode(vhost_raw, &out.vhost) != 0) {
-    return Error(ErrorCode::kInvalidArgument, "bad percent-encoding in the vhost of " + url);
+    return Error(ErrorCode::kInvalidArgument,
+                 "bad percent-encoding in the vhost of " + MaskSecrets(url));
   }
   if (out.vhost.empty()) out.vhost = "/";
 

@@ -126,12 +126,10 @@ struct Settings {
   static Result<Settings> Parse(std::string_view toml_text, std::string_view origin,
                                 const EnvLookup& env);
 
-  // "section.key = value" lines of the effective settings, secrets masked, for `config show`.
+  // "section.key = value" lines of the effective settings, for `config show`: secret keys
+  // (api.token) as "***", and every other string through MaskSecrets (core/base/secrets.hpp),
+  // which hides passwords in URLs, key=value strings and query parameters.
   std::vector<std::string> Describe() const;
 };
-
-// Replaces the password in a URL ("postgresql://u:secret@h/db" -> "postgresql://u:***@h/db"),
-// so URLs can be logged.
-std::string MaskUrlPassword(const std::string& url);
 
 }  // namespace celeriac

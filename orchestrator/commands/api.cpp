@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/app/startup.hpp"
+#include "core/base/secrets.hpp"
 #include "core/broker/broker_factory.hpp"
 #include "core/loop/loop.hpp"
 #include "orchestrator/api/admin_api.hpp"
@@ -42,17 +43,19 @@ int RunApi(const CommonOptions& common, const ApiFlags& flags) {
   pg::Pool pool(pg_options);
   if (auto st = pool.Ping(); !st) {
     spdlog::warn("admin API: database {} not reachable yet: {}",
-                 MaskUrlPassword(settings->database.url), st.error().message());
+                 MaskSecrets(settings->database.url),
+                 MaskSecrets(st.error().message(), settings->database.url));
   }
 
   auto broker = broker::MakeBroker(settings->broker.url);
   if (!broker) {
-    std::cerr << me << ": " << broker.error().message() << "\n";
+    std::cerr << me << ": broker.url: "
+              << MaskSecrets(broker.error().message(), settings->broker.url) << "\n";
     return 2;
   }
   if (auto st = (*broker)->Connect(); !st) {
-    spdlog::warn("admin API: broker {} not reachable yet: {}",
-                 MaskUrlPassword(settings->broker.url), st.error().message());
+    spdlog::warn("admin API: broker {} not reachable yet: {}", MaskSecrets(settings->broker.url),
+                 MaskSecrets(st.error().message(), settings->broker.url));
   }
 
   api::AdminApiOptions options;
