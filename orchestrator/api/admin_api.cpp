@@ -15,9 +15,11 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "core/admin/readiness.hpp"
 #include "core/base/clock.hpp"
 #include "core/base/ids.hpp"
 #include "core/log/log.hpp"
+#include "core/pg/probe.hpp"
 #include "orchestrator/api/api_metrics.hpp"
 #include "orchestrator/api/auth.hpp"
 #include "orchestrator/api/openapi.hpp"
@@ -382,7 +384,18 @@ struct AdminApi::Impl {
 
   Impl(pg::Pool& pool, broker::Broker& broker, std::string token, AdminApiOptions options)
       : pool(pool), broker(broker), token(std::move(token)), options(std::move(options)),
-        metrics(pool, SystemClock::Instance(), this->options.metrics), log(log::Get("api")) {}
+        metrics(pool, SystemClock::Instance(), this->options.metrics), log(log::Get("api")),
+        readiness(admin::ReadinessOptions{this->options.readiness_deadline,
+                                          this->options.readiness_fresh_for}) {
+    // Neither goes through the pool (its retries, its queue for a free connection) nor waits
+    // longer than the probe does.
+    readiness.Add("postgres", [this] {
+      return pg::ProbeDatabase(this->pool.options().url, this->options.readiness_deadline);
+    });
+    // An established connection answers at once; a broken one blocks its check thread while
+    // the broker reconnects, which the probe's deadline cuts short.
+    readiness.Add("broker", [this] { return this->broker.Connect(); });
+  }
 
   void Install();
   void Dispatch(const Route& route, const httplib::Request& req, httplib::Response& res);
@@ -415,6 +428,8 @@ struct AdminApi::Impl {
   std::shared_ptr<spdlog::logger> log;
   httplib::Server server;
   std::thread thread;
+  // Last: destroyed first, its check threads end before what they use goes.
+  admin::Readiness readiness;
 };
 
 const std::vector<AdminApi::Impl::Route>& AdminApi::Impl::Table() {
@@ -582,13 +597,17 @@ void AdminApi::Impl::Healthz(const httplib::Request& req, httplib::Response& res
 
 void AdminApi::Impl::Readyz(const httplib::Request& req, httplib::Response& res) {
   Query(req, {});
-  const Status pg = pool.Ping();
-  const Status mq = broker.Connect();  // checks an established connection without a round trip
-  Json body = {{"status", pg.ok() && mq.ok() ? "ready" : "not ready"},
-               {"postgres", pg.ok() ? "ok" : pg.error().message()},
-               {"broker", mq.ok() ? "ok" : mq.error().message()}};
-  if (!pg.ok() || !mq.ok()) res.set_header("Retry-After", kRetryAfterSeconds);
-  SendJson(res, pg.ok() && mq.ok() ? 200 : 503, body);
+  bool ready = true;
+  Json body = {{"status", "ready"}};
+  for (const auto& dependency : readiness.Check()) {
+    ready = ready && dependency.ok;
+    body[dependency.name] = dependency.reason;
+  }
+  if (!ready) {
+    body["status"] = "unavailable";
+    res.set_header("Retry-After", kRetryAfterSeconds);
+  }
+  SendJson(res, ready ? 200 : 503, body);
 }
 
 void AdminApi::Impl::Metrics(const httplib::Request& req, httplib::Response& res) {
@@ -836,6 +855,7 @@ Result<int> AdminApi::Start(const std::string& listen) {
     return Error(ErrorCode::kUnavailable, "cannot listen on " + listen +
                                               " (address in use or not local?)");
   }
+  impl_->readiness.Start();
   impl_->thread = std::thread([this] { impl_->server.listen_after_bind(); });
   // Wait for the accept loop, so that a Stop() right after Start() cannot miss it.
   while (!impl_->server.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -849,6 +869,7 @@ Result<int> AdminApi::Start(const std::string& listen) {
 
 void AdminApi::Stop() {
   if (!impl_ || !impl_->thread.joinable()) return;
+  impl_->readiness.Stop();
   impl_->server.stop();
   impl_->thread.join();
   impl_->log->info("admin API stopped");

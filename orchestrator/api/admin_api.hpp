@@ -20,6 +20,12 @@
 //     widens a replay or a purge. Bodies are read as JSON whatever their Content-Type (curl -d
 //     sends a form type).
 //   - Postgres or broker outages get 503 {"error": ...}; nothing a handler throws escapes it.
+//   - GET /readyz answers within AdminApiOptions::readiness_deadline (1.5 s) in any outage:
+//     200 {"status":"ready","postgres":"ok","broker":"ok"} or 503 {"status":"unavailable",
+//     "postgres":"unreachable","broker":"ok"}; never a driver's text or a host name (those go
+//     to the log, masked). Postgres is checked on a connection of its own with a hard deadline
+//     (pg::ProbeDatabase), the broker through Broker::Connect on a thread of its own; at most
+//     one check of each is in flight however many probes arrive.
 //   - Every request is logged (method, path, status, duration, request id; never headers or
 //     bodies) and counted in /metrics; X-Request-Id is echoed, or generated and returned.
 //
@@ -42,6 +48,10 @@ namespace celeriac::orchestrator::api {
 
 struct AdminApiOptions {
   std::string worker_queue = "celery";  // where run-now and site analysis publish (worker.queue)
+  // GET /readyz answers within readiness_deadline whatever Postgres and the broker do
+  // (core/admin/readiness.hpp); a check younger than readiness_fresh_for is reused.
+  std::chrono::milliseconds readiness_deadline{1500};
+  std::chrono::milliseconds readiness_fresh_for{1000};
   std::chrono::seconds read_timeout{10};
   std::chrono::seconds write_timeout{10};
   size_t max_body_bytes = 1 << 20;  // larger bodies get 413

@@ -2,7 +2,14 @@
 // broker, driven by httplib::Client: auth, probes, run-now, site analysis, runs, dead letters
 // (list, show, replay, purge), metrics and the OpenAPI document.
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -14,6 +21,7 @@
 #include <httplib.h>
 #include <spdlog/sinks/base_sink.h>
 
+#include "core/broker/amqp_broker.hpp"
 #include "core/broker/memory_broker.hpp"
 #include "core/celery/codec.hpp"
 #include "core/log/log.hpp"
@@ -385,6 +393,108 @@ TEST_F(AdminApiTest, ReadinessNamesWhatIsDownAndAdminRoutesAnswer503) {
     const auto site = no_broker.Call("POST", "/api/v1/site-analysis",
                                      R"({"data_source_id": 1, "theme_name": "t"})");
     EXPECT_EQ(site.status, 503) << Describe(site);
+  }
+}
+
+// A TCP port on 127.0.0.1 that takes connections and never says a word: the kernel completes
+// the handshake (the listen backlog), nobody reads or writes. What a hung or blackholed
+// Postgres or RabbitMQ looks like to a client.
+class SilentListener {
+ public:
+  SilentListener() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+        ::listen(fd_, 64) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      ADD_FAILURE() << "cannot open a listener: " << std::strerror(errno);
+      return;
+    }
+    port_ = ntohs(addr.sin_port);
+  }
+  ~SilentListener() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
+// A port nobody listens on (bound, then closed): connections to it are refused.
+int ClosedPort() {
+  SilentListener l;
+  return l.port();
+}
+
+TEST_F(AdminApiTest, ReadinessAnswersWithinTwoSecondsInAnyOutageWithAGenericReason) {
+  SilentListener silent_pg;
+  SilentListener silent_mq;
+  const int closed = ClosedPort();
+  ASSERT_GT(silent_pg.port(), 0);
+  ASSERT_GT(closed, 0);
+  const std::string pg_ok = pool().options().url;
+  auto pg_url = [](int port) {
+    return "postgresql://celeriac:s3cret@127.0.0.1:" + std::to_string(port) + "/celeriac";
+  };
+  auto mq_url = [](int port) {
+    return "amqp://guest:s3cret@127.0.0.1:" + std::to_string(port) + "//";
+  };
+  struct Case {
+    std::string what;
+    std::string pg;
+    std::string mq;  // "" = an in-memory broker, always there
+  };
+  const std::vector<Case> cases = {
+      {"postgres refuses", pg_url(closed), ""},
+      {"postgres accepts and never answers", pg_url(silent_pg.port()), ""},
+      {"broker refuses", pg_ok, mq_url(closed)},
+      {"broker accepts and never answers", pg_ok, mq_url(silent_mq.port())},
+      {"both never answer", pg_url(silent_pg.port()), mq_url(silent_mq.port())},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    pg::PoolOptions options;
+    options.url = c.pg;
+    options.size = 1;
+    options.connect_timeout_s = 30;  // the pool's patience must not be what bounds /readyz
+    options.max_attempts = 5;
+    pg::Pool dependency_pool(options);
+    broker::MemoryBroker memory;
+    std::unique_ptr<broker::AmqpBroker> amqp;
+    if (!c.mq.empty()) {
+      broker::AmqpBrokerOptions mq;
+      mq.url = c.mq;
+      mq.connect_timeout = std::chrono::seconds(3);
+      mq.rpc_timeout = std::chrono::seconds(3);
+      auto made = broker::AmqpBroker::Create(mq);
+      ASSERT_TRUE(made.ok()) << made.error().ToString();
+      amqp = std::move(*made);
+    }
+    broker::Broker& dependency_broker = amqp ? static_cast<broker::Broker&>(*amqp) : memory;
+    Json expected = {{"status", "unavailable"},
+                     {"postgres", c.pg == pg_ok ? "ok" : "unreachable"},
+                     {"broker", c.mq.empty() ? "ok" : "unreachable"}};
+    {
+      Served api(dependency_pool, dependency_broker, kToken);
+      for (int i = 0; i < 3; ++i) {
+        const auto start = std::chrono::steady_clock::now();
+        const auto ready = api.Call("GET", "/readyz", std::nullopt, std::nullopt);
+        const auto took = std::chrono::steady_clock::now() - start;
+        // The bound is the requirement itself: 1.5 s inside, 2 s promised.
+        EXPECT_LT(took, std::chrono::seconds(2))
+            << "probe " << i << " took "
+            << std::chrono::duration_cast<milliseconds>(took).count() << " ms";
+        EXPECT_EQ(ready.status, 503) << Describe(ready);
+        EXPECT_EQ(ready.body, expected) << Describe(ready);
+        EXPECT_FALSE(ready.Header("Retry-After").empty());
+      }
+      if (amqp) amqp->Close();  // ends a broker check still waiting for a connection
+    }
   }
 }
 
