@@ -64,6 +64,12 @@ std::vector<KeySpec> Keys(Settings& s) {
   keys.push_back(str("api", "listen", &s.api.listen));
   keys.push_back(str("api", "token", &s.api.token));
   keys.back().secret = true;
+  keys.push_back(num("api", "threads", &s.api.threads, 1, 256));
+  keys.push_back(num("api", "max_queued", &s.api.max_queued, 0, 100'000));
+  keys.push_back(num("api", "read_timeout_s", &s.api.read_timeout_s, 1, 3600));
+  keys.push_back(num("api", "write_timeout_s", &s.api.write_timeout_s, 1, 3600));
+  keys.push_back(num("api", "keep_alive_timeout_s", &s.api.keep_alive_timeout_s, 1, 3600));
+  keys.push_back(num("api", "max_body_bytes", &s.api.max_body_bytes, 1024, int64_t{1} << 30));
   keys.push_back(str("discovery", "url", &s.discovery.url));
   keys.push_back(num("discovery", "timeout_ms", &s.discovery.timeout_ms, 1, 3'600'000));
   keys.push_back(str("worker", "queue", &s.worker.queue));

@@ -360,6 +360,7 @@ const char* ReasonFor(int status) {
     case 400: return "malformed request";
     case 404: return "no such route";
     case 405: return "method not allowed";
+    case 408: return "request not received in time";
     case 413: return "request body too large";
     case 414: return "request URI too long";
     case 416: return "range not satisfiable";
@@ -385,6 +386,7 @@ struct AdminApi::Impl {
   Impl(pg::Pool& pool, broker::Broker& broker, std::string token, AdminApiOptions options)
       : pool(pool), broker(broker), token(std::move(token)), options(std::move(options)),
         metrics(pool, SystemClock::Instance(), this->options.metrics), log(log::Get("api")),
+        server(this->options.limits),
         readiness(admin::ReadinessOptions{this->options.readiness_deadline,
                                           this->options.readiness_fresh_for}) {
     // Neither goes through the pool (its retries, its queue for a free connection) nor waits
@@ -426,8 +428,9 @@ struct AdminApi::Impl {
   const AdminApiOptions options;
   ApiMetrics metrics;
   std::shared_ptr<spdlog::logger> log;
-  httplib::Server server;
+  HttpServer server;
   std::thread thread;
+  steady_clock::time_point last_refusal_logged{};  // the accept thread's only
   // Last: destroyed first, its check threads end before what they use goes.
   admin::Readiness readiness;
 };
@@ -461,9 +464,18 @@ const std::vector<AdminApi::Impl::Route>& AdminApi::Impl::Table() {
 
 void AdminApi::Impl::Install() {
   server.set_tcp_nodelay(true);
-  server.set_read_timeout(options.read_timeout);
-  server.set_write_timeout(options.write_timeout);
-  server.set_payload_max_length(options.max_body_bytes);
+  server.OnRefused([this] {
+    metrics.ObserveRefusedConnection();
+    // One line per burst, not per connection: a flood must not flood the log too.
+    const auto now = steady_clock::now();
+    if (now - last_refusal_logged >= std::chrono::seconds(10)) {
+      last_refusal_logged = now;
+      log->warn("admin API busy: refusing connections with 503 ({} threads, {} queued at most; "
+                "{} refused so far)",
+                options.limits.threads, options.limits.max_queued,
+                server.refused_connections());
+    }
+  });
 
   // httplib calls these outside any handler: nothing may escape them.
   server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
@@ -492,6 +504,8 @@ void AdminApi::Impl::Install() {
   server.set_error_handler(httplib::Server::HandlerWithResponse(
       [this](const httplib::Request& req, httplib::Response& res) {
         try {
+          // A request that did not arrive in time reads as malformed to httplib.
+          if (res.status == 400 && HttpServer::RequestTimedOut()) res.status = 408;
           if (!t_request.active || !t_request.finished) {
             if (!t_request.active) {
               t_request = RequestState{true, false, steady_clock::now(), "-", "unmatched"};

@@ -60,6 +60,12 @@ int RunApi(const CommonOptions& common, const ApiFlags& flags) {
 
   api::AdminApiOptions options;
   options.worker_queue = settings->worker.queue;
+  options.limits.threads = static_cast<size_t>(settings->api.threads);
+  options.limits.max_queued = static_cast<size_t>(settings->api.max_queued);
+  options.limits.read_timeout = std::chrono::seconds(settings->api.read_timeout_s);
+  options.limits.write_timeout = std::chrono::seconds(settings->api.write_timeout_s);
+  options.limits.keep_alive_timeout = std::chrono::seconds(settings->api.keep_alive_timeout_s);
+  options.limits.max_body_bytes = static_cast<size_t>(settings->api.max_body_bytes);
   api::AdminApi server(pool, **broker, settings->api.token, options);
   auto port = server.Start(listen);
   if (!port) {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <chrono>
@@ -56,8 +57,9 @@ struct Reply {
 // An admin API server on a free port, and a client for it.
 class Served {
  public:
-  Served(pg::Pool& pool, broker::Broker& broker, std::string token) {
-    api_ = std::make_unique<AdminApi>(pool, broker, std::move(token));
+  Served(pg::Pool& pool, broker::Broker& broker, std::string token,
+         AdminApiOptions options = {}) {
+    api_ = std::make_unique<AdminApi>(pool, broker, std::move(token), std::move(options));
     auto port = api_->Start("127.0.0.1:0");
     EXPECT_TRUE(port.ok()) << port.error().ToString();
     port_ = port.ok() ? *port : 0;
@@ -496,6 +498,121 @@ TEST_F(AdminApiTest, ReadinessAnswersWithinTwoSecondsInAnyOutageWithAGenericReas
       if (amqp) amqp->Close();  // ends a broker check still waiting for a connection
     }
   }
+}
+
+// ---- the server's own limits ------------------------------------------------------------------
+
+// A raw client connection to 127.0.0.1:port (no HTTP library: it must be able to say nothing).
+class RawClient {
+ public:
+  explicit RawClient(int port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    if (fd_ < 0 || ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
+      ADD_FAILURE() << "connect: " << std::strerror(errno);
+    // A bound on every read, so that a test fails instead of hanging if the server queued us.
+    timeval tv{15, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  }
+  ~RawClient() { Close(); }
+  void Close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  bool Send(std::string_view text) {
+    return ::send(fd_, text.data(), text.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(text.size());
+  }
+  // Everything until the server closes; `closed` is false if the read bound passed first.
+  std::string ReadToEnd(bool* closed) {
+    std::string out;
+    char buffer[4096];
+    for (;;) {
+      const ssize_t n = ::recv(fd_, buffer, sizeof(buffer), 0);
+      if (n > 0) {
+        out.append(buffer, static_cast<size_t>(n));
+        continue;
+      }
+      *closed = n == 0 || errno == ECONNRESET;
+      return out;
+    }
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+TEST_F(AdminApiTest, SlowClientsDoNotHoldUpOthersAndAreCutOff) {
+  AdminApiOptions options;
+  options.limits.threads = 4;
+  options.limits.max_queued = 4;
+  options.limits.read_timeout = std::chrono::seconds(1);
+  options.limits.keep_alive_timeout = std::chrono::seconds(30);
+  Served api(pool(), broker_, kToken, options);
+
+  RawClient silent(api.port());  // connects, says nothing
+  RawClient trickle(api.port());  // starts a request, then sends a byte every 100 ms
+  ASSERT_TRUE(trickle.Send("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "));
+  std::atomic<bool> stop{false};
+  std::thread dripper([&] {
+    for (int i = 0; i < 100 && !stop && trickle.Send("a"); ++i)
+      std::this_thread::sleep_for(milliseconds(100));
+  });
+
+  for (int i = 0; i < 5; ++i) {
+    const auto r = api.Call("GET", "/healthz", std::nullopt, std::nullopt);
+    EXPECT_EQ(r.status, 200) << Describe(r);
+  }
+  // Its request never completes within read_timeout_s: answered 408 and closed, not served
+  // by the byte for as long as it likes.
+  bool closed = false;
+  const std::string answer = trickle.ReadToEnd(&closed);
+  stop = true;
+  dripper.join();
+  EXPECT_TRUE(closed) << "the server kept the connection open: " << answer;
+  EXPECT_EQ(answer.rfind("HTTP/1.1 408", 0), 0u) << answer;
+  const auto after = api.Call("GET", "/healthz", std::nullopt, std::nullopt);
+  EXPECT_EQ(after.status, 200) << Describe(after);
+}
+
+TEST_F(AdminApiTest, ConnectionsBeyondThreadsAndQueueAreRefusedNotQueued) {
+  AdminApiOptions options;
+  options.limits.threads = 2;
+  options.limits.max_queued = 2;
+  options.limits.read_timeout = std::chrono::seconds(60);
+  options.limits.keep_alive_timeout = std::chrono::seconds(60);
+  Served api(pool(), broker_, kToken, options);
+
+  // Two connections take the threads and two the queue, for as long as they like (60 s).
+  std::vector<std::unique_ptr<RawClient>> held;
+  for (int i = 0; i < 4; ++i) held.push_back(std::make_unique<RawClient>(api.port()));
+  // Every further one is turned away at once with 503, never parked behind them.
+  for (int i = 0; i < 3; ++i) {
+    RawClient extra(api.port());
+    bool closed = false;
+    const std::string answer = extra.ReadToEnd(&closed);
+    EXPECT_TRUE(closed) << "connection " << i << " was queued, not refused";
+    EXPECT_EQ(answer.rfind("HTTP/1.1 503", 0), 0u) << answer;
+    EXPECT_NE(answer.find("Retry-After: 5"), std::string::npos) << answer;
+  }
+  held.clear();  // their threads see the close and take new connections again
+
+  bool served = false;
+  for (int i = 0; i < 50 && !served; ++i) {
+    httplib::Client client("127.0.0.1", api.port());
+    auto r = client.Get("/healthz");
+    served = r && r->status == 200;
+    if (!served) std::this_thread::sleep_for(milliseconds(100));
+  }
+  EXPECT_TRUE(served) << "the server did not recover once the connections closed";
+  const auto metrics = api.Call("GET", "/metrics", std::nullopt, std::nullopt);
+  // The three above, and any of the retries that came before the threads were free again.
+  const std::string name = "\nceleriac_api_connections_refused_total ";
+  const auto at = metrics.text.find(name);
+  ASSERT_NE(at, std::string::npos) << metrics.text;
+  EXPECT_GE(std::stod(metrics.text.substr(at + name.size())), 3.0) << metrics.text;
 }
 
 // ---- run-now, site analysis ------------------------------------------------------------------
