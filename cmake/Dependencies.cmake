@@ -11,6 +11,7 @@ endfunction()
 
 celeriac_pkg(uv libuv)
 celeriac_pkg(pqxx libpqxx)
+celeriac_pkg(pq libpq)  # core/pg/probe.cpp: non-blocking connect with a deadline
 celeriac_pkg(rabbitmq librabbitmq)
 celeriac_pkg(rdkafka rdkafka)
 celeriac_pkg(curl libcurl)

@@ -15,6 +15,7 @@
 #include "core/app/config_show.hpp"
 #include "core/app/startup.hpp"
 #include "core/base/ids.hpp"
+#include "core/base/secrets.hpp"
 #include "core/broker/broker_factory.hpp"
 #include "core/loop/loop.hpp"
 #include "core/pg/pool.hpp"
@@ -76,16 +77,19 @@ int RunWorker(const std::optional<std::string>& config_path) {
   }
   pg::Pool pool(PoolOptionsFrom(*settings));
   if (auto st = pool.Ping(); !st) {
-    std::cerr << "extractor: database: " << st.error().message() << "\n";
+    std::cerr << "extractor: database: "
+              << MaskSecrets(st.error().message(), settings->database.url) << "\n";
     return 1;
   }
   auto broker = broker::MakeBroker(settings->broker.url);
   if (!broker) {
-    std::cerr << "extractor: broker: " << broker.error().message() << "\n";
+    std::cerr << "extractor: broker: "
+              << MaskSecrets(broker.error().message(), settings->broker.url) << "\n";
     return 2;
   }
   if (auto st = (*broker)->Connect(); !st) {
-    std::cerr << "extractor: broker: " << st.error().message() << "\n";
+    std::cerr << "extractor: broker: " << MaskSecrets(st.error().message(), settings->broker.url)
+              << "\n";
     return 1;
   }
   Loop loop;

@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/base/secrets.hpp"
 #include "core/broker/amqp_table.hpp"
 #include "core/log/log.hpp"
 
@@ -405,7 +406,8 @@ class Publisher {
   }
 
  private:
-  enum : uint8_t { kPending = 0, kAcked = 1, kNacked = 2 };
+  // kReturned: the server sent the message back (basic.return, mandatory): no queue took it.
+  enum : uint8_t { kPending = 0, kAcked = 1, kNacked = 2, kReturned = 3 };
   enum class Wait { kDone, kLost, kTimeout };
 
   Status EnsureConnected(std::unique_lock<std::mutex>& lock, Clock::time_point deadline);
@@ -415,6 +417,8 @@ class Publisher {
   void ReadSome(std::unique_lock<std::mutex>& lock, Clock::time_point deadline);
   size_t Drain();
   void HandleFrame(const amqp_frame_t& frame);
+  void FinishReturn();
+  void Forget(uint64_t gen, const uint64_t* seqs, size_t n);
   void Resolve(uint64_t tag, bool multiple, uint8_t state);
   uint8_t StatusOf(uint64_t seq);
   void MarkBroken(Error error, bool refused);
@@ -434,7 +438,21 @@ class Publisher {
   uint64_t base_seq_ = 1;        // seq of status_[0]
   uint64_t next_seq_ = 1;        // seq of the next basic.publish on this channel
   std::deque<uint8_t> status_;   // seqs [base_seq_, next_seq_)
+  // The message of each seq in status_, while its publisher waits for it (null once it gave
+  // up): what a basic.return is matched against.
+  std::deque<const OutgoingMessage*> sent_;
   std::set<uint64_t> nacked_;    // nacked seqs already dropped from status_
+  std::map<uint64_t, std::string> returned_;  // returned seqs -> why, until their waiter reads it
+  // A basic.return being read: its method, then a content header and body frames.
+  struct Returning {
+    bool active = false;
+    std::string why;  // "exchange '' routing key 'q': 312 NO_ROUTE"
+    std::string exchange;
+    std::string routing_key;
+    uint64_t body_size = 0;
+    bool have_header = false;
+    std::string body;
+  } returning_;
   bool reader_ = false;          // a thread is reading confirms for everybody
   uint64_t failed_gen_ = 0;      // the generation whose connection failed last
   std::optional<Error> failure_;
@@ -498,8 +516,10 @@ Status Publisher::SendOne(const OutgoingMessage& message, uint64_t* seq) {
     recycle_amqp_pool(&pool_);
     return s;
   }
+  // mandatory: a message no queue takes comes back (basic.return) instead of vanishing.
   const int rc = amqp_basic_publish(conn_, kPublishChannel, Bytes(message.exchange),
-                                    Bytes(message.routing_key), 0, 0, &props, Bytes(message.body));
+                                    Bytes(message.routing_key), /*mandatory=*/1, 0, &props,
+                                    Bytes(message.body));
   recycle_amqp_pool(&pool_);
   if (rc != AMQP_STATUS_OK) {
     MarkBroken(Error(ErrorCode::kUnavailable, std::string("basic.publish: ") + amqp_error_string2(rc)),
@@ -508,6 +528,7 @@ Status Publisher::SendOne(const OutgoingMessage& message, uint64_t* seq) {
   }
   *seq = next_seq_++;
   status_.push_back(kPending);
+  sent_.push_back(&message);
   return Ok();
 }
 
@@ -520,12 +541,16 @@ void Publisher::MarkBroken(Error error, bool refused) {
   amqp_destroy_connection(conn_);
   conn_ = nullptr;
   status_.clear();
+  sent_.clear();
   nacked_.clear();
+  returned_.clear();
+  returning_ = Returning{};
   cv_.notify_all();
 }
 
 uint8_t Publisher::StatusOf(uint64_t seq) {
   if (seq >= base_seq_) return status_[seq - base_seq_];
+  if (returned_.count(seq) != 0) return kReturned;
   auto it = nacked_.find(seq);
   if (it == nacked_.end()) return kAcked;
   nacked_.erase(it);
@@ -549,14 +574,70 @@ void Publisher::Resolve(uint64_t tag, bool multiple, uint8_t state) {
   while (!status_.empty() && status_.front() != kPending) {
     if (status_.front() == kNacked) nacked_.insert(base_seq_);
     status_.pop_front();
+    sent_.pop_front();
     ++base_seq_;
   }
 }
 
+void Publisher::FinishReturn() {
+  Returning r = std::move(returning_);
+  returning_ = Returning{};
+  // RabbitMQ sends basic.return before the basic.ack of the same message, but the return names
+  // no delivery tag: it is the oldest unconfirmed message with the same destination and body.
+  auto matches = [&](size_t i, bool by_body) {
+    const OutgoingMessage* m = sent_[i];
+    return status_[i] == kPending && m != nullptr && m->exchange == r.exchange &&
+           m->routing_key == r.routing_key && (!by_body || m->body == r.body);
+  };
+  for (bool by_body : {true, false}) {
+    for (size_t i = 0; i < status_.size(); ++i) {
+      if (!matches(i, by_body)) continue;
+      status_[i] = kReturned;
+      returned_[base_seq_ + i] = std::move(r.why);
+      cv_.notify_all();
+      return;
+    }
+  }
+  log_->debug("RabbitMQ returned a message nobody waits for any more ({})", r.why);
+}
+
+void Publisher::Forget(uint64_t gen, const uint64_t* seqs, size_t n) {
+  // A lost connection (MarkBroken) or a new one cleared everything of that connection already.
+  if (gen != gen_ || conn_ == nullptr) return;
+  for (size_t i = 0; i < n; ++i) {
+    if (seqs[i] == 0) continue;
+    if (seqs[i] >= base_seq_ && seqs[i] - base_seq_ < sent_.size())
+      sent_[seqs[i] - base_seq_] = nullptr;
+    returned_.erase(seqs[i]);
+  }
+}
+
 void Publisher::HandleFrame(const amqp_frame_t& frame) {
-  if (frame.frame_type != AMQP_FRAME_METHOD) return;  // content of a basic.return: unused
+  if (frame.frame_type == AMQP_FRAME_HEADER && returning_.active && !returning_.have_header) {
+    returning_.have_header = true;
+    returning_.body_size = frame.payload.properties.body_size;
+    if (returning_.body_size == 0) FinishReturn();
+    return;
+  }
+  if (frame.frame_type == AMQP_FRAME_BODY && returning_.active && returning_.have_header) {
+    returning_.body.append(static_cast<const char*>(frame.payload.body_fragment.bytes),
+                           frame.payload.body_fragment.len);
+    if (returning_.body.size() >= returning_.body_size) FinishReturn();
+    return;
+  }
+  if (frame.frame_type != AMQP_FRAME_METHOD) return;
   const amqp_method_t& method = frame.payload.method;
   switch (method.id) {
+    case AMQP_BASIC_RETURN_METHOD: {
+      const auto* m = static_cast<const amqp_basic_return_t*>(method.decoded);
+      returning_ = Returning{};
+      returning_.active = true;
+      returning_.exchange = Str(m->exchange);
+      returning_.routing_key = Str(m->routing_key);
+      returning_.why = "exchange '" + returning_.exchange + "' routing key '" +
+                       returning_.routing_key + "': " + ReplyText(m->reply_code, m->reply_text);
+      return;
+    }
     case AMQP_BASIC_ACK_METHOD: {
       const auto* m = static_cast<const amqp_basic_ack_t*>(method.decoded);
       Resolve(m->delivery_tag, m->multiple != 0, kAcked);
@@ -665,10 +746,25 @@ Status Publisher::Publish(const OutgoingMessage* messages, size_t n) {
   }
 
   std::unique_lock lock(mu_);
+  // seqs[i] is the seq of message i on connection `sent_gen`, 0 once its outcome is read (or
+  // before it is sent on that connection). However this call ends, none of its messages stays
+  // behind for a basic.return to point at (runs before `lock` is released).
+  uint64_t sent_gen = 0;
+  struct ForgetOnExit {
+    Publisher* self;
+    const uint64_t& gen;
+    const uint64_t* seqs;
+    size_t n;
+    ~ForgetOnExit() { self->Forget(gen, seqs, n); }
+  } forget{this, sent_gen, seqs, n};
+  std::set<std::string> returned_why;  // of the messages returned, for the error
   for (int round = 0;; ++round) {
     Status connected = EnsureConnected(lock, deadline);
     if (!connected.ok()) return connected;
     const uint64_t gen = gen_;
+    sent_gen = gen;
+    for (size_t i = 0; i < n; ++i)
+      if (states[i] == kPending) seqs[i] = 0;  // any earlier seq was another connection's
     size_t since_drain = 0;
     for (size_t i = 0; i < n && gen_ == gen; ++i) {
       if (states[i] != kPending) continue;
@@ -684,8 +780,30 @@ Status Publisher::Publish(const OutgoingMessage* messages, size_t n) {
       }
     }
     const Wait w = gen_ == gen ? WaitConfirms(lock, gen, seqs, states, n, deadline) : Wait::kLost;
+    // Settled messages: read why the returned ones came back, and let go of them all.
+    for (size_t i = 0; i < n; ++i) {
+      if (states[i] == kPending || seqs[i] == 0) continue;
+      if (states[i] == kReturned && gen_ == gen && conn_ != nullptr) {
+        if (auto it = returned_.find(seqs[i]); it != returned_.end())
+          returned_why.insert(it->second);
+      }
+      Forget(gen, &seqs[i], 1);
+      seqs[i] = 0;
+    }
     if (w == Wait::kDone) {
       const size_t nacked = static_cast<size_t>(std::count(states, states + n, kNacked));
+      const size_t returned = static_cast<size_t>(std::count(states, states + n, kReturned));
+      if (returned > 0) {
+        // Publishing it again cannot help: no queue is bound for it. The others were delivered.
+        std::string reasons;
+        for (const auto& reason : returned_why) reasons += (reasons.empty() ? "" : "; ") + reason;
+        return Error(ErrorCode::kNotFound,
+                     "RabbitMQ returned " + std::to_string(returned) + " of " +
+                         std::to_string(n) + " message(s) as unroutable (" +
+                         (reasons.empty() ? "no queue took them" : reasons) + ")" +
+                         (nacked > 0 ? " and refused " + std::to_string(nacked) : ""),
+                     /*retryable=*/false);
+      }
       if (nacked == 0) return Ok();
       return Error(ErrorCode::kUnavailable, "RabbitMQ refused (basic.nack) " +
                                                 std::to_string(nacked) + " of " +
@@ -1802,11 +1920,10 @@ Result<AmqpUrl> ParseAmqpUrl(const std::string& url) {
     scheme = "amqps://";
     out.tls = true;
   } else {
-    const size_t colon = url.find("://");
+    // Never the URL itself: whatever it holds may include a password.
     return Error(ErrorCode::kInvalidArgument,
-                 "not an AMQP URL (scheme '" +
-                     (colon == std::string::npos ? url : url.substr(0, colon)) +
-                     "'): expected amqp://user:password@host:port/vhost");
+                 "not an AMQP URL (" + DescribeUrlScheme(url) +
+                     "): expected amqp://user:password@host:port/vhost");
   }
   const std::string rest = url.substr(scheme.size());
   const size_t authority_end = rest.find_first_of("/?#");
@@ -1828,7 +1945,8 @@ Result<AmqpUrl> ParseAmqpUrl(const std::string& url) {
   // So "//" and "/%2F" are "/", and "/" or no path at all are "/" too.
   std::string vhost_raw = path.empty() ? "" : path.substr(1);
   if (PercentDecode(vhost_raw, &out.vhost) != 0) {
-    return Error(ErrorCode::kInvalidArgument, "bad percent-encoding in the vhost of " + url);
+    return Error(ErrorCode::kInvalidArgument,
+                 "bad percent-encoding in the vhost of " + MaskSecrets(url));
   }
   if (out.vhost.empty()) out.vhost = "/";
 

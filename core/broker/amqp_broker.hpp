@@ -8,7 +8,10 @@
 //    (basic.nack -> error). Concurrent publishers share the wait: one of them reads the socket
 //    for everybody, the others sleep until their confirm is in. PublishBatch() sends a whole
 //    batch, then waits once. On a connection error the publisher reconnects (backoff, bounded
-//    by publish_timeout) and re-publishes the unconfirmed messages once.
+//    by publish_timeout) and re-publishes the unconfirmed messages once. Every message is
+//    published mandatory: one that no queue takes comes back (basic.return, before its
+//    basic.ack), is matched to the oldest unconfirmed message with the same exchange, routing
+//    key and body, and fails its call with NotFound (see Broker::Publish).
 //  * the consumer connection, owned by one I/O thread: channel 1 for declarations (so an
 //    exclusive queue belongs to the connection that consumes it), and one channel per consumer
 //    (basic.qos global=true on that channel, i.e. per consumer, counting every unacked delivery). Other threads' Declare /

@@ -89,12 +89,19 @@ class Broker {
   virtual Status Declare(const QueueSpec& spec) = 0;
 
   // Publishes and waits until the broker has taken responsibility (publisher confirm for AMQP).
+  // A message that reaches no queue is an error, never dropped in silence: NotFound, not
+  // retryable, naming the exchange, routing key and the server's reason (AMQP: mandatory
+  // publish, basic.return 312 NO_ROUTE; also 404 for an exchange that does not exist).
+  // Declare the queue first; a caller for whom a vanished destination is normal (an rpc://
+  // reply queue whose client has gone) treats NotFound as "nobody to tell".
   virtual Status Publish(const OutgoingMessage& message) = 0;
 
   // Publishes every message, then waits until the broker has taken responsibility for all of
   // them (one round of confirms instead of one per message). On error some messages may have
-  // been taken and others not: retrying the whole batch is safe (at least once). The default
-  // publishes one by one and stops at the first error.
+  // been taken and others not: retrying the whole batch is safe (at least once). When some
+  // messages reach no queue, the call fails with NotFound as Publish does, and every other
+  // message of the batch was delivered (AmqpBroker, MemoryBroker). The default publishes one by
+  // one and stops at the first error.
   virtual Status PublishBatch(const std::vector<OutgoingMessage>& messages);
 
   virtual Result<ConsumerId> Consume(const ConsumeOptions& options, DeliveryHandler handler) = 0;

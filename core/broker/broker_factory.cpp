@@ -1,5 +1,6 @@
 #include "core/broker/broker_factory.hpp"
 
+#include "core/base/secrets.hpp"
 #include "core/broker/amqp_broker.hpp"
 #include "core/broker/memory_broker.hpp"
 
@@ -20,9 +21,9 @@ Result<std::unique_ptr<Broker>> MakeBroker(const std::string& url) {
     if (!broker.ok()) return broker.error();
     return std::unique_ptr<Broker>(std::move(broker).value());
   }
-  return Error(ErrorCode::kInvalidArgument,
-               "unsupported broker URL scheme '" + scheme +
-                   "': expected amqp:// or memory://");
+  // The scheme only, and only when it is one: the URL may hold a password.
+  return Error(ErrorCode::kInvalidArgument, "unsupported broker URL (" + DescribeUrlScheme(url) +
+                                                "): expected amqp:// or memory://");
 }
 
 }  // namespace celeriac::broker

@@ -1,6 +1,7 @@
 #include "core/broker/memory_broker.hpp"
 
 #include <exception>
+#include <optional>
 #include <vector>
 #include <utility>
 
@@ -77,11 +78,30 @@ Status MemoryBroker::Publish(const OutgoingMessage& message) {
       if (key == message.routing_key) targets.push_back(&queues_.at(queue));
     }
   }
+  if (targets.empty()) {
+    return Error(ErrorCode::kNotFound,
+                 "message returned unroutable (exchange '" + message.exchange +
+                     "' routing key '" + message.routing_key + "': 312 NO_ROUTE)",
+                 /*retryable=*/false);
+  }
   for (Queue* q : targets) {
     q->ready.push_back(Stored{message.exchange, message.routing_key, message.properties,
                               message.body, false});
   }
-  if (!targets.empty()) wake_.notify_all();
+  wake_.notify_all();
+  return Ok();
+}
+
+Status MemoryBroker::PublishBatch(const std::vector<OutgoingMessage>& messages) {
+  // As AmqpBroker: an unroutable message does not stop the others.
+  std::optional<Error> unroutable;
+  for (const OutgoingMessage& message : messages) {
+    Status s = Publish(message);
+    if (s.ok()) continue;
+    if (s.error().code() != ErrorCode::kNotFound) return s;
+    if (!unroutable) unroutable = s.error();
+  }
+  if (unroutable) return *unroutable;
   return Ok();
 }
 

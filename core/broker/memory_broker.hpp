@@ -4,7 +4,8 @@
 //
 // Topology follows AMQP's: Declare creates the queue and, when spec.bind, a direct exchange and
 // the binding; publishing to exchange "" routes by queue name, to a named exchange through its
-// bindings; a message that matches no queue is dropped (AMQP with mandatory=false). Declaring
+// bindings; a message that matches no queue fails its Publish with NotFound, as AmqpBroker's
+// mandatory publish does (PublishBatch delivers the others and then fails). Declaring
 // an existing queue with different parameters fails like RabbitMQ's 406 PRECONDITION_FAILED.
 //
 // Delivery: each consumer gets at most `prefetch` unacked deliveries (0 = unlimited), in queue
@@ -41,6 +42,7 @@ class MemoryBroker final : public Broker {
   Status Connect() override;
   Status Declare(const QueueSpec& spec) override;
   Status Publish(const OutgoingMessage& message) override;
+  Status PublishBatch(const std::vector<OutgoingMessage>& messages) override;
   Result<ConsumerId> Consume(const ConsumeOptions& options, DeliveryHandler handler) override;
   Status Cancel(ConsumerId consumer) override;
   Status SetPrefetch(ConsumerId consumer, uint16_t prefetch) override;

@@ -10,6 +10,8 @@
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
+#include "core/base/secrets.hpp"
+
 namespace celeriac {
 namespace {
 
@@ -21,8 +23,7 @@ struct KeySpec {
   int64_t min = std::numeric_limits<int64_t>::min();
   int64_t max = std::numeric_limits<int64_t>::max();
   std::vector<std::string> choices;  // for strings: allowed values, empty = any
-  bool secret = false;               // masked by Describe()
-  bool url = false;                  // password masked by Describe()
+  bool secret = false;               // masked whole by Describe()
 
   std::string Name() const { return section + "." + key; }
   std::string EnvName() const {
@@ -52,12 +53,10 @@ std::vector<KeySpec> Keys(Settings& s) {
   };
   std::vector<KeySpec> keys;
   keys.push_back(str("database", "url", &s.database.url));
-  keys.back().url = true;
   keys.push_back(num("database", "pool_size", &s.database.pool_size, 1, 1000));
   keys.push_back(num("database", "connect_timeout_s", &s.database.connect_timeout_s, 1, 3600));
   keys.push_back(num("database", "max_attempts", &s.database.max_attempts, 1, 100));
   keys.push_back(str("broker", "url", &s.broker.url));
-  keys.back().url = true;
   keys.push_back(str("log", "level", &s.log.level));
   keys.back().choices = {"trace", "debug", "info", "warn", "error", "critical", "off"};
   keys.push_back(str("log", "format", &s.log.format));
@@ -65,6 +64,12 @@ std::vector<KeySpec> Keys(Settings& s) {
   keys.push_back(str("api", "listen", &s.api.listen));
   keys.push_back(str("api", "token", &s.api.token));
   keys.back().secret = true;
+  keys.push_back(num("api", "threads", &s.api.threads, 1, 256));
+  keys.push_back(num("api", "max_queued", &s.api.max_queued, 0, 100'000));
+  keys.push_back(num("api", "read_timeout_s", &s.api.read_timeout_s, 1, 3600));
+  keys.push_back(num("api", "write_timeout_s", &s.api.write_timeout_s, 1, 3600));
+  keys.push_back(num("api", "keep_alive_timeout_s", &s.api.keep_alive_timeout_s, 1, 3600));
+  keys.push_back(num("api", "max_body_bytes", &s.api.max_body_bytes, 1024, int64_t{1} << 30));
   keys.push_back(str("discovery", "url", &s.discovery.url));
   keys.push_back(num("discovery", "timeout_ms", &s.discovery.timeout_ms, 1, 3'600'000));
   keys.push_back(str("worker", "queue", &s.worker.queue));
@@ -219,8 +224,7 @@ std::vector<std::string> Settings::Describe() const {
     std::string value;
     if (auto* s = std::get_if<std::string*>(&k.target)) {
       value = **s;
-      if (k.secret && !value.empty()) value = "***";
-      if (k.url) value = MaskUrlPassword(value);
+      value = k.secret && !value.empty() ? std::string(kMaskedSecret) : MaskSecrets(value);
       value = "\"" + value + "\"";
     } else {
       value = std::to_string(*std::get<int64_t*>(k.target));
@@ -228,18 +232,6 @@ std::vector<std::string> Settings::Describe() const {
     lines.push_back(k.Name() + " = " + value);
   }
   return lines;
-}
-
-std::string MaskUrlPassword(const std::string& url) {
-  const auto scheme_end = url.find("://");
-  if (scheme_end == std::string::npos) return url;
-  const auto authority_start = scheme_end + 3;
-  const auto at = url.find('@', authority_start);
-  const auto slash = url.find('/', authority_start);
-  if (at == std::string::npos || (slash != std::string::npos && slash < at)) return url;
-  const auto colon = url.find(':', authority_start);
-  if (colon == std::string::npos || colon > at) return url;
-  return url.substr(0, colon + 1) + "***" + url.substr(at);
 }
 
 }  // namespace celeriac

@@ -21,6 +21,19 @@
 // log.format                   text                                             text | json (one JSON object a line)
 // api.listen                   127.0.0.1:18080                                  admin API bind address
 // api.token                    (empty: admin routes refuse everyone)            bearer token for admin routes
+// api.threads                  8                                                connections served at once
+// api.max_queued               64                                               connections waiting for a
+//                                                                               thread; beyond threads +
+//                                                                               this, a connection gets 503
+//                                                                               at once and is closed
+// api.read_timeout_s           10                                               a request (line, headers,
+//                                                                               body) must arrive whole within
+//                                                                               this of its first byte (408)
+// api.write_timeout_s          10                                               an answer must be written
+//                                                                               within this
+// api.keep_alive_timeout_s     5                                                idle time allowed before a
+//                                                                               connection's (next) request
+// api.max_body_bytes           1048576                                          larger request bodies get 413
 // discovery.url                http://127.0.0.1:18090                           Discovery service base URL
 // discovery.timeout_ms         10000                                            per POST /discover
 // worker.queue                 celery                                           queue the orchestrator worker consumes
@@ -71,6 +84,12 @@ struct LogSettings {
 struct ApiSettings {
   std::string listen = "127.0.0.1:18080";
   std::string token;
+  int64_t threads = 8;
+  int64_t max_queued = 64;
+  int64_t read_timeout_s = 10;
+  int64_t write_timeout_s = 10;
+  int64_t keep_alive_timeout_s = 5;
+  int64_t max_body_bytes = 1 << 20;
 };
 
 struct DiscoverySettings {
@@ -131,12 +150,10 @@ struct Settings {
   static Result<Settings> Parse(std::string_view toml_text, std::string_view origin,
                                 const EnvLookup& env);
 
-  // "section.key = value" lines of the effective settings, secrets masked, for `config show`.
+  // "section.key = value" lines of the effective settings, for `config show`: secret keys
+  // (api.token) as "***", and every other string through MaskSecrets (core/base/secrets.hpp),
+  // which hides passwords in URLs, key=value strings and query parameters.
   std::vector<std::string> Describe() const;
 };
-
-// Replaces the password in a URL ("postgresql://u:secret@h/db" -> "postgresql://u:***@h/db"),
-// so URLs can be logged.
-std::string MaskUrlPassword(const std::string& url);
 
 }  // namespace celeriac

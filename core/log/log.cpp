@@ -6,10 +6,21 @@
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
+#include "core/base/secrets.hpp"
+
 namespace celeriac::log {
 namespace {
 
 thread_local std::vector<std::pair<std::string, std::string>> t_context;
+
+// Every form MaskSecrets knows needs "://" or '='; most lines have neither.
+bool MayHoldSecret(std::string_view text) {
+  return text.find('=') != std::string_view::npos || text.find("://") != std::string_view::npos;
+}
+
+std::string Masked(std::string_view text) {
+  return MayHoldSecret(text) ? MaskSecrets(text) : std::string(text);
+}
 
 std::mutex g_mutex;
 spdlog::sink_ptr g_sink;
@@ -43,6 +54,30 @@ class ContextFlag final : public spdlog::custom_flag_formatter {
   }
 };
 
+// Every text line goes through MaskSecrets: a password that reached a log call by any path
+// (a driver's error text, a URL in a message) is hidden here at the latest.
+class MaskingFormatter final : public spdlog::formatter {
+ public:
+  explicit MaskingFormatter(std::unique_ptr<spdlog::formatter> inner) : inner_(std::move(inner)) {}
+  void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
+    spdlog::memory_buf_t line;
+    inner_->format(msg, line);
+    const std::string_view text(line.data(), line.size());
+    if (!MayHoldSecret(text)) {
+      dest.append(line.data(), line.data() + line.size());
+      return;
+    }
+    const std::string masked = MaskSecrets(text);
+    dest.append(masked.data(), masked.data() + masked.size());
+  }
+  std::unique_ptr<formatter> clone() const override {
+    return std::make_unique<MaskingFormatter>(inner_->clone());
+  }
+
+ private:
+  std::unique_ptr<spdlog::formatter> inner_;
+};
+
 class JsonFormatter final : public spdlog::formatter {
  public:
   void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
@@ -57,7 +92,7 @@ std::unique_ptr<spdlog::formatter> MakeFormatter(Format format) {
   if (format == Format::kJson) return std::make_unique<JsonFormatter>();
   auto f = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
   f->add_flag<ContextFlag>('*').set_pattern("%Y-%m-%dT%H:%M:%S.%fZ %-5l [%n] %v%*");
-  return f;
+  return std::make_unique<MaskingFormatter>(std::move(f));
 }
 
 }  // namespace
@@ -68,8 +103,8 @@ std::string FormatJsonLine(const spdlog::details::log_msg& msg) {
   const auto level = spdlog::level::to_string_view(msg.level);
   j["level"] = std::string(level.data(), level.size());
   j["logger"] = std::string(msg.logger_name.data(), msg.logger_name.size());
-  j["msg"] = std::string(msg.payload.data(), msg.payload.size());
-  for (const auto& [key, value] : t_context) j[key] = value;
+  j["msg"] = Masked(std::string_view(msg.payload.data(), msg.payload.size()));
+  for (const auto& [key, value] : t_context) j[key] = Masked(value);
   // Invalid UTF-8 in a message (say, a hostile page's title) is replaced, never thrown.
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }

@@ -6,7 +6,11 @@
 //   text: 2026-11-22T16:31:38.123456Z info  [worker] task succeeded task_id=... run_id=7
 //   json: {"ts":"2026-11-22T16:31:38.123456Z","level":"info","logger":"worker",
 //          "msg":"task succeeded","task_id":"...","run_id":"7"}
-// Never log secrets: pass URLs through MaskUrlPassword (core/config) first.
+// Secrets: every line (text) and every message and context field (JSON) goes through
+// MaskSecrets (core/base/secrets.hpp) before it is written, so a password in a URL, a libpq
+// key=value string or a query parameter never reaches the log. Do not rely on it alone: mask
+// a connection string where you build a message from it (its password may also appear
+// outside any recognisable form, see MaskSecrets(text, connection_string)).
 
 #include <initializer_list>
 #include <memory>

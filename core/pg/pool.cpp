@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "core/base/secrets.hpp"
+
 namespace celeriac::pg {
 namespace {
 
@@ -14,6 +16,11 @@ std::string WithConnectTimeout(const std::string& url, int seconds) {
   if (!is_uri) return url + " connect_timeout=" + std::to_string(seconds);
   return url + (url.find('?') == std::string::npos ? "?" : "&") +
          "connect_timeout=" + std::to_string(seconds);
+}
+
+// The error with every password of `url` hidden from its message.
+Error MaskedFor(const Error& e, const std::string& url) {
+  return Error(e.code(), MaskSecrets(e.message(), url), e.retryable());
 }
 
 bool StartsWith(const std::string& s, std::string_view prefix) {
@@ -80,7 +87,8 @@ Result<std::unique_ptr<pqxx::connection>> Pool::Open() {
     }
     return conn;
   } catch (const std::exception& e) {
-    return ClassifyPgError(e);
+    // libpq's errors about a malformed connection string quote pieces of it.
+    return MaskedFor(ClassifyPgError(e), options_.url);
   }
 }
 
@@ -154,7 +162,7 @@ Status Pool::RunOnce(const std::function<Status(pqxx::transaction_base&)>& body,
     }
     return Error(ErrorCode::kInternal, "unknown isolation level");
   } catch (const std::exception& e) {
-    Error err = ClassifyPgError(e);
+    Error err = MaskedFor(ClassifyPgError(e), options_.url);
     if (!lease.value()->is_open() || err.code() == ErrorCode::kUnavailable) lease->Discard();
     return err;
   }

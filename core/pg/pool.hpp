@@ -12,6 +12,9 @@
 // A lost connection while COMMIT was in flight is "in doubt": that error is not retryable, since
 // the commit may have happened; callers that need certainty make their writes idempotent.
 //
+// Errors never carry a password of `url` (core/base/secrets.hpp): libpq quotes pieces of a
+// malformed connection string in its messages.
+//
 // Threading: thread-safe. Acquire() blocks while every connection is leased.
 
 #include <chrono>

@@ -149,9 +149,14 @@ void ExtractConsumer::PublishResult(const FinishedJob& job) {
                     .ToJson(),
                 std::nullopt);
   if (auto st = broker_.Publish(message); !st) {
-    spdlog::warn("job {}: result not sent ({}); the sweep retries", job.job_id,
-                 st.error().message());
-    return;
+    if (st.error().code() != ErrorCode::kNotFound) {
+      spdlog::warn("job {}: result not sent ({}); the sweep retries", job.job_id,
+                   st.error().message());
+      return;
+    }
+    // The reply queue is gone (its client stopped waiting): sending again cannot help.
+    spdlog::debug("job {}: nobody waits for the result any more ({})", job.job_id,
+                  st.error().message());
   }
   (void)store_.MarkResultPublished(job.job_id);
 }

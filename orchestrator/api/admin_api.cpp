@@ -15,9 +15,11 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "core/admin/readiness.hpp"
 #include "core/base/clock.hpp"
 #include "core/base/ids.hpp"
 #include "core/log/log.hpp"
+#include "core/pg/probe.hpp"
 #include "orchestrator/api/api_metrics.hpp"
 #include "orchestrator/api/auth.hpp"
 #include "orchestrator/api/openapi.hpp"
@@ -358,6 +360,7 @@ const char* ReasonFor(int status) {
     case 400: return "malformed request";
     case 404: return "no such route";
     case 405: return "method not allowed";
+    case 408: return "request not received in time";
     case 413: return "request body too large";
     case 414: return "request URI too long";
     case 416: return "range not satisfiable";
@@ -382,7 +385,19 @@ struct AdminApi::Impl {
 
   Impl(pg::Pool& pool, broker::Broker& broker, std::string token, AdminApiOptions options)
       : pool(pool), broker(broker), token(std::move(token)), options(std::move(options)),
-        metrics(pool, SystemClock::Instance(), this->options.metrics), log(log::Get("api")) {}
+        metrics(pool, SystemClock::Instance(), this->options.metrics), log(log::Get("api")),
+        server(this->options.limits),
+        readiness(admin::ReadinessOptions{this->options.readiness_deadline,
+                                          this->options.readiness_fresh_for}) {
+    // Neither goes through the pool (its retries, its queue for a free connection) nor waits
+    // longer than the probe does.
+    readiness.Add("postgres", [this] {
+      return pg::ProbeDatabase(this->pool.options().url, this->options.readiness_deadline);
+    });
+    // An established connection answers at once; a broken one blocks its check thread while
+    // the broker reconnects, which the probe's deadline cuts short.
+    readiness.Add("broker", [this] { return this->broker.Connect(); });
+  }
 
   void Install();
   void Dispatch(const Route& route, const httplib::Request& req, httplib::Response& res);
@@ -413,8 +428,11 @@ struct AdminApi::Impl {
   const AdminApiOptions options;
   ApiMetrics metrics;
   std::shared_ptr<spdlog::logger> log;
-  httplib::Server server;
+  HttpServer server;
   std::thread thread;
+  steady_clock::time_point last_refusal_logged{};  // the accept thread's only
+  // Last: destroyed first, its check threads end before what they use goes.
+  admin::Readiness readiness;
 };
 
 const std::vector<AdminApi::Impl::Route>& AdminApi::Impl::Table() {
@@ -446,9 +464,18 @@ const std::vector<AdminApi::Impl::Route>& AdminApi::Impl::Table() {
 
 void AdminApi::Impl::Install() {
   server.set_tcp_nodelay(true);
-  server.set_read_timeout(options.read_timeout);
-  server.set_write_timeout(options.write_timeout);
-  server.set_payload_max_length(options.max_body_bytes);
+  server.OnRefused([this] {
+    metrics.ObserveRefusedConnection();
+    // One line per burst, not per connection: a flood must not flood the log too.
+    const auto now = steady_clock::now();
+    if (now - last_refusal_logged >= std::chrono::seconds(10)) {
+      last_refusal_logged = now;
+      log->warn("admin API busy: refusing connections with 503 ({} threads, {} queued at most; "
+                "{} refused so far)",
+                options.limits.threads, options.limits.max_queued,
+                server.refused_connections());
+    }
+  });
 
   // httplib calls these outside any handler: nothing may escape them.
   server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
@@ -477,6 +504,8 @@ void AdminApi::Impl::Install() {
   server.set_error_handler(httplib::Server::HandlerWithResponse(
       [this](const httplib::Request& req, httplib::Response& res) {
         try {
+          // A request that did not arrive in time reads as malformed to httplib.
+          if (res.status == 400 && HttpServer::RequestTimedOut()) res.status = 408;
           if (!t_request.active || !t_request.finished) {
             if (!t_request.active) {
               t_request = RequestState{true, false, steady_clock::now(), "-", "unmatched"};
@@ -582,13 +611,17 @@ void AdminApi::Impl::Healthz(const httplib::Request& req, httplib::Response& res
 
 void AdminApi::Impl::Readyz(const httplib::Request& req, httplib::Response& res) {
   Query(req, {});
-  const Status pg = pool.Ping();
-  const Status mq = broker.Connect();  // checks an established connection without a round trip
-  Json body = {{"status", pg.ok() && mq.ok() ? "ready" : "not ready"},
-               {"postgres", pg.ok() ? "ok" : pg.error().message()},
-               {"broker", mq.ok() ? "ok" : mq.error().message()}};
-  if (!pg.ok() || !mq.ok()) res.set_header("Retry-After", kRetryAfterSeconds);
-  SendJson(res, pg.ok() && mq.ok() ? 200 : 503, body);
+  bool ready = true;
+  Json body = {{"status", "ready"}};
+  for (const auto& dependency : readiness.Check()) {
+    ready = ready && dependency.ok;
+    body[dependency.name] = dependency.reason;
+  }
+  if (!ready) {
+    body["status"] = "unavailable";
+    res.set_header("Retry-After", kRetryAfterSeconds);
+  }
+  SendJson(res, ready ? 200 : 503, body);
 }
 
 void AdminApi::Impl::Metrics(const httplib::Request& req, httplib::Response& res) {
@@ -836,6 +869,7 @@ Result<int> AdminApi::Start(const std::string& listen) {
     return Error(ErrorCode::kUnavailable, "cannot listen on " + listen +
                                               " (address in use or not local?)");
   }
+  impl_->readiness.Start();
   impl_->thread = std::thread([this] { impl_->server.listen_after_bind(); });
   // Wait for the accept loop, so that a Stop() right after Start() cannot miss it.
   while (!impl_->server.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -849,6 +883,7 @@ Result<int> AdminApi::Start(const std::string& listen) {
 
 void AdminApi::Stop() {
   if (!impl_ || !impl_->thread.joinable()) return;
+  impl_->readiness.Stop();
   impl_->server.stop();
   impl_->thread.join();
   impl_->log->info("admin API stopped");

@@ -20,10 +20,21 @@
 //     widens a replay or a purge. Bodies are read as JSON whatever their Content-Type (curl -d
 //     sends a form type).
 //   - Postgres or broker outages get 503 {"error": ...}; nothing a handler throws escapes it.
+//   - GET /readyz answers within AdminApiOptions::readiness_deadline (1.5 s) in any outage:
+//     200 {"status":"ready","postgres":"ok","broker":"ok"} or 503 {"status":"unavailable",
+//     "postgres":"unreachable","broker":"ok"}; never a driver's text or a host name (those go
+//     to the log, masked). Postgres is checked on a connection of its own with a hard deadline
+//     (pg::ProbeDatabase), the broker through Broker::Connect on a thread of its own; at most
+//     one check of each is in flight however many probes arrive.
 //   - Every request is logged (method, path, status, duration, request id; never headers or
 //     bodies) and counted in /metrics; X-Request-Id is echoed, or generated and returned.
 //
-// Threading: requests are served on httplib's thread pool; the pool and broker are thread-safe.
+//   - Connections are served by a fixed number of threads with a bounded wait queue; beyond it
+//     a connection gets 503 at once and is closed (counted in
+//     celeriac_api_connections_refused_total). A request must arrive whole within
+//     limits.read_timeout (else 408), bodies above limits.max_body_bytes get 413.
+//
+// Threading: requests are served on HttpServer's threads; the pool and broker are thread-safe.
 // Start() and Stop() are called from one thread. Stop() stops accepting, lets requests in
 // flight finish, and returns; the destructor stops too.
 
@@ -37,14 +48,19 @@
 #include "core/broker/broker.hpp"
 #include "core/pg/pool.hpp"
 #include "orchestrator/api/api_metrics.hpp"
+#include "orchestrator/api/http_server.hpp"
 
 namespace celeriac::orchestrator::api {
 
 struct AdminApiOptions {
   std::string worker_queue = "celery";  // where run-now and site analysis publish (worker.queue)
-  std::chrono::seconds read_timeout{10};
-  std::chrono::seconds write_timeout{10};
-  size_t max_body_bytes = 1 << 20;  // larger bodies get 413
+  // Threads, wait queue, timeouts and body size of the HTTP server (http_server.hpp; the
+  // [api] settings).
+  HttpServerLimits limits;
+  // GET /readyz answers within readiness_deadline whatever Postgres and the broker do
+  // (core/admin/readiness.hpp); a check younger than readiness_fresh_for is reused.
+  std::chrono::milliseconds readiness_deadline{1500};
+  std::chrono::milliseconds readiness_fresh_for{1000};
   int64_t max_list_limit = 1000;    // `limit` of list routes
   ApiMetricsOptions metrics;        // what GET /metrics reads from Postgres, and how often
 };

@@ -202,6 +202,12 @@ ApiMetrics::ApiMetrics(pg::Pool& pool, const Clock& clock, ApiMetricsOptions opt
                     .Name("celeriac_api_http_request_duration_seconds")
                     .Help("Admin API request handling time, by method and route")
                     .Register(*registry_);
+  refused_ = &prometheus::BuildCounter()
+                  .Name("celeriac_api_connections_refused_total")
+                  .Help("Admin API connections refused with 503 because every server thread "
+                        "was busy and the wait queue full")
+                  .Register(*registry_)
+                  .Add({});
   prometheus::BuildGauge()
       .Name("process_start_time_seconds")
       .Help("Start time of the process since the Unix epoch, in seconds")
@@ -220,6 +226,8 @@ void ApiMetrics::ObserveRequest(const std::string& method, const std::string& ro
       0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
   durations_->Add({{"method", method}, {"route", route}}, kBuckets).Observe(seconds);
 }
+
+void ApiMetrics::ObserveRefusedConnection() { refused_->Increment(); }
 
 std::shared_ptr<const ApiMetrics::StoreFigures> ApiMetrics::Figures() {
   std::lock_guard lock(cache_mutex_);

@@ -3,6 +3,8 @@
 //
 //   celeriac_api_http_requests_total{method,route,code}        counter, every answered request
 //   celeriac_api_http_request_duration_seconds{method,route}   histogram
+//   celeriac_api_connections_refused_total                     counter, connections turned away
+//                                                              with 503 (threads and queue full)
 //   celeriac_crawl_runs{status}                                gauge, runs in Postgres by status
 //   celeriac_crawl_run_pages_total{run_id}                     counter, pages of a recent run
 //   celeriac_crawl_run_errors_total{error_class,run_id}        counter, errors of a recent run by
@@ -75,6 +77,7 @@ class ApiMetrics {
 
   void ObserveRequest(const std::string& method, const std::string& route, int status,
                       double seconds);
+  void ObserveRefusedConnection();
 
   // The text exposition of every metric above.
   std::string Render();
@@ -93,6 +96,7 @@ class ApiMetrics {
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>* requests_ = nullptr;
   prometheus::Family<prometheus::Histogram>* durations_ = nullptr;
+  prometheus::Counter* refused_ = nullptr;
 };
 
 // The process' start time as Unix seconds (from /proc; the current time if it cannot be read).

@@ -327,11 +327,14 @@ Result<FireReport> Beat::FireBatch(Clock::WallTime now) {
       }
       out.built_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
                                                                started).count();
-      if (auto st = broker_.PublishBatch(messages); !st)
+      if (auto st = broker_.PublishBatch(messages); !st) {
+        // The queue vanished since it was declared: declare it again on the next attempt.
+        if (st.error().code() == ErrorCode::kNotFound) declared_ = false;
         return Error(st.error().code(),
                      fmt::format("publishing {} execute_crawl_task message(s) to queue {}: {}",
                                  messages.size(), options_.queue, st.error().message()),
                      st.error().retryable());
+      }
       const auto confirmed = clock_.Now();
       out.confirmed_ms = std::chrono::duration<double, std::milli>(
                              std::chrono::steady_clock::now() - started).count();

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/app/startup.hpp"
+#include "core/base/secrets.hpp"
 #include "core/broker/broker_factory.hpp"
 #include "core/loop/loop.hpp"
 #include "orchestrator/api/admin_api.hpp"
@@ -42,21 +43,29 @@ int RunApi(const CommonOptions& common, const ApiFlags& flags) {
   pg::Pool pool(pg_options);
   if (auto st = pool.Ping(); !st) {
     spdlog::warn("admin API: database {} not reachable yet: {}",
-                 MaskUrlPassword(settings->database.url), st.error().message());
+                 MaskSecrets(settings->database.url),
+                 MaskSecrets(st.error().message(), settings->database.url));
   }
 
   auto broker = broker::MakeBroker(settings->broker.url);
   if (!broker) {
-    std::cerr << me << ": " << broker.error().message() << "\n";
+    std::cerr << me << ": broker.url: "
+              << MaskSecrets(broker.error().message(), settings->broker.url) << "\n";
     return 2;
   }
   if (auto st = (*broker)->Connect(); !st) {
-    spdlog::warn("admin API: broker {} not reachable yet: {}",
-                 MaskUrlPassword(settings->broker.url), st.error().message());
+    spdlog::warn("admin API: broker {} not reachable yet: {}", MaskSecrets(settings->broker.url),
+                 MaskSecrets(st.error().message(), settings->broker.url));
   }
 
   api::AdminApiOptions options;
   options.worker_queue = settings->worker.queue;
+  options.limits.threads = static_cast<size_t>(settings->api.threads);
+  options.limits.max_queued = static_cast<size_t>(settings->api.max_queued);
+  options.limits.read_timeout = std::chrono::seconds(settings->api.read_timeout_s);
+  options.limits.write_timeout = std::chrono::seconds(settings->api.write_timeout_s);
+  options.limits.keep_alive_timeout = std::chrono::seconds(settings->api.keep_alive_timeout_s);
+  options.limits.max_body_bytes = static_cast<size_t>(settings->api.max_body_bytes);
   api::AdminApi server(pool, **broker, settings->api.token, options);
   auto port = server.Start(listen);
   if (!port) {

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/app/startup.hpp"
+#include "core/base/secrets.hpp"
 #include "core/broker/broker_factory.hpp"
 #include "core/loop/loop.hpp"
 #include "orchestrator/beat/beat.hpp"
@@ -70,18 +71,19 @@ int RunBeat(const CommonOptions& common, const BeatFlags& flags) {
   pg_options.max_attempts = static_cast<int>(settings->database.max_attempts);
   pg::Pool pool(pg_options);
   if (auto st = pool.Ping(); !st) {
-    std::cerr << "orchestrator beat: database " << MaskUrlPassword(settings->database.url)
-              << ": " << st.error().message() << "\n";
+    std::cerr << "orchestrator beat: database " << MaskSecrets(settings->database.url) << ": "
+              << MaskSecrets(st.error().message(), settings->database.url) << "\n";
     return 1;
   }
   auto broker = broker::MakeBroker(settings->broker.url);
   if (!broker) {
-    std::cerr << "orchestrator beat: " << broker.error().message() << "\n";
+    std::cerr << "orchestrator beat: broker.url: "
+              << MaskSecrets(broker.error().message(), settings->broker.url) << "\n";
     return 2;
   }
   if (auto st = (*broker)->Connect(); !st) {
-    std::cerr << "orchestrator beat: broker " << MaskUrlPassword(settings->broker.url) << ": "
-              << st.error().message() << "\n";
+    std::cerr << "orchestrator beat: broker " << MaskSecrets(settings->broker.url) << ": "
+              << MaskSecrets(st.error().message(), settings->broker.url) << "\n";
     return 1;
   }
 

@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "core/base/secrets.hpp"
 #include "core/broker/broker_factory.hpp"
 
 namespace celeriac::orchestrator::cli {
@@ -33,18 +34,22 @@ Result<std::unique_ptr<pg::Pool>> OpenDatabase(const Settings& settings) {
   auto pool = std::make_unique<pg::Pool>(options);
   if (auto st = pool->Ping(); !st)
     return Error(st.error().code(),
-                 "database " + MaskUrlPassword(settings.database.url) + ": " +
-                     st.error().message(),
+                 "database " + MaskSecrets(settings.database.url) + ": " +
+                     MaskSecrets(st.error().message(), settings.database.url),
                  st.error().retryable());
   return pool;
 }
 
 Result<std::unique_ptr<broker::Broker>> OpenBroker(const Settings& settings) {
   auto broker = broker::MakeBroker(settings.broker.url);
-  if (!broker) return broker.error();
+  if (!broker)
+    return Error(broker.error().code(),
+                 "broker.url: " + MaskSecrets(broker.error().message(), settings.broker.url),
+                 broker.error().retryable());
   if (auto st = (*broker)->Connect(); !st)
     return Error(st.error().code(),
-                 "broker " + MaskUrlPassword(settings.broker.url) + ": " + st.error().message(),
+                 "broker " + MaskSecrets(settings.broker.url) + ": " +
+                     MaskSecrets(st.error().message(), settings.broker.url),
                  st.error().retryable());
   return std::move(*broker);
 }

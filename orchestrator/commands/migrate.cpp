@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "core/app/startup.hpp"
+#include "core/base/secrets.hpp"
 #include "core/config/settings.hpp"
 #include "core/pg/migrations.hpp"
 #include "migrations/migrations.hpp"
@@ -39,8 +40,8 @@ void RegisterMigrate(CLI::App& app, const CommonOptions& common, int& exit_code)
     pg::Pool pool(options);
     auto report = pg::Migrate(pool, *migrations);
     if (!report) {
-      std::cerr << "orchestrator migrate: " << MaskUrlPassword(settings->database.url) << ": "
-                << report.error().message() << "\n";
+      std::cerr << "orchestrator migrate: " << MaskSecrets(settings->database.url) << ": "
+                << MaskSecrets(report.error().message(), settings->database.url) << "\n";
       exit_code = 1;
       return;
     }

@@ -10,6 +10,7 @@
 
 #include "core/app/startup.hpp"
 #include "core/base/ids.hpp"
+#include "core/base/secrets.hpp"
 #include "core/broker/broker_factory.hpp"
 #include "core/celery/codec.hpp"
 #include "orchestrator/commands/commands.hpp"
@@ -72,17 +73,20 @@ int Send(const CommonOptions& common, const SendFlags& f) {
 
   auto broker = broker::MakeBroker(settings->broker.url);
   if (!broker) {
-    std::cerr << "orchestrator send-task: " << broker.error().message() << "\n";
+    std::cerr << "orchestrator send-task: broker.url: "
+              << MaskSecrets(broker.error().message(), settings->broker.url) << "\n";
     return 2;
   }
   if (auto st = (*broker)->Connect(); !st) {
-    std::cerr << "orchestrator send-task: " << st.error().message() << "\n";
+    std::cerr << "orchestrator send-task: broker " << MaskSecrets(settings->broker.url) << ": "
+              << MaskSecrets(st.error().message(), settings->broker.url) << "\n";
     return 1;
   }
   broker::QueueSpec spec;
   spec.name = spec.exchange = spec.routing_key = f.queue;
   if (auto st = (*broker)->Declare(spec); !st) {
-    std::cerr << "orchestrator send-task: " << st.error().message() << "\n";
+    std::cerr << "orchestrator send-task: broker " << MaskSecrets(settings->broker.url) << ": "
+              << MaskSecrets(st.error().message(), settings->broker.url) << "\n";
     return 1;
   }
 
@@ -93,7 +97,8 @@ int Send(const CommonOptions& common, const SendFlags& f) {
     m.reply_to = NewUuid4();
     if (auto st = (*broker)->Declare(broker::ReplyQueueSpec(m.reply_to, std::chrono::hours(24)));
         !st) {
-      std::cerr << "orchestrator send-task: " << st.error().message() << "\n";
+      std::cerr << "orchestrator send-task: broker " << MaskSecrets(settings->broker.url) << ": "
+              << MaskSecrets(st.error().message(), settings->broker.url) << "\n";
       return 1;
     }
     broker::ConsumerId consumer = 0;
@@ -116,7 +121,8 @@ int Send(const CommonOptions& common, const SendFlags& f) {
     consumer = *id;
   }
   if (auto st = (*broker)->Publish(celery::EncodeTask(m, f.queue)); !st) {
-    std::cerr << "orchestrator send-task: " << st.error().message() << "\n";
+    std::cerr << "orchestrator send-task: broker " << MaskSecrets(settings->broker.url) << ": "
+              << MaskSecrets(st.error().message(), settings->broker.url) << "\n";
     return 1;
   }
   std::cout << m.id << "\n" << std::flush;

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/app/startup.hpp"
+#include "core/base/secrets.hpp"
 #include "core/broker/broker_factory.hpp"
 #include "core/loop/loop.hpp"
 #include "orchestrator/commands/commands.hpp"
@@ -60,8 +61,8 @@ int RunWorker(const CommonOptions& common, const WorkerFlags& flags) {
   pg_options.max_attempts = static_cast<int>(settings->database.max_attempts);
   pg::Pool pool(pg_options);
   if (auto st = pool.Ping(); !st) {
-    std::cerr << "orchestrator worker: database " << MaskUrlPassword(settings->database.url)
-              << ": " << st.error().message() << "\n";
+    std::cerr << "orchestrator worker: database " << MaskSecrets(settings->database.url)
+              << ": " << MaskSecrets(st.error().message(), settings->database.url) << "\n";
     return 1;
   }
   PgDeadLetterStore dead_letters(pool);
@@ -69,12 +70,13 @@ int RunWorker(const CommonOptions& common, const WorkerFlags& flags) {
 
   auto broker = broker::MakeBroker(settings->broker.url);
   if (!broker) {
-    std::cerr << "orchestrator worker: " << broker.error().message() << "\n";
+    std::cerr << "orchestrator worker: broker.url: "
+              << MaskSecrets(broker.error().message(), settings->broker.url) << "\n";
     return 2;
   }
   if (auto st = (*broker)->Connect(); !st) {
-    std::cerr << "orchestrator worker: broker " << MaskUrlPassword(settings->broker.url) << ": "
-              << st.error().message() << "\n";
+    std::cerr << "orchestrator worker: broker " << MaskSecrets(settings->broker.url) << ": "
+              << MaskSecrets(st.error().message(), settings->broker.url) << "\n";
     return 1;
   }
 

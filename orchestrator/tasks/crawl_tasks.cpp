@@ -208,7 +208,18 @@ TaskOutcome CrawlTasks::ExecuteCrawlTask(TaskContext& ctx) {
       declare_status_ = broker_.Declare(spec);
     });
     if (!declare_status_) return Fail(declare_status_.error());
-    if (auto st = broker_.PublishBatch(messages); !st) return Fail(st.error());
+    Status published = broker_.PublishBatch(messages);
+    if (!published && published.error().code() == ErrorCode::kNotFound) {
+      // The queue was deleted since this process declared it: declare it again and publish
+      // once more (the messages that did arrive keep their task ids: one job each still).
+      spdlog::warn("run {}: {}; declaring queue {} again", plan->run_id,
+                   published.error().message(), options_.extraction_queue);
+      broker::QueueSpec spec;
+      spec.name = spec.exchange = spec.routing_key = options_.extraction_queue;
+      published = broker_.Declare(spec);
+      if (published) published = broker_.PublishBatch(messages);
+    }
+    if (!published) return Fail(published.error());
     auto marked = pool_.Execute([&](pqxx::transaction_base& tx) -> Status {
       tx.exec_params("UPDATE extraction_jobs SET published_at = now() WHERE id = ANY($1::bigint[])",
                      ArrayLiteral(publishing));

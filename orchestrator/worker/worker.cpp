@@ -939,8 +939,11 @@ void Worker::Reply(const std::shared_ptr<Job>& job, celery::State state, const J
   if (!job->msg.reply_to.empty() && !job->msg.id.empty()) {
     if (auto st = broker_.Publish(celery::MakeResultMessage(job->msg, state, result, traceback));
         !st) {
-      spdlog::warn("cannot send {} result of task {} to '{}': {}", celery::ToString(state),
-                   job->msg.id, job->msg.reply_to, st.error().message());
+      // NotFound: the reply queue is gone, i.e. its client stopped waiting; nothing to tell.
+      spdlog::log(st.error().code() == ErrorCode::kNotFound ? spdlog::level::debug
+                                                            : spdlog::level::warn,
+                  "cannot send {} result of task {} to '{}': {}", celery::ToString(state),
+                  job->msg.id, job->msg.reply_to, st.error().message());
     }
   }
 }

@@ -2,7 +2,15 @@
 // broker, driven by httplib::Client: auth, probes, run-now, site analysis, runs, dead letters
 // (list, show, replay, purge), metrics and the OpenAPI document.
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -14,6 +22,7 @@
 #include <httplib.h>
 #include <spdlog/sinks/base_sink.h>
 
+#include "core/broker/amqp_broker.hpp"
 #include "core/broker/memory_broker.hpp"
 #include "core/celery/codec.hpp"
 #include "core/log/log.hpp"
@@ -48,8 +57,9 @@ struct Reply {
 // An admin API server on a free port, and a client for it.
 class Served {
  public:
-  Served(pg::Pool& pool, broker::Broker& broker, std::string token) {
-    api_ = std::make_unique<AdminApi>(pool, broker, std::move(token));
+  Served(pg::Pool& pool, broker::Broker& broker, std::string token,
+         AdminApiOptions options = {}) {
+    api_ = std::make_unique<AdminApi>(pool, broker, std::move(token), std::move(options));
     auto port = api_->Start("127.0.0.1:0");
     EXPECT_TRUE(port.ok()) << port.error().ToString();
     port_ = port.ok() ? *port : 0;
@@ -386,6 +396,223 @@ TEST_F(AdminApiTest, ReadinessNamesWhatIsDownAndAdminRoutesAnswer503) {
                                      R"({"data_source_id": 1, "theme_name": "t"})");
     EXPECT_EQ(site.status, 503) << Describe(site);
   }
+}
+
+// A TCP port on 127.0.0.1 that takes connections and never says a word: the kernel completes
+// the handshake (the listen backlog), nobody reads or writes. What a hung or blackholed
+// Postgres or RabbitMQ looks like to a client.
+class SilentListener {
+ public:
+  SilentListener() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+        ::listen(fd_, 64) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      ADD_FAILURE() << "cannot open a listener: " << std::strerror(errno);
+      return;
+    }
+    port_ = ntohs(addr.sin_port);
+  }
+  ~SilentListener() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
+// A port nobody listens on (bound, then closed): connections to it are refused.
+int ClosedPort() {
+  SilentListener l;
+  return l.port();
+}
+
+TEST_F(AdminApiTest, ReadinessAnswersWithinTwoSecondsInAnyOutageWithAGenericReason) {
+  SilentListener silent_pg;
+  SilentListener silent_mq;
+  const int closed = ClosedPort();
+  ASSERT_GT(silent_pg.port(), 0);
+  ASSERT_GT(closed, 0);
+  const std::string pg_ok = pool().options().url;
+  auto pg_url = [](int port) {
+    return "postgresql://celeriac:s3cret@127.0.0.1:" + std::to_string(port) + "/celeriac";
+  };
+  auto mq_url = [](int port) {
+    return "amqp://guest:s3cret@127.0.0.1:" + std::to_string(port) + "//";
+  };
+  struct Case {
+    std::string what;
+    std::string pg;
+    std::string mq;  // "" = an in-memory broker, always there
+  };
+  const std::vector<Case> cases = {
+      {"postgres refuses", pg_url(closed), ""},
+      {"postgres accepts and never answers", pg_url(silent_pg.port()), ""},
+      {"broker refuses", pg_ok, mq_url(closed)},
+      {"broker accepts and never answers", pg_ok, mq_url(silent_mq.port())},
+      {"both never answer", pg_url(silent_pg.port()), mq_url(silent_mq.port())},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    pg::PoolOptions options;
+    options.url = c.pg;
+    options.size = 1;
+    options.connect_timeout_s = 30;  // the pool's patience must not be what bounds /readyz
+    options.max_attempts = 5;
+    pg::Pool dependency_pool(options);
+    broker::MemoryBroker memory;
+    std::unique_ptr<broker::AmqpBroker> amqp;
+    if (!c.mq.empty()) {
+      broker::AmqpBrokerOptions mq;
+      mq.url = c.mq;
+      mq.connect_timeout = std::chrono::seconds(3);
+      mq.rpc_timeout = std::chrono::seconds(3);
+      auto made = broker::AmqpBroker::Create(mq);
+      ASSERT_TRUE(made.ok()) << made.error().ToString();
+      amqp = std::move(*made);
+    }
+    broker::Broker& dependency_broker = amqp ? static_cast<broker::Broker&>(*amqp) : memory;
+    Json expected = {{"status", "unavailable"},
+                     {"postgres", c.pg == pg_ok ? "ok" : "unreachable"},
+                     {"broker", c.mq.empty() ? "ok" : "unreachable"}};
+    {
+      Served api(dependency_pool, dependency_broker, kToken);
+      for (int i = 0; i < 3; ++i) {
+        const auto start = std::chrono::steady_clock::now();
+        const auto ready = api.Call("GET", "/readyz", std::nullopt, std::nullopt);
+        const auto took = std::chrono::steady_clock::now() - start;
+        // The bound is the requirement itself: 1.5 s inside, 2 s promised.
+        EXPECT_LT(took, std::chrono::seconds(2))
+            << "probe " << i << " took "
+            << std::chrono::duration_cast<milliseconds>(took).count() << " ms";
+        EXPECT_EQ(ready.status, 503) << Describe(ready);
+        EXPECT_EQ(ready.body, expected) << Describe(ready);
+        EXPECT_FALSE(ready.Header("Retry-After").empty());
+      }
+      if (amqp) amqp->Close();  // ends a broker check still waiting for a connection
+    }
+  }
+}
+
+// ---- the server's own limits ------------------------------------------------------------------
+
+// A raw client connection to 127.0.0.1:port (no HTTP library: it must be able to say nothing).
+class RawClient {
+ public:
+  explicit RawClient(int port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    if (fd_ < 0 || ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
+      ADD_FAILURE() << "connect: " << std::strerror(errno);
+    // A bound on every read, so that a test fails instead of hanging if the server queued us.
+    timeval tv{15, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  }
+  ~RawClient() { Close(); }
+  void Close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  bool Send(std::string_view text) {
+    return ::send(fd_, text.data(), text.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(text.size());
+  }
+  // Everything until the server closes; `closed` is false if the read bound passed first.
+  std::string ReadToEnd(bool* closed) {
+    std::string out;
+    char buffer[4096];
+    for (;;) {
+      const ssize_t n = ::recv(fd_, buffer, sizeof(buffer), 0);
+      if (n > 0) {
+        out.append(buffer, static_cast<size_t>(n));
+        continue;
+      }
+      *closed = n == 0 || errno == ECONNRESET;
+      return out;
+    }
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+TEST_F(AdminApiTest, SlowClientsDoNotHoldUpOthersAndAreCutOff) {
+  AdminApiOptions options;
+  options.limits.threads = 4;
+  options.limits.max_queued = 4;
+  options.limits.read_timeout = std::chrono::seconds(1);
+  options.limits.keep_alive_timeout = std::chrono::seconds(30);
+  Served api(pool(), broker_, kToken, options);
+
+  RawClient silent(api.port());  // connects, says nothing
+  RawClient trickle(api.port());  // starts a request, then sends a byte every 100 ms
+  ASSERT_TRUE(trickle.Send("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "));
+  std::atomic<bool> stop{false};
+  std::thread dripper([&] {
+    for (int i = 0; i < 100 && !stop && trickle.Send("a"); ++i)
+      std::this_thread::sleep_for(milliseconds(100));
+  });
+
+  for (int i = 0; i < 5; ++i) {
+    const auto r = api.Call("GET", "/healthz", std::nullopt, std::nullopt);
+    EXPECT_EQ(r.status, 200) << Describe(r);
+  }
+  // Its request never completes within read_timeout_s: answered 408 and closed, not served
+  // by the byte for as long as it likes.
+  bool closed = false;
+  const std::string answer = trickle.ReadToEnd(&closed);
+  stop = true;
+  dripper.join();
+  EXPECT_TRUE(closed) << "the server kept the connection open: " << answer;
+  EXPECT_EQ(answer.rfind("HTTP/1.1 408", 0), 0u) << answer;
+  const auto after = api.Call("GET", "/healthz", std::nullopt, std::nullopt);
+  EXPECT_EQ(after.status, 200) << Describe(after);
+}
+
+TEST_F(AdminApiTest, ConnectionsBeyondThreadsAndQueueAreRefusedNotQueued) {
+  AdminApiOptions options;
+  options.limits.threads = 2;
+  options.limits.max_queued = 2;
+  options.limits.read_timeout = std::chrono::seconds(60);
+  options.limits.keep_alive_timeout = std::chrono::seconds(60);
+  Served api(pool(), broker_, kToken, options);
+
+  // Two connections take the threads and two the queue, for as long as they like (60 s).
+  std::vector<std::unique_ptr<RawClient>> held;
+  for (int i = 0; i < 4; ++i) held.push_back(std::make_unique<RawClient>(api.port()));
+  // Every further one is turned away at once with 503, never parked behind them.
+  for (int i = 0; i < 3; ++i) {
+    RawClient extra(api.port());
+    bool closed = false;
+    const std::string answer = extra.ReadToEnd(&closed);
+    EXPECT_TRUE(closed) << "connection " << i << " was queued, not refused";
+    EXPECT_EQ(answer.rfind("HTTP/1.1 503", 0), 0u) << answer;
+    EXPECT_NE(answer.find("Retry-After: 5"), std::string::npos) << answer;
+  }
+  held.clear();  // their threads see the close and take new connections again
+
+  bool served = false;
+  for (int i = 0; i < 50 && !served; ++i) {
+    httplib::Client client("127.0.0.1", api.port());
+    auto r = client.Get("/healthz");
+    served = r && r->status == 200;
+    if (!served) std::this_thread::sleep_for(milliseconds(100));
+  }
+  EXPECT_TRUE(served) << "the server did not recover once the connections closed";
+  const auto metrics = api.Call("GET", "/metrics", std::nullopt, std::nullopt);
+  // The three above, and any of the retries that came before the threads were free again.
+  const std::string name = "\nceleriac_api_connections_refused_total ";
+  const auto at = metrics.text.find(name);
+  ASSERT_NE(at, std::string::npos) << metrics.text;
+  EXPECT_GE(std::stod(metrics.text.substr(at + name.size())), 3.0) << metrics.text;
 }
 
 // ---- run-now, site analysis ------------------------------------------------------------------

@@ -796,6 +796,65 @@ TEST_F(AmqpBrokerTest, ConsumeOfAMissingQueueAndPublishToAMissingExchangeFailCle
   EXPECT_TRUE(broker->Publish(Message(q, "ok")).ok());
 }
 
+TEST_F(AmqpBrokerTest, PublishToAQueueThatDoesNotExistIsAnErrorNotASilentDrop) {
+  auto broker = MakeBroker();
+  const std::string q = QueueName();
+  const std::string missing = QueueName("missing");
+  ASSERT_TRUE(broker->Declare(Spec(q)).ok());
+
+  Status lost = broker->Publish(Message(missing, "lost"));
+  ASSERT_FALSE(lost.ok());
+  EXPECT_EQ(lost.error().code(), ErrorCode::kNotFound);
+  EXPECT_FALSE(lost.error().retryable());
+  EXPECT_NE(lost.error().message().find("routing key '" + missing + "'"), std::string::npos)
+      << lost.error().message();
+  EXPECT_NE(lost.error().message().find("NO_ROUTE"), std::string::npos) << lost.error().message();
+
+  Status delivered = broker->Publish(Message(q, "kept"));
+  EXPECT_TRUE(delivered.ok()) << delivered.error().ToString();
+
+  // A batch: the whole call fails, the routable messages were delivered all the same.
+  Status batch = broker->PublishBatch(
+      {Message(q, "b1"), Message(missing, "b2"), Message(q, "b3"), Message(missing, "b4")});
+  ASSERT_FALSE(batch.ok());
+  EXPECT_EQ(batch.error().code(), ErrorCode::kNotFound);
+  EXPECT_NE(batch.error().message().find("2 of 4"), std::string::npos) << batch.error().message();
+  EXPECT_EQ(raw().MessageCount(q), 3);
+
+  // A returned body larger than a frame is read whole; the publisher carries on afterwards.
+  OutgoingMessage large = Message(missing, "large");
+  large.body = std::string(300'000, 'x');
+  Status big = broker->Publish(large);
+  ASSERT_FALSE(big.ok());
+  EXPECT_EQ(big.error().code(), ErrorCode::kNotFound);
+  ASSERT_TRUE(broker->PublishBatch({Message(q, "after1"), Message(q, "after2")}).ok());
+  EXPECT_EQ(raw().MessageCount(q), 5);
+}
+
+TEST_F(AmqpBrokerTest, ReturnedMessagesFailTheirOwnCallsWhenThreadsShareThePublisher) {
+  auto broker = MakeBroker();
+  const std::string q = QueueName();
+  const std::string missing = QueueName("missing");
+  ASSERT_TRUE(broker->Declare(Spec(q)).ok());
+  constexpr int kThreads = 4;
+  constexpr int kEach = 40;
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        const bool routable = (i + t) % 2 == 0;
+        const std::string body = std::to_string(t) + "-" + std::to_string(i);
+        Status s = broker->Publish(Message(routable ? q : missing, body));
+        if (s.ok() != routable || (!s.ok() && s.error().code() != ErrorCode::kNotFound)) ++wrong;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(raw().MessageCount(q), kThreads * kEach / 2);
+}
+
 TEST_F(AmqpBrokerTest, UnreachableBrokerIsARetryableErrorInBoundedTime) {
   AmqpBrokerOptions options = Options();
   options.url = "amqp://guest:guest@127.0.0.1:1//";

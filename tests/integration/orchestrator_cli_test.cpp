@@ -4,6 +4,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -44,6 +47,73 @@ TEST_F(OrchestratorCliTest, UnreachableDatabaseFailsWithMaskedUrl) {
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("127.0.0.1:1"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("topsecret"), std::string::npos) << "password leaked: " << r.output;
+}
+
+// A password in any form a user may write it never reaches the terminal: not through
+// `config show`, not through a start-up failure (driver errors included), not through a log line.
+void ExpectNoPassword(const testing::CommandResult& r, const std::string& what) {
+  // Every form of the password below starts with "Sekr" (plain, quoted, percent-encoded).
+  EXPECT_EQ(r.output.find("Sekr"), std::string::npos) << what << " leaked: " << r.output;
+}
+
+TEST_F(OrchestratorCliTest, NoFormOfDatabasePasswordIsEverPrinted) {
+  const std::vector<std::string> urls = {
+      "postgresql://celeriac:Sekr1tPw@127.0.0.1:1/celeriac",
+      "postgresql://celeriac:Sekr1tPw%zz@127.0.0.1:1/celeriac",  // libpq quotes the bad token
+      "postgresql://celeriac:Sekr%31tPw@127.0.0.1:1/celeriac",
+      "postgresql://127.0.0.1:1/celeriac?password=Sekr1tPw",
+      "postgresql://127.0.0.1:1/celeriac?sslmode=disable&sslpassword=Sekr1tPw",
+      "host=127.0.0.1 port=1 user=celeriac password=Sekr1tPw dbname=celeriac",
+      "host=127.0.0.1 port=1 password='Sekr 1tPw' dbname=celeriac",
+      "host=127.0.0.1 port=1 password=Sekr1tPw bogus_option=1",
+  };
+  for (const auto& url : urls) {
+    const std::map<std::string, std::string> env = {{"CELERIAC_DATABASE_URL", url},
+                                                    {"CELERIAC_DATABASE_MAX_ATTEMPTS", "1"},
+                                                    {"CELERIAC_DATABASE_CONNECT_TIMEOUT_S", "1"},
+                                                    {"CELERIAC_BROKER_URL", "memory://"}};
+    auto shown = RunCommand(Orchestrator() + " config show", env);
+    EXPECT_EQ(shown.exit_code, 0) << shown.output;
+    EXPECT_NE(shown.output.find("database.url = "), std::string::npos) << shown.output;
+    ExpectNoPassword(shown, "config show with " + url);
+    for (const std::string command : {"migrate", "runs", "dlq list", "worker"}) {
+      auto r = RunCommand(Orchestrator() + " " + command, env);
+      EXPECT_EQ(r.exit_code, 1) << command << " with " << url << ": " << r.output;
+      EXPECT_NE(r.output.find("127.0.0.1"), std::string::npos)
+          << command << " with " << url << " should say where it failed: " << r.output;
+      ExpectNoPassword(r, command + " with " + url);
+    }
+    // The API starts without its database and logs why; a listen address it cannot bind ends it.
+    auto api = RunCommand(Orchestrator() + " api --listen 192.0.2.1:9", env);
+    EXPECT_EQ(api.exit_code, 1) << api.output;
+    EXPECT_NE(api.output.find("not reachable yet"), std::string::npos) << api.output;
+    ExpectNoPassword(api, "api with " + url);
+  }
+}
+
+TEST_F(OrchestratorCliTest, NoFormOfBrokerPasswordIsEverPrinted) {
+  const std::vector<std::string> urls = {
+      "amqp://guest:Sekr1tPw@127.0.0.1:1//",         // refused
+      "amqp://guest:Sekr1tPw@127.0.0.1:notaport//",  // unparsable
+      "amqp://guest:Sekr1tPw@127.0.0.1:1//%zz",      // bad vhost encoding
+      "amqp://guest:Sekr1tPw@127.0.0.1:1//?password=Sekr1tPw",
+      "redis://guest:Sekr1tPw@127.0.0.1:1/0",        // unsupported scheme
+      "guest:Sekr1tPw@127.0.0.1:1",                  // no scheme at all
+  };
+  for (const auto& url : urls) {
+    const std::map<std::string, std::string> env = {{"CELERIAC_DATABASE_URL", SchemaUrl()},
+                                                    {"CELERIAC_BROKER_URL", url}};
+    auto shown = RunCommand(Orchestrator() + " config show", env);
+    EXPECT_EQ(shown.exit_code, 0) << shown.output;
+    ExpectNoPassword(shown, "config show with " + url);
+    for (const std::string command : {"worker", "beat", "send-task celeriac.ping"}) {
+      auto r = RunCommand(Orchestrator() + " " + command, env);
+      EXPECT_NE(r.exit_code, 0) << command << " with " << url << ": " << r.output;
+      EXPECT_NE(r.output.find("broker"), std::string::npos)
+          << command << " with " << url << " should say the broker failed: " << r.output;
+      ExpectNoPassword(r, command + " with " + url);
+    }
+  }
 }
 
 TEST(OrchestratorCli, BadSettingFailsAtStartNamingTheKey) {

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "core/broker/amqp_broker.hpp"
+#include "core/broker/broker_factory.hpp"
 
 namespace celeriac::broker {
 namespace {
@@ -62,6 +63,26 @@ TEST(AmqpUrl, RejectsOtherSchemesAndTls) {
   EXPECT_FALSE(AmqpBroker::Create(options).ok());
   options.url = "amqp://h:notaport//";
   EXPECT_FALSE(AmqpBroker::Create(options).ok());
+}
+
+TEST(AmqpUrl, ErrorsNeverQuoteThePassword) {
+  // Each is refused; none of the messages may hold "s3cret" in any form.
+  for (const char* url :
+       {"guest:s3cret@h:5672//", "amqp:/guest:s3cret@h//", "amqp//guest:s3cret@h",
+        "amqp://guest:s3cret@h:notaport//", "amqp://guest:s3cret@h//%zz",
+        "amqp://guest:s3cret@h//?heartbeat=x", "amqp://guest:s3cret@h//?password=s3cret",
+        "redis://guest:s3cret@h/0", "guest:s3cret@amqp://h//"}) {
+    AmqpBrokerOptions options;
+    options.url = url;
+    Result<std::unique_ptr<AmqpBroker>> broker = AmqpBroker::Create(options);
+    ASSERT_FALSE(broker.ok()) << url;
+    EXPECT_EQ(broker.error().message().find("s3cret"), std::string::npos)
+        << url << " -> " << broker.error().message();
+    Result<std::unique_ptr<Broker>> made = MakeBroker(url);
+    ASSERT_FALSE(made.ok()) << url;
+    EXPECT_EQ(made.error().message().find("s3cret"), std::string::npos)
+        << url << " -> " << made.error().message();
+  }
 }
 
 TEST(AmqpBroker, CreateDoesNotConnectAndCloseTwiceIsFine) {

@@ -242,8 +242,17 @@ TEST(MemoryBroker, RoutesByDefaultExchangeAndByBoundExchange) {
   ASSERT_TRUE(broker.Publish(Message("celery", "bound", "celery")).ok());  // exchange celery
   ASSERT_TRUE(broker.Publish(Message("work", "work", "tasks")).ok());
   ASSERT_TRUE(broker.Publish(Message("other", "by-name")).ok());
-  ASSERT_TRUE(broker.Publish(Message("nowhere", "dropped")).ok());      // unroutable: dropped
-  ASSERT_TRUE(broker.Publish(Message("celery", "wrong key", "tasks")).ok());
+  // Unroutable, by the default exchange or a bound one: an error the caller sees, as AMQP's
+  // mandatory publish gives.
+  for (const auto& lost : {Message("nowhere", "lost"), Message("celery", "wrong key", "tasks")}) {
+    Status st = broker.Publish(lost);
+    ASSERT_FALSE(st.ok());
+    EXPECT_EQ(st.error().code(), ErrorCode::kNotFound);
+    EXPECT_FALSE(st.error().retryable());
+    EXPECT_NE(st.error().message().find("NO_ROUTE"), std::string::npos) << st.error().message();
+    EXPECT_NE(st.error().message().find("'" + lost.routing_key + "'"), std::string::npos)
+        << st.error().message();
+  }
   EXPECT_EQ(broker.Publish(Message("x", "x", "no-such-exchange")).error().code(),
             ErrorCode::kNotFound);
   EXPECT_EQ(broker.QueueDepth("celery"), 2u);
@@ -255,6 +264,19 @@ TEST(MemoryBroker, RoutesByDefaultExchangeAndByBoundExchange) {
   EXPECT_EQ(inbox.at(0).exchange, "tasks");
   EXPECT_EQ(inbox.at(0).routing_key, "work");
   EXPECT_EQ(inbox.at(1).body, "by-name");
+}
+
+TEST(MemoryBroker, BatchWithAnUnroutableMessageFailsButDeliversTheOthers) {
+  MemoryBroker broker;
+  ASSERT_TRUE(broker.Declare(Queue("celery")).ok());
+  Status st = broker.PublishBatch(
+      {Message("celery", "first"), Message("nowhere", "lost"), Message("celery", "third")});
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code(), ErrorCode::kNotFound);
+  EXPECT_NE(st.error().message().find("'nowhere'"), std::string::npos) << st.error().message();
+  EXPECT_EQ(broker.QueueDepth("celery"), 2u);
+  EXPECT_TRUE(broker.PublishBatch({Message("celery", "fourth")}).ok());
+  EXPECT_EQ(broker.QueueDepth("celery"), 3u);
 }
 
 TEST(MemoryBroker, RedeclareWithOtherArgumentsFailsLike406) {

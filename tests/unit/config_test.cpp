@@ -121,12 +121,22 @@ TEST(Settings, DescribeMasksSecrets) {
   EXPECT_NE(all.find("api.token = \"***\""), std::string::npos) << all;
 }
 
-TEST(MaskUrlPassword, OnlyThePasswordIsHidden) {
-  EXPECT_EQ(MaskUrlPassword("amqp://guest:guest@127.0.0.1:5672//"),
-            "amqp://guest:***@127.0.0.1:5672//");
-  EXPECT_EQ(MaskUrlPassword("postgresql://user@host/db"), "postgresql://user@host/db");
-  EXPECT_EQ(MaskUrlPassword("memory://"), "memory://");
-  EXPECT_EQ(MaskUrlPassword("http://host/path@x:y"), "http://host/path@x:y");
+TEST(Settings, DescribeMasksEveryFormOfDatabaseAndBrokerPassword) {
+  for (const std::string database :
+       {"host=db password=hunter2 dbname=x", "host=db password='hun ter2' dbname=x",
+        "postgresql://db/x?password=hunter2", "postgresql://db/x?sslpassword=hunter2",
+        "postgresql://app:hunter%32@db/x"}) {
+    auto s = Settings::Parse("", "f",
+                             Env({{"CELERIAC_DATABASE_URL", database},
+                                  {"CELERIAC_BROKER_URL", "amqp://u:hunter3@mq:5672/v"},
+                                  {"CELERIAC_DISCOVERY_URL", "http://d/?access_token=hunter4"}}));
+    ASSERT_TRUE(s.ok()) << database;
+    std::string all;
+    for (const auto& line : s->Describe()) all += line + "\n";
+    for (const char* secret : {"hunter2", "hun ter2", "hunter%32", "hunter3", "hunter4"})
+      EXPECT_EQ(all.find(secret), std::string::npos) << all;
+    EXPECT_NE(all.find("broker.url = \"amqp://u:***@mq:5672/v\""), std::string::npos) << all;
+  }
 }
 
 }  // namespace

@@ -43,6 +43,33 @@ TEST(Log, ContextIsPerThread) {
   EXPECT_EQ(CurrentContext().size(), 1u);
 }
 
+TEST(Log, JsonLinesNeverCarryPasswords) {
+  ScopedLogContext ctx({{"dsn", "host=h password=ctxsecret"}});
+  const std::string line =
+      FormatJsonLine(Msg("cannot connect to postgresql://u:msgsecret@h/db?sslpassword=k3y"));
+  EXPECT_EQ(line.find("msgsecret"), std::string::npos) << line;
+  EXPECT_EQ(line.find("ctxsecret"), std::string::npos) << line;
+  EXPECT_EQ(line.find("k3y"), std::string::npos) << line;
+  EXPECT_NE(line.find("postgresql://u:***@h/db"), std::string::npos) << line;
+}
+
+TEST(Log, TextLinesNeverCarryPasswords) {
+  ASSERT_TRUE(Init("info", Format::kText).ok());
+  testing::internal::CaptureStderr();
+  {
+    ScopedLogContext ctx({{"dsn", "host=h password='ctx secret'"}});
+    spdlog::info("cannot connect to amqp://guest:msgsecret@mq:5672//");
+    Get("pg")->warn("libpq said: host=h password=pgsecret dbname=x");
+  }
+  spdlog::default_logger()->flush();
+  Get("pg")->flush();
+  const std::string out = testing::internal::GetCapturedStderr();
+  for (const char* secret : {"msgsecret", "ctx secret", "pgsecret"})
+    EXPECT_EQ(out.find(secret), std::string::npos) << out;
+  EXPECT_NE(out.find("amqp://guest:***@mq:5672//"), std::string::npos) << out;
+  EXPECT_NE(out.find("host=h password=*** dbname=x"), std::string::npos) << out;
+}
+
 TEST(Log, InitRejectsUnknownLevel) {
   EXPECT_FALSE(Init("chatty", Format::kText).ok());
   EXPECT_TRUE(Init("warn", Format::kText).ok());
