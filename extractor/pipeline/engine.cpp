@@ -852,49 +852,25 @@ void Engine::Flush() {
       lim.abort_error_rate = s.errors.run_abort_error_rate;
       limits[r.job_id] = lim;
     }
-    // A commit that cannot reach the database is retried until it can: the results are the
-    // only record of the work, and their leases outlive short outages.
-    for (int attempt = 0;; ++attempt) {
-      const auto commit_started = std::chrono::steady_clock::now();
-      auto report = store_.Commit(*batch, limits, lease_new, options_.lease);
-      {
-        std::lock_guard lock(stats_mutex_);
-        stats_.commit_seconds += std::chrono::duration<double>(
-            std::chrono::steady_clock::now() - commit_started).count();
-        ++stats_.commits;
+    auto report = CommitDurably(*batch, limits, lease_new, leased_results);
+    if (report) {
+      left_pending = report->left_pending;
+      for (size_t i : report->follow_ons_recorded)
+        if (i >= leased_results) recorded[i - leased_results] = true;
+      for (auto& l : report->leased) {
+        auto rt = RuntimeFor(l.job_id);
+        if (!rt) continue;  // its job ended; the lease expires harmlessly
+        Work w;
+        w.host = HostKey(rt->info.run_id, l.spec.url);
+        w.lease = std::move(l);
+        w.job = std::move(rt);
+        discovered.push_back(std::move(w));
       }
-      if (report) {
-        left_pending = report->left_pending;
-        for (size_t i : report->follow_ons_recorded)
-          if (i >= leased_results) recorded[i - leased_results] = true;
-        for (auto& l : report->leased) {
-          auto rt = RuntimeFor(l.job_id);
-          if (!rt) continue;  // its job ended; the lease expires harmlessly
-          Work w;
-          w.host = HostKey(rt->info.run_id, l.spec.url);
-          w.lease = std::move(l);
-          w.job = std::move(rt);
-          discovered.push_back(std::move(w));
-        }
-        {
-          std::lock_guard lock(stats_mutex_);
-          stats_.committed += report->recorded;
-          stats_.dropped += report->dropped;
-        }
-        if (report->dropped > 0)
-          spdlog::warn("{} result(s) dropped: their leases expired and another extractor took "
-                       "them",
-                       report->dropped);
-        Finished(report->finished);
-        break;
-      }
-      if (!report.error().retryable() || attempt >= 20) {
-        spdlog::error("recording {} result(s) failed: {}; their requests will be retried "
-                      "when their leases expire",
-                      batch->size(), report.error().message());
-        break;
-      }
-      std::this_thread::sleep_for(std::min(milliseconds(5000), milliseconds(100 << std::min(attempt, 5))));
+      if (report->dropped > 0)
+        spdlog::warn("{} result(s) dropped: their leases expired and another extractor took "
+                     "them",
+                     report->dropped);
+      Finished(report->finished);
     }
     const size_t n = leased_results;
     loop_.Post([this, n, discovered = std::move(discovered), left_pending, riders,
@@ -902,6 +878,83 @@ void Engine::Flush() {
       OnCommitted(n, std::move(discovered), left_pending, riders, recorded);
     });
   });
+}
+
+// On the store thread. A commit that cannot reach the database is retried until it can (while
+// draining, a bounded number of times): the results are the only record of the work, and their
+// leases stay this extractor's while it keeps renewing them. A commit the database refuses for
+// what it holds is tried result by result, so one bad result cannot take the others with it;
+// a result still refused is recorded as failed (Store) without its items and links, and one
+// that cannot even be recorded has its lease expired at once, so another attempt redoes it
+// (bounded by max_lease_attempts). Nothing leased is ever left held by nobody.
+Result<CommitReport> Engine::CommitDurably(const std::vector<RequestResult>& batch,
+                                           const std::map<int64_t, JobLimits>& limits,
+                                           size_t lease_new, size_t leased_results) {
+  Result<CommitReport> report = Error(ErrorCode::kUnavailable, "not attempted");
+  for (int attempt = 0;; ++attempt) {
+    const auto commit_started = std::chrono::steady_clock::now();
+    report = store_.Commit(batch, limits, lease_new, options_.lease);
+    {
+      std::lock_guard lock(stats_mutex_);
+      stats_.commit_seconds +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - commit_started).count();
+      ++stats_.commits;
+      if (report) {
+        stats_.committed += report->recorded;
+        stats_.dropped += report->dropped;
+      }
+    }
+    if (report || !report.error().retryable()) break;
+    if (stopping_.load() && attempt >= 20) break;
+    if (attempt == 0 || attempt % 10 == 0)
+      spdlog::warn("recording {} result(s) failed ({}); retrying until the database answers",
+                   batch.size(), report.error().message());
+    std::this_thread::sleep_for(
+        std::min(milliseconds(5000), milliseconds(100 << std::min(attempt, 5))));
+  }
+  if (report) return report;
+  std::vector<int64_t> unrecorded;
+  for (size_t i = 0; i < leased_results; ++i) unrecorded.push_back(batch[i].request_id);
+  if (report.error().retryable()) {
+    spdlog::error("recording {} result(s) failed while stopping: {}; their requests are redone "
+                  "when their leases expire",
+                  batch.size(), report.error().message());
+    return report;
+  }
+  spdlog::error("the database refused a commit of {} result(s) ({}); recording them one by one",
+                batch.size(), report.error().message());
+  CommitReport merged;
+  unrecorded.clear();
+  for (size_t i = 0; i < leased_results; ++i) {
+    std::vector<RequestResult> one{batch[i]};
+    auto single = store_.Commit(one, limits, lease_new, options_.lease);
+    if (!single && !single.error().retryable()) {
+      RequestResult failed;
+      failed.request_id = batch[i].request_id;
+      failed.job_id = batch[i].job_id;
+      failed.url = batch[i].url;
+      failed.state = RequestResult::State::kFailed;
+      failed.error_class = "Store";
+      failed.error_message = "the database refused this page's results: " +
+                             single.error().message();
+      spdlog::error("request {}: {}", failed.request_id, failed.error_message);
+      single = store_.Commit({failed}, limits, 0, options_.lease);
+    }
+    if (!single) {
+      unrecorded.push_back(batch[i].request_id);
+      continue;
+    }
+    merged.recorded += single->recorded;
+    merged.dropped += single->dropped;
+    merged.left_pending += single->left_pending;
+    for (auto& f : single->finished) merged.finished.push_back(std::move(f));
+    for (auto& l : single->leased) merged.leased.push_back(std::move(l));
+  }
+  if (!unrecorded.empty()) {
+    if (auto st = store_.ExpireLeases(unrecorded); !st)
+      spdlog::warn("expiring {} lease(s) failed: {}", unrecorded.size(), st.error().message());
+  }
+  return merged;
 }
 
 void Engine::OnCommitted(size_t count, std::vector<Work> discovered, size_t left_pending,
@@ -1075,6 +1128,7 @@ void Engine::Maintain() {
 
 void Engine::Drain(std::function<void()> done) {
   draining_ = true;
+  stopping_ = true;
   drained_ = std::move(done);
   if (lease_timer_) {
     loop_.CancelTimer(*lease_timer_);

@@ -186,6 +186,9 @@ class Engine {
   void OnFetched(Work work, Result<FetchResponse> response, const std::string& failure_kind);
   void AddResult(RequestResult result);
   void Flush();
+  Result<CommitReport> CommitDurably(const std::vector<RequestResult>& batch,
+                                     const std::map<int64_t, JobLimits>& limits, size_t lease_new,
+                                     size_t leased_results);
   void OnCommitted(size_t count, std::vector<Work> discovered, size_t left_pending,
                    const std::vector<std::shared_ptr<Speculation>>& riders,
                    const std::vector<bool>& recorded);
@@ -226,6 +229,7 @@ class Engine {
   bool leasing_ = false;
   bool committing_ = false;
   bool draining_ = false;
+  std::atomic<bool> stopping_{false};  // draining_, for the store thread
   std::function<void()> drained_;
   std::vector<RequestResult> pending_results_;
   std::optional<Loop::TimerId> flush_timer_;

@@ -526,9 +526,21 @@ Result<int64_t> CrawlStore::RenewLeases(std::chrono::milliseconds lease) {
   return pool_.Transact<int64_t>([&](pqxx::transaction_base& tx) -> Result<int64_t> {
     const auto r = tx.exec_params(
         "UPDATE crawl_requests SET lease_expires_at = now() + $2 * interval '1 millisecond' "
-        "WHERE state = 'leased' AND lease_owner = $1",
+        "WHERE state = 'leased' AND lease_owner = $1 AND lease_expires_at > now()",
         owner_, static_cast<int64_t>(lease.count()));
     return static_cast<int64_t>(r.affected_rows());
+  });
+}
+
+Status CrawlStore::ExpireLeases(const std::vector<int64_t>& ids) {
+  if (ids.empty()) return Ok();
+  return pool_.Execute([&](pqxx::transaction_base& tx) -> Status {
+    tx.exec_params(
+        "UPDATE crawl_requests SET lease_expires_at = now() "
+        "WHERE state = 'leased' AND lease_owner = $1 "
+        "  AND id IN (SELECT value::bigint FROM jsonb_array_elements_text($2::jsonb))",
+        owner_, Json(ids).dump());
+    return Ok();
   });
 }
 

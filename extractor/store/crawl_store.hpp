@@ -158,8 +158,13 @@ class CrawlStore {
   // Leases up to `max` pending requests of running jobs (only of `job_id` when given).
   Result<std::vector<LeasedRequest>> Lease(size_t max, std::chrono::milliseconds lease,
                                            std::optional<int64_t> job_id = std::nullopt);
-  // Extends every lease this owner holds; returns how many.
+  // Extends the leases this owner holds that have not expired; returns how many. (An expired
+  // lease is not revived: its request may be another extractor's already, or its result was
+  // dropped here and it must be redone.)
   Result<int64_t> RenewLeases(std::chrono::milliseconds lease);
+  // Ends leases of this owner now, so that ReclaimExpired puts their requests back to pending
+  // with their attempts counted (results this extractor could not record).
+  Status ExpireLeases(const std::vector<int64_t>& request_ids);
   // Puts requests this owner leased but never started back to pending (shutdown).
   Status ReleaseLeases(const std::vector<int64_t>& request_ids);
   // Expired leases of any owner go back to pending. A request whose leases expired after

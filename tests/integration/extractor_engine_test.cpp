@@ -187,6 +187,52 @@ TEST_F(ExtractorEngineTest, CrawlsEveryPageOnceAndEndsExactly) {
   EXPECT_EQ(Count("SELECT count(*) FROM crawl_requests WHERE state <> 'done'"), 0);
 }
 
+TEST_F(ExtractorEngineTest, ACommitTheDatabaseRefusesLosesNoPageAndRecordsTheBadOneAsAStoreError) {
+  // Postgres refuses one item (a data error, as a constraint or a bad value would be): the
+  // batch holding it must not take its other pages with it, and no request may stay leased to
+  // nobody (the job would wait for it until its watchdog aborted it).
+  Exec("CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+       "IF NEW.data->>'value' = 'poison' THEN "
+       "RAISE EXCEPTION 'poison item' USING ERRCODE = '22023'; END IF; RETURN NEW; END $$");
+  Exec("CREATE TRIGGER refuse_poison BEFORE INSERT ON extracted_items FOR EACH ROW "
+       "EXECUTE FUNCTION refuse_poison()");
+  AddConfig(10);
+  auto tree = Tree(20);
+  int calls = 0;
+  const int64_t job = Crawl(10, [&](const FetchRequest& r, int call) {
+    ++calls;
+    auto p = tree(r, call);
+    if (r.url == Url(5)) p.body.replace(p.body.find("v1"), 2, "poison");
+    return p;
+  });
+  const Json j = Row(job);
+  EXPECT_EQ(j["status"], "succeeded") << j.dump();
+  EXPECT_EQ(j["requests_open"], 0);
+  // Every page but the poisoned one (and its two children, which only it links to: a page
+  // recorded as failed yields nothing) stored its item.
+  EXPECT_EQ(j["items_new"], 17);
+  EXPECT_EQ(j["requests_failed"], 1);
+  EXPECT_EQ(j["error_counts"], Json({{"Store", 1}}));
+  EXPECT_EQ(Count("SELECT count(*) FROM crawl_requests WHERE url = '" + Url(5) +
+                  "' AND state = 'failed' AND error_class = 'Store'"),
+            1);
+  EXPECT_EQ(calls, 18) << "no page fetched twice";
+  EXPECT_EQ(Count("SELECT count(*) FROM dead_letters WHERE error_class = 'Store'"), 1);
+}
+
+TEST_F(ExtractorEngineTest, PageTextThatPostgresRefusesIsStoredEscaped) {
+  AddConfig(10);
+  const int64_t job = Crawl(10, [](const FetchRequest& r, int) -> FakePage {
+    if (r.url == Url(0)) return {200, "item k0 a\xff" "b\nlink " + Url(1) + "\n", std::nullopt, std::nullopt};
+    return {200, std::string("item k1 n\0l\n", 12), std::nullopt, std::nullopt};
+  });
+  const Json j = Row(job);
+  EXPECT_EQ(j["status"], "succeeded") << j.dump();
+  EXPECT_EQ(j["items_new"], 2);
+  EXPECT_EQ(Count("SELECT count(*) FROM extracted_items WHERE data->>'value' = 'a\\xffb'"), 1);
+  EXPECT_EQ(Count("SELECT count(*) FROM extracted_items WHERE data->>'value' = 'n\\x00l'"), 1);
+}
+
 TEST_F(ExtractorEngineTest, ASecondRunCountsUnchangedAndUpdatedItemsAndKeepsFirstSeen) {
   AddConfig(10);
   const int64_t first = Crawl(10, Tree(10, "v1"), nullptr, "run-1");
