@@ -19,10 +19,14 @@
 #include "core/broker/broker_factory.hpp"
 #include "core/loop/loop.hpp"
 #include "core/pg/pool.hpp"
+#include "core/worker/worker.hpp"
 #include "extractor/parse/config_module.hpp"
 #include "extractor/pipeline/engine.hpp"
-#include "extractor/pipeline/extract_consumer.hpp"
+#include "extractor/pipeline/extract_tasks.hpp"
 #include "extractor/pipeline/http_fetcher.hpp"
+#include "schemas/schemas.hpp"
+#include "state/dead_letter_store.hpp"
+#include "state/task_state_store.hpp"
 
 namespace celeriac::extractor {
 namespace {
@@ -63,6 +67,22 @@ EngineOptions EngineOptionsFrom(const Settings& s) {
   return o;
 }
 
+// The worker core on extraction_queue: the start of a job is quick (its start requests go in
+// the frontier), so two pool threads are plenty; prefetch is extractor.prefetch.
+worker::WorkerOptions WorkerOptionsFrom(const Settings& s, const std::string& owner) {
+  worker::WorkerOptions o;
+  o.queue = s.extractor.queue;
+  o.concurrency = 1;
+  o.prefetch_multiplier = static_cast<int>(s.extractor.prefetch);
+  o.hostname = "extractor@" + owner;
+  o.max_held_eta = static_cast<int>(s.worker.max_held_eta);
+  o.body_schema = [](const std::string& task) -> std::shared_ptr<const schema::SchemaValidator> {
+    auto v = schemas::Get("tasks/" + task + ".body");
+    return v ? v.value() : nullptr;
+  };
+  return o;
+}
+
 http::ClientOptions HttpOptionsFrom(const Settings& s) {
   http::ClientOptions o;
   o.user_agent = s.extractor.user_agent;
@@ -96,25 +116,29 @@ int RunWorker(const std::optional<std::string>& config_path) {
   HttpFetcher fetcher(loop, HttpOptionsFrom(*settings));
   CrawlStore store(pool, Owner(), settings->extractor.queue);
   Engine engine(loop, fetcher, store, ConfigModules(), EngineOptionsFrom(*settings));
-  ExtractConsumer consumer(**broker, engine, store, settings->extractor.queue,
-                           static_cast<uint16_t>(settings->extractor.prefetch));
-  engine.OnJobFinished([&](const FinishedJob& job) { consumer.PublishResult(job); });
-  if (auto st = consumer.Start(); !st) {
+  ExtractTasks tasks(**broker, engine, store);
+  engine.OnJobFinished([&](const FinishedJob& job) { tasks.PublishResult(job); });
+  worker::TaskRegistry registry;
+  tasks.Register(registry);
+  state::PgDeadLetterStore dead_letters(pool);
+  state::PgTaskStateStore states(pool);
+  worker::Worker worker(**broker, registry, dead_letters, &states, SystemClock::Instance(), loop,
+                        WorkerOptionsFrom(*settings, store.owner()));
+  if (auto st = worker.Start(); !st) {
     std::cerr << "extractor: consuming " << settings->extractor.queue << ": "
               << st.error().message() << "\n";
     return 1;
   }
   engine.Start();
   // Results whose publisher died before sending them.
-  loop.AddTimer(std::chrono::seconds(30), [&] {
-    if (auto pending = store.UnpublishedResults(100))
-      for (const auto& job : *pending) consumer.PublishResult(job);
-  }, std::chrono::seconds(30));
-  loop.HandleShutdownSignals([&](int) {
+  loop.AddTimer(std::chrono::seconds(30), [&] { tasks.SweepUnpublished(); },
+                std::chrono::seconds(30));
+  auto stop = [&] {
     spdlog::info("extractor {}: stopping: finishing requests in flight", store.owner());
-    consumer.Stop();
-    engine.Drain([&] { loop.Stop(); });
-  });
+    worker.BeginShutdown([&] { engine.Drain([&] { loop.Stop(); }); });
+  };
+  loop.HandleShutdownSignals([&](int) { stop(); });
+  worker.OnNeedsRestart(stop);
   spdlog::info("extractor {} consuming {} ({} requests in flight at most)", store.owner(),
                settings->extractor.queue, settings->extractor.concurrency);
   loop.Run();

@@ -12,11 +12,12 @@
 #include "core/base/secrets.hpp"
 #include "core/broker/broker_factory.hpp"
 #include "core/loop/loop.hpp"
+#include "core/worker/worker.hpp"
 #include "orchestrator/commands/commands.hpp"
-#include "orchestrator/store/pg_stores.hpp"
 #include "orchestrator/tasks/crawl_tasks.hpp"
-#include "orchestrator/worker/worker.hpp"
 #include "schemas/schemas.hpp"
+#include "state/dead_letter_store.hpp"
+#include "state/task_state_store.hpp"
 
 namespace celeriac::orchestrator {
 namespace {
@@ -34,7 +35,7 @@ int RunWorker(const CommonOptions& common, const WorkerFlags& flags) {
     std::cerr << "orchestrator worker: " << settings.error().message() << "\n";
     return 2;
   }
-  WorkerOptions options;
+  worker::WorkerOptions options;
   options.queue = flags.queue.empty() ? settings->worker.queue : flags.queue;
   const int64_t concurrency =
       flags.concurrency >= 0 ? flags.concurrency : settings->worker.concurrency;
@@ -65,8 +66,8 @@ int RunWorker(const CommonOptions& common, const WorkerFlags& flags) {
               << ": " << MaskSecrets(st.error().message(), settings->database.url) << "\n";
     return 1;
   }
-  PgDeadLetterStore dead_letters(pool);
-  PgTaskStateStore states(pool);
+  state::PgDeadLetterStore dead_letters(pool);
+  state::PgTaskStateStore states(pool);
 
   auto broker = broker::MakeBroker(settings->broker.url);
   if (!broker) {
@@ -81,7 +82,7 @@ int RunWorker(const CommonOptions& common, const WorkerFlags& flags) {
   }
 
   TaskRegistry registry;
-  RegisterBuiltinTasks(registry, [&states] { return states.Cleanup(std::chrono::hours(24)); });
+  worker::RegisterBuiltinTasks(registry, [&states] { return states.Cleanup(std::chrono::hours(24)); });
   discovery::HttpDiscoveryClient discovery(
       {settings->discovery.url, std::chrono::milliseconds(settings->discovery.timeout_ms),
        std::chrono::milliseconds(std::min<int64_t>(settings->discovery.timeout_ms, 5000))});
@@ -98,7 +99,7 @@ int RunWorker(const CommonOptions& common, const WorkerFlags& flags) {
   crawl_tasks.Register(registry);
 
   Loop loop;
-  Worker worker(**broker, registry, dead_letters, &states, SystemClock::Instance(), loop, options);
+  worker::Worker worker(**broker, registry, dead_letters, &states, SystemClock::Instance(), loop, options);
   if (auto st = worker.Start(); !st) {
     std::cerr << "orchestrator worker: " << st.error().message() << "\n";
     return 1;

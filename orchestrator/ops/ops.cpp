@@ -13,7 +13,7 @@
 #include "core/base/text.hpp"
 #include "core/broker/amqp_table.hpp"
 #include "core/celery/codec.hpp"
-#include "orchestrator/store/pg_stores.hpp"
+
 #include "orchestrator/tasks/crawl_tasks.hpp"
 
 namespace celeriac::orchestrator::ops {
@@ -325,7 +325,7 @@ broker::OutgoingMessage ReplayMessage(const DeadLetterRow& row) {
   broker::OutgoingMessage m;
   m.exchange = "";
   m.routing_key = row.queue;
-  m.properties = PropertiesFromJson(row.properties, headers);
+  m.properties = broker::PropertiesFromJson(row.properties, headers);
   m.body = row.body;
   return m;
 }

@@ -25,9 +25,16 @@
 #include "core/broker/broker.hpp"
 #include "core/pg/pool.hpp"
 #include "discovery-client/discovery_client.hpp"
-#include "orchestrator/worker/task_registry.hpp"
+#include "core/worker/task_registry.hpp"
 
 namespace celeriac::orchestrator {
+
+using worker::Json;
+using worker::TaskContext;
+using worker::TaskError;
+using worker::TaskOptions;
+using worker::TaskOutcome;
+using worker::TaskRegistry;
 
 inline constexpr const char* kExecuteCrawlTask = "orchestrator.tasks.execute_crawl_task";
 inline constexpr const char* kTriggerSiteAnalysis = "orchestrator.tasks.trigger_site_analysis";

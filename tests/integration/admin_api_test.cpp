@@ -30,12 +30,20 @@
 #include "migrations/migrations.hpp"
 #include "orchestrator/api/admin_api.hpp"
 #include "orchestrator/ops/ops.hpp"
-#include "orchestrator/store/pg_stores.hpp"
+#include "state/dead_letter_store.hpp"
+#include "state/task_state_store.hpp"
 #include "tests/support/manual_clock.hpp"
 #include "tests/support/pg_test.hpp"
 
 namespace celeriac::orchestrator::api {
 namespace {
+
+using state::PgDeadLetterStore;
+using state::PgTaskStateStore;
+using worker::DeadLetter;
+using worker::TaskStateRecord;
+using broker::PropertiesFromJson;
+using broker::PropertiesToJson;
 
 using Json = nlohmann::ordered_json;
 using std::chrono::milliseconds;

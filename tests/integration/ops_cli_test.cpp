@@ -8,7 +8,8 @@
 #include "core/base/ids.hpp"
 #include "core/pg/migrations.hpp"
 #include "migrations/migrations.hpp"
-#include "orchestrator/store/pg_stores.hpp"
+#include "state/dead_letter_store.hpp"
+#include "state/task_state_store.hpp"
 #include "tests/support/amqp_test.hpp"
 #include "tests/support/paths.hpp"
 #include "tests/support/pg_test.hpp"
@@ -16,6 +17,13 @@
 
 namespace celeriac {
 namespace {
+
+using state::PgDeadLetterStore;
+using state::PgTaskStateStore;
+using worker::DeadLetter;
+using worker::TaskStateRecord;
+using broker::PropertiesFromJson;
+using broker::PropertiesToJson;
 
 using json = nlohmann::ordered_json;
 using testing::BinDir;
@@ -76,7 +84,7 @@ class OpsCliTest : public testing::PgTest {
 
   int64_t WriteDeadLetter(const std::string& queue, const std::string& task,
                           const std::string& error_class) {
-    orchestrator::DeadLetter letter;
+    DeadLetter letter;
     letter.queue = queue;
     letter.task_name = task;
     const std::string id = NewUuid4();
@@ -89,7 +97,7 @@ class OpsCliTest : public testing::PgTest {
     letter.body = R"([[1], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}])";
     letter.error_class = error_class;
     letter.error_message = "it broke";
-    orchestrator::PgDeadLetterStore store(pool());
+    PgDeadLetterStore store(pool());
     auto written = store.Write(letter);
     EXPECT_TRUE(written.ok()) << written.error().message();
     return written.ok() ? *written : -1;

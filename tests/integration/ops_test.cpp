@@ -13,12 +13,20 @@
 #include "core/pg/migrations.hpp"
 #include "migrations/migrations.hpp"
 #include "orchestrator/ops/ops.hpp"
-#include "orchestrator/store/pg_stores.hpp"
+#include "state/dead_letter_store.hpp"
+#include "state/task_state_store.hpp"
 #include "orchestrator/tasks/crawl_tasks.hpp"
 #include "tests/support/pg_test.hpp"
 
 namespace celeriac::orchestrator::ops {
 namespace {
+
+using state::PgDeadLetterStore;
+using state::PgTaskStateStore;
+using worker::DeadLetter;
+using worker::TaskStateRecord;
+using broker::PropertiesFromJson;
+using broker::PropertiesToJson;
 
 using json = nlohmann::ordered_json;
 

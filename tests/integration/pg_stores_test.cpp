@@ -11,11 +11,19 @@
 #include "core/pg/migrations.hpp"
 #include "migrations/migrations.hpp"
 #include "orchestrator/ops/ops.hpp"
-#include "orchestrator/store/pg_stores.hpp"
+#include "state/dead_letter_store.hpp"
+#include "state/task_state_store.hpp"
 #include "tests/support/pg_test.hpp"
 
 namespace celeriac::orchestrator {
 namespace {
+
+using state::PgDeadLetterStore;
+using state::PgTaskStateStore;
+using worker::DeadLetter;
+using worker::TaskStateRecord;
+using broker::PropertiesFromJson;
+using broker::PropertiesToJson;
 
 using json = nlohmann::ordered_json;
 

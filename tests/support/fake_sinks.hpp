@@ -4,13 +4,13 @@
 #include <mutex>
 #include <vector>
 
-#include "orchestrator/worker/sinks.hpp"
+#include "core/worker/sinks.hpp"
 
 namespace celeriac::testing {
 
-class FakeDeadLetterSink final : public orchestrator::DeadLetterSink {
+class FakeDeadLetterSink final : public worker::DeadLetterSink {
  public:
-  Result<int64_t> Write(const orchestrator::DeadLetter& letter) override {
+  Result<int64_t> Write(const worker::DeadLetter& letter) override {
     std::lock_guard lock(mutex_);
     if (fail_next_ > 0) {
       --fail_next_;
@@ -23,35 +23,35 @@ class FakeDeadLetterSink final : public orchestrator::DeadLetterSink {
     std::lock_guard lock(mutex_);
     fail_next_ = n;
   }
-  std::vector<orchestrator::DeadLetter> letters() const {
+  std::vector<worker::DeadLetter> letters() const {
     std::lock_guard lock(mutex_);
     return letters_;
   }
 
  private:
   mutable std::mutex mutex_;
-  std::vector<orchestrator::DeadLetter> letters_;
+  std::vector<worker::DeadLetter> letters_;
   int fail_next_ = 0;
 };
 
-class FakeTaskStateSink final : public orchestrator::TaskStateSink {
+class FakeTaskStateSink final : public worker::TaskStateSink {
  public:
-  Status Record(const orchestrator::TaskStateRecord& record) override {
+  Status Record(const worker::TaskStateRecord& record) override {
     std::lock_guard lock(mutex_);
     records_.push_back(record);
     return Ok();
   }
-  Result<std::optional<orchestrator::StoredTaskState>> Lookup(const std::string& id) override {
+  Result<std::optional<worker::StoredTaskState>> Lookup(const std::string& id) override {
     std::lock_guard lock(mutex_);
     ++lookups_;
-    std::optional<orchestrator::StoredTaskState> out;
+    std::optional<worker::StoredTaskState> out;
     for (const auto& r : records_) {
       if (r.task_id != id) continue;
       // As the Postgres store: SUCCESS stays, and so does a later message's state.
       if (out && (out->state == celery::State::kSuccess ||
                   (r.state == celery::State::kRetry && out->retries > r.retries)))
         continue;
-      out = orchestrator::StoredTaskState{r.state, r.retries};
+      out = worker::StoredTaskState{r.state, r.retries};
     }
     return out;
   }
@@ -59,14 +59,14 @@ class FakeTaskStateSink final : public orchestrator::TaskStateSink {
     std::lock_guard lock(mutex_);
     return lookups_;
   }
-  std::vector<orchestrator::TaskStateRecord> records() const {
+  std::vector<worker::TaskStateRecord> records() const {
     std::lock_guard lock(mutex_);
     return records_;
   }
 
  private:
   mutable std::mutex mutex_;
-  std::vector<orchestrator::TaskStateRecord> records_;
+  std::vector<worker::TaskStateRecord> records_;
   int lookups_ = 0;
 };
 

@@ -2,6 +2,7 @@
 // expiry, bad arguments, time limits and warm shutdown, as a Celery user relies on them.
 
 #include <condition_variable>
+#include <future>
 #include <limits>
 #include <map>
 #include <thread>
@@ -10,11 +11,11 @@
 
 #include "core/broker/memory_broker.hpp"
 #include "core/celery/codec.hpp"
-#include "orchestrator/worker/worker.hpp"
+#include "core/worker/worker.hpp"
 #include "schemas/schemas.hpp"
 #include "tests/support/fake_sinks.hpp"
 
-namespace celeriac::orchestrator {
+namespace celeriac::worker {
 namespace {
 
 using namespace std::chrono_literals;
@@ -608,5 +609,64 @@ TEST_F(WorkerTest, AnAbandonedTaskIsCancelledAndTooManyMakeTheWorkerStop) {
   EXPECT_EQ(dead_letters_.letters().size(), 2u);
 }
 
+TEST_F(WorkerTest, AsynchronousTasksCompleteLaterFromAnotherThread) {
+  options_.dead_letter_retry_pause = 20ms;
+  std::vector<std::thread> threads;
+  std::mutex threads_mutex;
+  std::atomic<int> starts{0};
+  TaskOptions late;
+  late.acks_late = true;
+  // Completes from a thread of its own: a value, Deferred (it sends its result itself), or
+  // "could not start" twice before it can.
+  registry_.RegisterAsync("test.async", [&](TaskContext& ctx, Completion done) {
+    ++starts;
+    const std::string mode = ctx.args()[0].get<std::string>();
+    std::lock_guard lock(threads_mutex);
+    threads.emplace_back([mode, &starts, done = std::move(done)] {
+      std::this_thread::sleep_for(30ms);
+      if (mode == "value") return done(Json("later"));
+      if (mode == "deferred") return done(Deferred{});
+      if (starts.load() < 3)
+        return done(TaskError::Requeue(Error(ErrorCode::kUnavailable, "database down")));
+      done(Json("started at last"));
+    });
+  }, late);
+  StartWorker();
+  auto value = Task("test.async", json::array({"value"}));
+  Send(value);
+  EXPECT_EQ(WaitReply(value.id, "SUCCESS")["result"], "later");
+  auto deferred = Task("test.async", json::array({"deferred"}));
+  Send(deferred);
+  ASSERT_TRUE(Eventually([&] { return worker_->stats().succeeded == 2; }));
+  EXPECT_TRUE(Statuses(deferred.id).empty()) << "a deferred task sends its result itself";
+  auto requeued = Task("test.async", json::array({"requeue"}));
+  Send(requeued);
+  EXPECT_EQ(WaitReply(requeued.id, "SUCCESS")["result"], "started at last");
+  EXPECT_EQ(Statuses(requeued.id), std::vector<std::string>{"SUCCESS"})
+      << "handed back, not retried: no RETRY, no dead letter";
+  EXPECT_TRUE(dead_letters_.letters().empty());
+  EXPECT_TRUE(Eventually([&] { return broker_.QueueDepth(kQueue) == 0 && broker_.Unacked(kQueue) == 0; }));
+  std::lock_guard lock(threads_mutex);
+  for (auto& t : threads) t.join();
+}
+
+TEST_F(WorkerTest, AnAsynchronousTaskThatCompletesAfterTheWorkerIsGoneIsIgnored) {
+  std::promise<Completion> pending;
+  TaskOptions late;
+  late.acks_late = true;
+  registry_.RegisterAsync("test.never_yet", [&](TaskContext&, Completion done) {
+    pending.set_value(std::move(done));
+  }, late);
+  options_.shutdown_timeout = 100ms;
+  StartWorker();
+  Send(Task("test.never_yet"));
+  auto done = pending.get_future().get();
+  loop_.Post([this] { worker_->BeginShutdown([this] { loop_.Stop(); }); });
+  loop_thread_.join();
+  worker_.reset();
+  done(Json("too late"));  // must not touch the destroyed worker
+  EXPECT_EQ(broker_.QueueDepth(kQueue), 1u) << "handed back at the shutdown deadline";
+}
+
 }  // namespace
-}  // namespace celeriac::orchestrator
+}  // namespace celeriac::worker

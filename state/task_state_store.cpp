@@ -1,11 +1,11 @@
-#include "orchestrator/store/pg_stores.hpp"
+#include "state/task_state_store.hpp"
 
 #include "core/base/text.hpp"
 #include "core/json/untrusted_json.hpp"
 
-namespace celeriac::orchestrator {
+namespace celeriac::state {
 
-Status PgTaskStateStore::Record(const TaskStateRecord& r) {
+Status PgTaskStateStore::Record(const worker::TaskStateRecord& r) {
   return pool_.Execute([&](pqxx::transaction_base& tx) -> Status {
     const std::optional<std::string> traceback =
         r.traceback ? std::optional(EscapeToStorableText(*r.traceback)) : std::nullopt;
@@ -29,8 +29,8 @@ Status PgTaskStateStore::Record(const TaskStateRecord& r) {
   });
 }
 
-Result<std::optional<StoredTaskState>> PgTaskStateStore::Lookup(const std::string& task_id) {
-  using Out = std::optional<StoredTaskState>;
+Result<std::optional<worker::StoredTaskState>> PgTaskStateStore::Lookup(const std::string& task_id) {
+  using Out = std::optional<worker::StoredTaskState>;
   return pool_.Transact<Out>([&](pqxx::transaction_base& tx) -> Result<Out> {
     const auto rows = tx.exec_params(
         "SELECT status, retries FROM task_results WHERE task_id = $1",
@@ -38,7 +38,7 @@ Result<std::optional<StoredTaskState>> PgTaskStateStore::Lookup(const std::strin
     if (rows.empty()) return Out{};
     const auto state = celery::ParseState(rows[0][0].as<std::string>());
     if (!state) return Out{};
-    return Out{StoredTaskState{*state, rows[0][1].as<int64_t>()}};
+    return Out{worker::StoredTaskState{*state, rows[0][1].as<int64_t>()}};
   });
 }
 
@@ -52,4 +52,4 @@ Status PgTaskStateStore::Cleanup(std::chrono::seconds max_age) {
   });
 }
 
-}  // namespace celeriac::orchestrator
+}  // namespace celeriac::state

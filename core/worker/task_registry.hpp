@@ -6,8 +6,16 @@
 //   - an Error that is retryable: RETRY with the task's backoff, until max_retries, then FAILURE;
 //   - an Error that is not retryable: FAILURE at once;
 //   - ctx.Retry(error, countdown): RETRY after exactly that countdown (Celery's self.retry()).
+//   - Deferred: the message is done (acked) and the task sends its Celery result itself,
+//     later, when the work it started ends (the extractor's jobs);
+//   - a TaskError with `requeue`: the message goes back to the broker after a pause, no retry
+//     counted (the work could not start, e.g. the database is down; nothing happened).
 // Every FAILURE also becomes a dead letter. Tasks run on the worker's pool threads; they should
 // check ctx.cancelled() in long loops (set at the soft time limit and at shutdown deadlines).
+//
+// An asynchronous task (RegisterAsync) starts its work and returns at once; the work completes
+// later, on any thread, by calling `done` exactly once with the outcome. The TaskContext is
+// valid only while the function runs (copy what the work needs). Time limits do not apply.
 
 #include <atomic>
 #include <chrono>
@@ -27,7 +35,7 @@
 #include "core/celery/result.hpp"
 #include "core/celery/task_message.hpp"
 
-namespace celeriac::orchestrator {
+namespace celeriac::worker {
 
 using Json = nlohmann::ordered_json;
 
@@ -36,13 +44,20 @@ struct TaskError {
   celery::ExceptionInfo exception;
   bool retryable = false;
   std::optional<std::chrono::milliseconds> countdown;  // explicit retry delay (ctx.Retry)
+  bool requeue = false;  // hand the message back after a pause instead (nothing happened)
 
   static TaskError FromError(const Error& error);
   // TypeError / ValueError style failures for bad arguments; never retried.
   static TaskError BadArguments(std::string message);
+
+  // The work could not start and nothing happened: the message goes back to the broker.
+  static TaskError Requeue(const Error& error);
 };
 
-using TaskOutcome = std::variant<Json, TaskError>;
+// The message is done; the task sends its result itself when its work ends.
+struct Deferred {};
+
+using TaskOutcome = std::variant<Json, TaskError, Deferred>;
 
 class TaskContext {
  public:
@@ -71,6 +86,8 @@ class TaskContext {
 };
 
 using TaskFunction = std::function<TaskOutcome(TaskContext&)>;
+using Completion = std::function<void(TaskOutcome)>;
+using AsyncTaskFunction = std::function<void(TaskContext&, Completion done)>;
 
 struct TaskOptions {
   int max_retries = 3;                                    // Celery's default
@@ -85,13 +102,15 @@ struct TaskOptions {
 
 struct RegisteredTask {
   std::string name;
-  TaskFunction fn;
+  TaskFunction fn;             // a task that returns its outcome
+  AsyncTaskFunction async_fn;  // or one that completes later
   TaskOptions options;
 };
 
 class TaskRegistry {
  public:
   void Register(std::string name, TaskFunction fn, TaskOptions options = {});
+  void RegisterAsync(std::string name, AsyncTaskFunction fn, TaskOptions options = {});
   // Shared, so that a thread abandoned in a task keeps that task's function alive.
   std::shared_ptr<const RegisteredTask> Find(const std::string& name) const;
   std::vector<std::string> Names() const;
@@ -106,4 +125,4 @@ class TaskRegistry {
 // Celery's celery.backend_cleanup (django-celery-beat schedules it daily), which runs `cleanup`.
 void RegisterBuiltinTasks(TaskRegistry& registry, std::function<Status()> cleanup);
 
-}  // namespace celeriac::orchestrator
+}  // namespace celeriac::worker

@@ -1,5 +1,7 @@
 #pragma once
-// Worker: a Celery worker for one queue, running registered C++ tasks.
+// Worker: a Celery worker for one queue, running registered C++ tasks: the one worker core of
+// `orchestrator worker` (the orchestrator's tasks) and `extractor worker` (extract and refetch,
+// asynchronous tasks), so whatever a Celery worker does is written once.
 //
 // Delivery guarantee: at least once, as Celery. A task with acks_late is acked after its outcome
 // is durable (result stored, retry published or dead letter written), so a crash at any point
@@ -54,7 +56,8 @@
 // decode them (headers included) and run or hold them. A delivery that a waiting thread will
 // start at once is decoded (and an ack-early task acked) on the broker's thread instead, so its
 // ack does not wait for that thread to wake. Timers (ETA, time limits, shutdown deadline) run on
-// the Loop's thread. Task functions run on pool threads. Nothing that blocks on Postgres or on
+// the Loop's thread. Task functions run on pool threads; an asynchronous task's completion runs
+// on the worker's side thread. Nothing that blocks on Postgres or on
 // the broker runs on the loop's thread or on the broker's: prefetch changes, dead letters and
 // results of the hard time limit, delay-queue publishing and the consumer's cancel at shutdown
 // run on the worker's side thread.
@@ -84,10 +87,10 @@
 #include "core/loop/executor.hpp"
 #include "core/loop/loop.hpp"
 #include "core/schema/validator.hpp"
-#include "orchestrator/worker/sinks.hpp"
-#include "orchestrator/worker/task_registry.hpp"
+#include "core/worker/sinks.hpp"
+#include "core/worker/task_registry.hpp"
 
-namespace celeriac::orchestrator {
+namespace celeriac::worker {
 
 struct WorkerOptions {
   std::string queue = "celery";
@@ -159,6 +162,12 @@ class Worker {
   void Dispatch(std::shared_ptr<Job> job);
   void Run(const std::shared_ptr<Job>& job);
   void RunTask(const std::shared_ptr<Job>& job);
+  std::optional<TaskOutcome> CheckArguments(const Job& job);
+  void StartAsync(const std::shared_ptr<Job>& job,
+                  const std::shared_ptr<const RegisteredTask>& task);
+  // The task's outcome, on the thread that ran it (or, for an asynchronous task, the side thread).
+  void Complete(const std::shared_ptr<Job>& job, TaskOutcome outcome);
+  void HandBackLater(const std::shared_ptr<Job>& job);
   void Finish(const std::shared_ptr<Job>& job, const TaskOutcome& outcome);
   void Succeed(const std::shared_ptr<Job>& job, const Json& value);
   void Fail(const std::shared_ptr<Job>& job, const celery::ExceptionInfo& exc,
@@ -195,6 +204,12 @@ class Worker {
   std::unique_ptr<Pool> pool_;
   // Blocking work that must not run on the loop's or the broker's thread.
   std::unique_ptr<Executor> side_;
+  // How an asynchronous task's completion finds the Worker, or learns it is gone.
+  struct Gate {
+    std::mutex mutex;
+    Worker* worker = nullptr;
+  };
+  std::shared_ptr<Gate> gate_;
   // Deliveries can arrive (and be acked) before Consume() has returned the consumer's id, so
   // everyone who needs it waits for it here.
   broker::ConsumerId Consumer();
@@ -233,4 +248,4 @@ class Worker {
   Loop::TimerId shutdown_timer_ = 0;
 };
 
-}  // namespace celeriac::orchestrator
+}  // namespace celeriac::worker

@@ -1,9 +1,9 @@
-#include "orchestrator/worker/task_registry.hpp"
+#include "core/worker/task_registry.hpp"
 
 #include <algorithm>
 #include <thread>
 
-namespace celeriac::orchestrator {
+namespace celeriac::worker {
 
 TaskError TaskError::FromError(const Error& error) {
   TaskError e;
@@ -11,6 +11,13 @@ TaskError TaskError::FromError(const Error& error) {
   e.exception = celery::ExceptionInfo::Make(std::string(ToString(error.code())) + "Error",
                                             "celeriac.errors", error.message());
   e.retryable = error.retryable();
+  return e;
+}
+
+TaskError TaskError::Requeue(const Error& error) {
+  TaskError e = FromError(error);
+  e.retryable = false;
+  e.requeue = true;
   return e;
 }
 
@@ -36,7 +43,12 @@ std::optional<std::chrono::milliseconds> TaskContext::TimeLeft() const {
 }
 
 void TaskRegistry::Register(std::string name, TaskFunction fn, TaskOptions options) {
-  auto task = std::make_shared<RegisteredTask>(RegisteredTask{name, std::move(fn), options});
+  auto task = std::make_shared<RegisteredTask>(RegisteredTask{name, std::move(fn), {}, options});
+  tasks_[std::move(name)] = std::move(task);
+}
+
+void TaskRegistry::RegisterAsync(std::string name, AsyncTaskFunction fn, TaskOptions options) {
+  auto task = std::make_shared<RegisteredTask>(RegisteredTask{name, {}, std::move(fn), options});
   tasks_[std::move(name)] = std::move(task);
 }
 
@@ -110,4 +122,4 @@ void RegisterBuiltinTasks(TaskRegistry& registry, std::function<Status()> cleanu
       }());
 }
 
-}  // namespace celeriac::orchestrator
+}  // namespace celeriac::worker

@@ -12,7 +12,7 @@
 #include "core/celery/dead_letter.hpp"
 #include "core/celery/result.hpp"
 
-namespace celeriac::orchestrator {
+namespace celeriac::worker {
 
 // Dead letters: one type for every binary (core/celery/dead_letter.hpp).
 using DeadLetter = celery::DeadLetter;
@@ -47,4 +47,4 @@ class TaskStateSink {
   virtual Result<std::optional<StoredTaskState>> Lookup(const std::string& task_id) = 0;
 };
 
-}  // namespace celeriac::orchestrator
+}  // namespace celeriac::worker

@@ -1,4 +1,4 @@
-#include "orchestrator/worker/worker.hpp"
+#include "core/worker/worker.hpp"
 
 #include <algorithm>
 #include <limits>
@@ -11,7 +11,7 @@
 #include "core/json/untrusted_json.hpp"
 #include "core/log/log.hpp"
 
-namespace celeriac::orchestrator {
+namespace celeriac::worker {
 namespace {
 
 using namespace std::chrono;
@@ -289,9 +289,16 @@ Worker::Worker(broker::Broker& broker, const TaskRegistry& registry, DeadLetterS
   pool_ = std::make_unique<Pool>(options_.concurrency,
                                  [this](const std::shared_ptr<Job>& job) { Run(job); });
   side_ = std::make_unique<Executor>(1, "worker side");
+  gate_ = std::make_shared<Gate>();
+  gate_->worker = this;
 }
 
 Worker::~Worker() {
+  {
+    // Asynchronous tasks that complete from now on find no worker.
+    std::lock_guard lock(gate_->mutex);
+    gate_->worker = nullptr;
+  }
   pool_->Stop(options_.shutdown_timeout);
   side_.reset();  // runs what is queued (letters, prefetch changes) first
 }
@@ -582,9 +589,7 @@ void Worker::Delay(std::shared_ptr<Job> job) {
       spdlog::warn("task {}: cannot move it to delay queue {} ({}); handing it back in {} ms",
                    job->msg.id, spec.name, st.error().message(),
                    options_.dead_letter_retry_pause.count());
-      loop_.Post([this, job] {
-        loop_.AddTimer(options_.dead_letter_retry_pause, [this, job] { HandBack(job); });
-      });
+      HandBackLater(job);
       return;
     }
     job->phase = kFinished;
@@ -676,39 +681,78 @@ void Worker::Run(const std::shared_ptr<Job>& job) {
   RunTask(job);
 }
 
+namespace {
+
+TaskError FromException(const char* what) {
+  TaskError err;
+  err.exception = celery::ExceptionInfo::Make("RuntimeError", "builtins",
+                                              EscapeToStorableText(what));
+  return err;
+}
+
+}  // namespace
+
+std::optional<TaskOutcome> Worker::CheckArguments(const Job& job) {
+  auto body_schema = BodySchema(job.msg.task);
+  if (!body_schema) return std::nullopt;
+  const auto body =
+      nlohmann::json::parse(Json::array({job.msg.args, job.msg.kwargs, Json::object()}).dump());
+  const Status ok = body_schema->Validate(body);
+  if (ok) return std::nullopt;
+  return TaskError::BadArguments(
+      fmt::format("{}() called with bad arguments: {}", job.msg.task, ok.error().message()));
+}
+
 void Worker::RunTask(const std::shared_ptr<Job>& job) {
   const bool tracked = job->acks_late();
   if (tracked) Track(job);
-  StartTimeLimits(job);
   // Held here, so that a thread abandoned in this task keeps its function alive.
   const std::shared_ptr<const RegisteredTask> task = job->task;
+  if (task->async_fn) return StartAsync(job, task);
+  StartTimeLimits(job);
 
   TaskOutcome outcome = Json(nullptr);
-  Status args_ok;
-  if (auto body_schema = BodySchema(job->msg.task)) {
-    const auto body = nlohmann::json::parse(
-        Json::array({job->msg.args, job->msg.kwargs, Json::object()}).dump());
-    args_ok = body_schema->Validate(body);
-  }
-  if (!args_ok) {
-    outcome = TaskError::BadArguments(fmt::format("{}() called with bad arguments: {}",
-                                                  job->msg.task, args_ok.error().message()));
+  if (auto bad = CheckArguments(*job)) {
+    outcome = std::move(*bad);
   } else {
     TaskContext context(job->msg, job->cancelled, job->deadline);
     try {
       outcome = task->fn(context);
     } catch (const std::exception& e) {
-      TaskError err;
-      err.exception = celery::ExceptionInfo::Make("RuntimeError", "builtins",
-                                                  EscapeToStorableText(e.what()));
-      outcome = std::move(err);
+      outcome = FromException(e.what());
     } catch (...) {
-      TaskError err;
-      err.exception = celery::ExceptionInfo::Make("RuntimeError", "builtins", "unknown C++ exception");
-      outcome = std::move(err);
+      outcome = FromException("unknown C++ exception");
     }
   }
+  Complete(job, std::move(outcome));
+}
 
+void Worker::StartAsync(const std::shared_ptr<Job>& job,
+                        const std::shared_ptr<const RegisteredTask>& task) {
+  if (auto bad = CheckArguments(*job)) return Complete(job, std::move(*bad));
+  // `done` may come from any thread, once; what it leads to (results, letters, acks) runs on
+  // the side thread, and not at all once the Worker is gone.
+  auto once = std::make_shared<std::atomic<bool>>(false);
+  Completion done = [gate = gate_, job, once](TaskOutcome outcome) {
+    if (once->exchange(true)) return;
+    std::lock_guard lock(gate->mutex);
+    if (gate->worker == nullptr) return;
+    Worker* self = gate->worker;
+    self->side_->Post([self, job, outcome = std::move(outcome)]() mutable {
+      self->Complete(job, std::move(outcome));
+    });
+  };
+  TaskContext context(job->msg, job->cancelled);
+  try {
+    task->async_fn(context, done);
+  } catch (const std::exception& e) {
+    done(FromException(e.what()));
+  } catch (...) {
+    done(FromException("unknown C++ exception"));
+  }
+}
+
+void Worker::Complete(const std::shared_ptr<Job>& job, TaskOutcome outcome) {
   int running = kRunning;
   if (!job->phase.compare_exchange_strong(running, kFinished)) {
     // Abandoned at its hard time limit or at the shutdown deadline: its message is finished or
@@ -723,7 +767,7 @@ void Worker::RunTask(const std::shared_ptr<Job>& job) {
     });
   }
   Finish(job, outcome);
-  if (tracked) Untrack(job);
+  if (job->acks_late()) Untrack(job);
   --stats_.active;
   if (shutting_down_.load()) MaybeFinishShutdown();
 }
@@ -784,7 +828,16 @@ void Worker::OnHardTimeLimit(const std::shared_ptr<Job>& job) {
 
 void Worker::Finish(const std::shared_ptr<Job>& job, const TaskOutcome& outcome) {
   if (const auto* value = std::get_if<Json>(&outcome)) return Succeed(job, *value);
+  if (std::holds_alternative<Deferred>(outcome)) {
+    ++stats_.succeeded;
+    return Ack(job);  // its result is the task's to send
+  }
   const auto& err = std::get<TaskError>(outcome);
+  if (err.requeue && !job->acked) {
+    spdlog::warn("task {} could not start ({}); handing it back in {} ms", job->msg.id,
+                 MessageOf(err.exception), options_.dead_letter_retry_pause.count());
+    return HandBackLater(job);
+  }
   const auto& opts = job->task->options;
   if (err.retryable && job->msg.retries < opts.max_retries) {
     milliseconds countdown = opts.default_retry_delay;
@@ -829,9 +882,7 @@ void Worker::Fail(const std::shared_ptr<Job>& job, const celery::ExceptionInfo& 
                   "{}",
                   job->msg.id, error_class, options_.dead_letter_retry_pause.count(),
                   written.error().message());
-    loop_.Post([this, job] {
-      loop_.AddTimer(options_.dead_letter_retry_pause, [this, job] { HandBack(job); });
-    });
+    HandBackLater(job);
     return;
   }
   ++stats_.failed;
@@ -983,6 +1034,13 @@ void Worker::Ack(const std::shared_ptr<Job>& job) {
   }
 }
 
+void Worker::HandBackLater(const std::shared_ptr<Job>& job) {
+  // A pause first, so that a message that cannot be taken now does not loop hot.
+  loop_.Post([this, job] {
+    loop_.AddTimer(options_.dead_letter_retry_pause, [this, job] { HandBack(job); });
+  });
+}
+
 void Worker::HandBack(const std::shared_ptr<Job>& job) {
   std::vector<uint64_t> adopted;
   {
@@ -1077,4 +1135,4 @@ void Worker::MaybeFinishShutdown() {
   });
 }
 
-}  // namespace celeriac::orchestrator
+}  // namespace celeriac::worker
