@@ -1,5 +1,8 @@
 #include "state/task_state_store.hpp"
 
+#include <algorithm>
+#include <limits>
+
 #include "core/base/text.hpp"
 #include "core/json/untrusted_json.hpp"
 
@@ -24,7 +27,8 @@ Status PgTaskStateStore::Record(const worker::TaskStateRecord& r) {
         "  AND NOT (EXCLUDED.status = 'RETRY' AND task_results.retries > EXCLUDED.retries)",
         EscapeToStorableText(r.task_id), EscapeToStorableText(r.task_name),
         std::string(celery::ToString(r.state)), DumpStorableJson(r.result), traceback,
-        r.retries, r.queue, r.worker);
+        static_cast<int>(std::clamp<int64_t>(r.retries, 0, std::numeric_limits<int32_t>::max())),
+        EscapeToStorableText(r.queue), EscapeToStorableText(r.worker));
     return Ok();
   });
 }

@@ -424,11 +424,14 @@ std::shared_ptr<const schema::SchemaValidator> Worker::BodySchema(const std::str
 void Worker::Decode(const std::shared_ptr<Job>& job) {
   auto& d = job->delivery;
   if (auto st = broker::DecodeRawHeaders(d); !st) {
+    // Without headers there is no task name; the id, as Celery sends it, is also the
+    // correlation id, so the failure can still reach whoever waits for it.
     job->kind = Job::Kind::kUndecodable;
     job->failure = celery::DecodeFailure{
         "InvalidTaskError",
         "the AMQP headers table cannot be decoded: " + EscapeToStorableText(st.error().message()),
-        "", ""};
+        "", EscapeToStorableText(d.properties.correlation_id)};
+    job->msg.id = job->failure.id;
     job->msg.reply_to = EscapeToStorableText(d.properties.reply_to);
     job->msg.correlation_id = EscapeToStorableText(d.properties.correlation_id);
     return;
