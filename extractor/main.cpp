@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/app/config_show.hpp"
+#include "core/pg/sql.hpp"
 #include "core/app/startup.hpp"
 #include "core/base/ids.hpp"
 #include "core/base/secrets.hpp"

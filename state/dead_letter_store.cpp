@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/pg/sql.hpp"
 #include "core/base/text.hpp"
 #include "core/broker/amqp_table.hpp"
 #include "core/json/untrusted_json.hpp"

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "core/pg/sql.hpp"
 #include "core/base/text.hpp"
 #include "core/json/untrusted_json.hpp"
 

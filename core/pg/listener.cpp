@@ -1,4 +1,5 @@
 #include "core/pg/listener.hpp"
+#include "core/pg/sql.hpp"
 
 #include <fcntl.h>
 #include <poll.h>

@@ -1,4 +1,5 @@
 #include "core/pg/migrations.hpp"
+#include "core/pg/sql.hpp"
 
 #include <algorithm>
 #include <fstream>

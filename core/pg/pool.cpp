@@ -1,5 +1,7 @@
 #include "core/pg/pool.hpp"
 
+#include "core/pg/sql.hpp"
+
 #include <thread>
 
 #include <fmt/format.h>
@@ -77,9 +79,17 @@ Pool::Lease::~Lease() {
   }
 }
 
-Result<std::unique_ptr<pqxx::connection>> Pool::Open() {
+Pool::Lease::Lease(Pool* pool, std::unique_ptr<Connection> conn)
+    : pool_(pool), conn_(std::move(conn)) {}
+
+Pool::Lease::Lease(Lease&& other) noexcept
+    : pool_(std::exchange(other.pool_, nullptr)), conn_(std::move(other.conn_)) {}
+
+void Pool::Lease::Discard() { conn_.reset(); }
+
+Result<std::unique_ptr<Connection>> Pool::Open() {
   try {
-    auto conn = std::make_unique<pqxx::connection>(
+    auto conn = std::make_unique<Connection>(
         WithConnectTimeout(options_.url, options_.connect_timeout_s));
     if (options_.schema) {
       pqxx::nontransaction tx(*conn);
@@ -120,7 +130,7 @@ Result<Pool::Lease> Pool::Acquire() {
   return Lease(this, std::move(conn.value()));
 }
 
-void Pool::Release(std::unique_ptr<pqxx::connection> conn) {
+void Pool::Release(std::unique_ptr<Connection> conn) {
   std::lock_guard lock(mutex_);
   if (conn && conn->is_open()) {
     idle_.push_back(std::move(conn));

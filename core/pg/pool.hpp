@@ -16,6 +16,9 @@
 // malformed connection string in its messages.
 //
 // Threading: thread-safe. Acquire() blocks while every connection is leased.
+//
+// This header names libpqxx's types without including libpqxx: only core/pg and the state/
+// library (which alone reads and writes Celeriac's tables) run SQL, through core/pg/sql.hpp.
 
 #include <chrono>
 #include <condition_variable>
@@ -27,7 +30,10 @@
 #include <utility>
 #include <vector>
 
-#include <pqxx/pqxx>
+// libpqxx's transaction type, for Transact's signature (core/pg/sql.hpp includes libpqxx).
+namespace pqxx {
+class transaction_base;
+}  // namespace pqxx
 
 #include "core/base/backoff.hpp"
 #include "core/base/result.hpp"
@@ -48,6 +54,9 @@ enum class Isolation { kReadCommitted, kRepeatableRead, kSerializable };
 
 // Maps an exception thrown by libpqxx to an Error whose retryable bit is right.
 Error ClassifyPgError(const std::exception& e);
+
+// A libpqxx connection (defined in core/pg/sql.hpp).
+class Connection;
 
 class Pool {
  public:
@@ -75,20 +84,18 @@ class Pool {
   // A connection on loan; returned to the pool (or discarded if broken) on destruction.
   class Lease {
    public:
-    Lease(Pool* pool, std::unique_ptr<pqxx::connection> conn)
-        : pool_(pool), conn_(std::move(conn)) {}
-    Lease(Lease&& other) noexcept
-        : pool_(std::exchange(other.pool_, nullptr)), conn_(std::move(other.conn_)) {}
+    Lease(Pool* pool, std::unique_ptr<Connection> conn);
+    Lease(Lease&& other) noexcept;
     Lease& operator=(Lease&&) = delete;
     ~Lease();
-    pqxx::connection& operator*() { return *conn_; }
-    pqxx::connection* operator->() { return conn_.get(); }
+    Connection& operator*() { return *conn_; }
+    Connection* operator->() { return conn_.get(); }
     // Drops the connection instead of returning it (after it broke).
-    void Discard() { conn_.reset(); }
+    void Discard();
 
    private:
     Pool* pool_;
-    std::unique_ptr<pqxx::connection> conn_;
+    std::unique_ptr<Connection> conn_;
   };
 
   Result<Lease> Acquire();
@@ -99,14 +106,14 @@ class Pool {
                  bool* from_body);
   Status RunWithRetry(const std::function<Status(pqxx::transaction_base&)>& body,
                       Isolation isolation);
-  Result<std::unique_ptr<pqxx::connection>> Open();
-  void Release(std::unique_ptr<pqxx::connection> conn);
+  Result<std::unique_ptr<Connection>> Open();
+  void Release(std::unique_ptr<Connection> conn);
 
   PoolOptions options_;
   Backoff backoff_;
   std::mutex mutex_;
   std::condition_variable available_;
-  std::vector<std::unique_ptr<pqxx::connection>> idle_;
+  std::vector<std::unique_ptr<Connection>> idle_;
   size_t open_ = 0;  // idle + leased
 };
 

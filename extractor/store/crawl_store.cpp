@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <openssl/evp.h>
 
+#include "core/pg/sql.hpp"
 #include "core/base/text.hpp"
 #include "core/celery/codec.hpp"
 #include "core/json/untrusted_json.hpp"

@@ -1,4 +1,5 @@
 #include "orchestrator/api/api_metrics.hpp"
+#include "core/pg/sql.hpp"
 
 #include <unistd.h>
 

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "core/pg/sql.hpp"
 #include "core/base/backoff.hpp"
 #include "core/base/ids.hpp"
 #include "core/celery/codec.hpp"

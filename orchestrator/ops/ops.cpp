@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "core/pg/sql.hpp"
 #include "core/base/ids.hpp"
 #include "core/base/text.hpp"
 #include "core/broker/amqp_table.hpp"

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "core/pg/sql.hpp"
 #include "core/base/ids.hpp"
 #include "core/celery/codec.hpp"
 

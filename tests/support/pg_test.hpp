@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "core/pg/pool.hpp"
+#include "core/pg/sql.hpp"  // tests check rows with SQL
 
 namespace celeriac::testing {
 
