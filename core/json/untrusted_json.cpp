@@ -121,6 +121,11 @@ bool IsStorableJson(const nlohmann::json& value) { return Storable(value); }
 std::string DumpStorableJson(const nlohmann::ordered_json& value) { return DumpStorable(value); }
 std::string DumpStorableJson(const nlohmann::json& value) { return DumpStorable(value); }
 
+nlohmann::ordered_json StorableJson(const nlohmann::ordered_json& value) {
+  if (!DeeperThan(value, kMaxJsonDepth) && Storable(value)) return value;
+  return StorableCopy(value, 0);
+}
+
 std::string QuoteJson(const nlohmann::ordered_json& value, size_t max_chars) {
   std::string out = DumpStorableJson(value);
   if (out.size() <= max_chars) return out;

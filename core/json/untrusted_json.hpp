@@ -45,6 +45,9 @@ bool IsStorableJson(const nlohmann::json& value);
 std::string DumpStorableJson(const nlohmann::ordered_json& value);
 std::string DumpStorableJson(const nlohmann::json& value);
 
+// `value` with every string and key made storable (a copy; cut as DumpStorableJson cuts).
+nlohmann::ordered_json StorableJson(const nlohmann::ordered_json& value);
+
 // For error messages that quote a value from outside: storable compact JSON, cut to `max_chars`
 // (with "..." when cut).
 std::string QuoteJson(const nlohmann::ordered_json& value, size_t max_chars = 200);

@@ -1,6 +1,6 @@
 #pragma once
 // Engine: one extractor process's crawl pipeline. Request -> Download -> Response -> Parse ->
-// items / new requests, over the durable frontier in Postgres (extractor/store/crawl_store.hpp).
+// items / new requests, over the durable frontier in Postgres (state/crawl_store.hpp).
 //
 // Delivery guarantee: at least once per request, exactly once per recorded result. Work is
 // leased from the frontier in batches; each finished request (a parsed page, a retry, a failure)
@@ -44,9 +44,24 @@
 #include "extractor/parse/crawl_settings.hpp"
 #include "extractor/pipeline/module.hpp"
 #include "extractor/pipeline/robots.hpp"
-#include "extractor/store/crawl_store.hpp"
+#include "state/crawl_store.hpp"
 
 namespace celeriac::extractor {
+
+// The crawl's durable state lives in state/ (the one home of Celeriac's tables).
+using state::CanonicalUrl;
+using state::CommitReport;
+using state::CrawlStore;
+using state::ExtractRequest;
+using state::FinishedJob;
+using state::Fingerprint;
+using state::HostSlot;
+using state::JobInfo;
+using state::JobLimits;
+using state::kRefetchTask;
+using state::LeasedRequest;
+using state::RequestResult;
+using state::StoredRobots;
 
 // Builds the module for a job's config (the config-driven module, or a registered C++ one).
 using ModuleFactory =

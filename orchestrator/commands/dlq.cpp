@@ -138,9 +138,10 @@ int List(const CommonOptions& common, const DlqFlags& f) {
   }
   cli::Table table({"ID", "CREATED", "QUEUE", "TASK", "ERROR", "ATTEMPTS", "STATE", "MESSAGE"});
   for (const auto& d : *rows)
-    table.Add({std::to_string(d.id), cli::ShortTime(d.created_at), d.queue,
-               d.task_name.value_or("-"), d.error_class, std::to_string(d.attempts), State(d),
-               cli::Truncate(d.error_message, 60)});
+    table.Add({std::to_string(d.id), cli::ShortTime(d.created_at), d.letter.queue,
+               d.letter.task_name.value_or("-"), d.letter.error_class,
+               std::to_string(d.letter.attempts), State(d),
+               cli::Truncate(d.letter.error_message, 60)});
   table.Print(std::cout);
   if (static_cast<int64_t>(rows->size()) == filter->limit)
     std::cout << "(the newest " << filter->limit << "; --limit N shows more, 0 = all)\n";
@@ -168,11 +169,12 @@ int Show(const CommonOptions& common, const DlqFlags& f) {
     return cli::kExitOk;
   }
   cli::Table fields({"dead letter", std::to_string(d.id)});
-  fields.Add({"queue", d.queue});
-  fields.Add({"task", d.task_name.value_or("-")});
-  fields.Add({"task id", d.task_id.value_or("-")});
-  fields.Add({"error", d.error_class + ": " + d.error_message});
-  fields.Add({"attempts", std::to_string(d.attempts)});
+  const auto& l = d.letter;
+  fields.Add({"queue", l.queue});
+  fields.Add({"task", l.task_name.value_or("-")});
+  fields.Add({"task id", l.task_id.value_or("-")});
+  fields.Add({"error", l.error_class + ": " + l.error_message});
+  fields.Add({"attempts", std::to_string(l.attempts)});
   fields.Add({"first failed", cli::ShortTime(d.first_failed_at)});
   fields.Add({"created", cli::ShortTime(d.created_at)});
   fields.Add({"replayed",
@@ -187,13 +189,13 @@ int Show(const CommonOptions& common, const DlqFlags& f) {
     std::cout << "\n" << title << ":\n"
               << value.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
   };
-  block("error context", d.error_context);
-  block("headers", d.headers);
-  block("properties", d.properties);
+  block("error context", doc["error_context"]);
+  block("headers", doc["headers"]);
+  block("properties", doc["properties"]);
   if (doc.contains("body")) {
-    std::cout << "\nbody (" << d.body.size() << " bytes):\n" << d.body << "\n";
+    std::cout << "\nbody (" << l.body.size() << " bytes):\n" << l.body << "\n";
   } else {
-    std::cout << "\nbody (" << d.body.size() << " bytes, not UTF-8, base64):\n"
+    std::cout << "\nbody (" << l.body.size() << " bytes, not UTF-8, base64):\n"
               << doc["body_base64"].get<std::string>() << "\n";
   }
   return cli::kExitOk;

@@ -1,47 +1,16 @@
 #include "orchestrator/tasks/crawl_tasks.hpp"
 
-#include <set>
+
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "core/pg/sql.hpp"
 #include "core/base/ids.hpp"
 #include "core/celery/codec.hpp"
+#include "state/runs.hpp"
 
 namespace celeriac::orchestrator {
 namespace {
-
-struct Dispatch {
-  int64_t data_source_id = 0;
-  int64_t crawl_config_id = 0;
-  int64_t config_version = 0;
-  int64_t job_id = 0;
-  std::string extract_task_id;
-  bool published = false;
-};
-
-struct RunPlan {
-  int64_t run_id = 0;
-  std::string trigger;
-  std::vector<Dispatch> dispatched;
-  Json skipped = Json::array();
-};
-
-// A Postgres array literal of the given values ({1,2,3} or {"a","b"}).
-template <typename T>
-std::string ArrayLiteral(const std::vector<T>& values) {
-  std::string out = "{";
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (i > 0) out += ',';
-    if constexpr (std::is_same_v<T, std::string>) {
-      out += '"' + values[i] + '"';  // uuids: nothing to escape
-    } else {
-      out += std::to_string(values[i]);
-    }
-  }
-  return out + "}";
-}
 
 TaskOutcome Fail(const Error& error) { return TaskError::FromError(error); }
 
@@ -98,87 +67,7 @@ TaskOutcome CrawlTasks::ExecuteCrawlTask(TaskContext& ctx) {
   const std::string trigger = TriggerOf(request);
 
   // 1. The run and its plan, decided once per Celery task id.
-  auto plan = pool_.Transact<RunPlan>([&](pqxx::transaction_base& tx) -> Result<RunPlan> {
-    const auto task = tx.exec_params(
-        "SELECT enabled FROM crawl_tasks WHERE id = $1 FOR SHARE", crawl_task_id);
-    if (task.empty())
-      return Error(ErrorCode::kNotFound,
-                   fmt::format("crawl task {} does not exist", crawl_task_id), false);
-    if (!task[0][0].as<bool>())
-      return Error(ErrorCode::kInvalidArgument,
-                   fmt::format("crawl task {} is disabled", crawl_task_id), false);
-    tx.exec_params(
-        "INSERT INTO crawl_runs (crawl_task_id, celery_task_id, trigger, scheduled_for) "
-        "VALUES ($1, $2, $3, $4::timestamptz) ON CONFLICT (celery_task_id) DO NOTHING",
-        crawl_task_id, request.id, trigger, ScheduledFor(request));
-    const auto run = tx.exec_params1(
-        "SELECT id, status, trigger, sources_skipped::text FROM crawl_runs "
-        "WHERE celery_task_id = $1 FOR UPDATE",
-        request.id);
-    RunPlan out;
-    out.run_id = run[0].as<int64_t>();
-    out.trigger = run[2].as<std::string>();
-    if (run[1].as<std::string>() == "pending") {
-      // First time: decide which config each data source dispatches.
-      const auto rows = tx.exec_params(
-          "SELECT s.ds, ds.id IS NOT NULL, c.id, c.version "
-          "FROM crawl_tasks t, unnest(t.data_source_ids) WITH ORDINALITY AS s(ds, ord) "
-          "LEFT JOIN data_sources ds ON ds.id = s.ds "
-          "LEFT JOIN LATERAL (SELECT id, version FROM crawl_configs "
-          "                    WHERE data_source_id = s.ds AND status = 'active' "
-          "                    ORDER BY version DESC LIMIT 1) c ON true "
-          "WHERE t.id = $1 ORDER BY s.ord",
-          crawl_task_id);
-      std::set<int64_t> seen;
-      std::vector<int64_t> run_ids, config_ids, versions, source_ids;
-      std::vector<std::string> task_ids;
-      for (const auto& r : rows) {
-        const int64_t ds = r[0].as<int64_t>();
-        if (!seen.insert(ds).second) continue;  // listed twice: dispatched once
-        if (!r[1].as<bool>()) {
-          out.skipped.push_back({{"data_source_id", ds}, {"reason", "data_source_not_found"}});
-          continue;
-        }
-        if (r[2].is_null()) {
-          out.skipped.push_back({{"data_source_id", ds}, {"reason", "no_active_config"}});
-          continue;
-        }
-        run_ids.push_back(out.run_id);
-        config_ids.push_back(r[2].as<int64_t>());
-        versions.push_back(r[3].as<int64_t>());
-        source_ids.push_back(ds);
-        task_ids.push_back(NewUuid4());
-      }
-      if (!config_ids.empty()) {
-        tx.exec_params(
-            "INSERT INTO extraction_jobs (run_id, crawl_config_id, config_version, "
-            " data_source_id, celery_task_id) "
-            "SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::bigint[], $5::text[]) "
-            "ON CONFLICT (run_id, crawl_config_id) DO NOTHING",
-            ArrayLiteral(run_ids), ArrayLiteral(config_ids), ArrayLiteral(versions),
-            ArrayLiteral(source_ids), ArrayLiteral(task_ids));
-      }
-      tx.exec_params(
-          "UPDATE crawl_runs SET status = CASE WHEN $2 = 0 THEN 'succeeded' ELSE 'running' END, "
-          " status_reason = CASE WHEN $2 = 0 THEN 'no active config for any data source' END, "
-          " configs_dispatched = $2, sources_skipped = $3::jsonb, started_at = now(), "
-          " finished_at = CASE WHEN $2 = 0 THEN now() END "
-          "WHERE id = $1",
-          out.run_id, static_cast<int64_t>(config_ids.size()), out.skipped.dump());
-    } else {
-      // Rebuilt field by field: jsonb does not keep key order.
-      for (const auto& s : Json::parse(run[3].as<std::string>()))
-        out.skipped.push_back({{"data_source_id", s["data_source_id"]}, {"reason", s["reason"]}});
-    }
-    for (const auto& r : tx.exec_params(
-             "SELECT data_source_id, crawl_config_id, config_version, id, celery_task_id, "
-             " published_at IS NOT NULL FROM extraction_jobs WHERE run_id = $1 ORDER BY id",
-             out.run_id)) {
-      out.dispatched.push_back({r[0].as<int64_t>(), r[1].as<int64_t>(), r[2].as<int64_t>(),
-                                r[3].as<int64_t>(), r[4].as<std::string>(), r[5].as<bool>()});
-    }
-    return out;
-  });
+  auto plan = state::PlanRun(pool_, crawl_task_id, request.id, trigger, ScheduledFor(request));
   if (!plan) return Fail(plan.error());
 
   for (const auto& s : plan->skipped)
@@ -221,11 +110,7 @@ TaskOutcome CrawlTasks::ExecuteCrawlTask(TaskContext& ctx) {
       if (published) published = broker_.PublishBatch(messages);
     }
     if (!published) return Fail(published.error());
-    auto marked = pool_.Execute([&](pqxx::transaction_base& tx) -> Status {
-      tx.exec_params("UPDATE extraction_jobs SET published_at = now() WHERE id = ANY($1::bigint[])",
-                     ArrayLiteral(publishing));
-      return Ok();
-    });
+    auto marked = state::MarkJobsPublished(pool_, publishing);
     // Not fatal: a redelivery would publish these again under the same task ids, which the
     // extractor treats as one job.
     if (!marked) spdlog::warn("run {}: cannot mark jobs published: {}", plan->run_id,

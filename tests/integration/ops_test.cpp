@@ -427,12 +427,12 @@ TEST_F(OpsTest, ShowsTheExactBodyBytesAndHeadersInOrder) {
   ASSERT_TRUE(shown.ok()) << shown.error().message();
   ASSERT_TRUE(shown->has_value());
   const DeadLetterRow& row = **shown;
-  EXPECT_EQ(row.body, binary) << "the original bytes";
-  EXPECT_EQ(row.headers.dump(), headers.dump()) << "header order and number forms kept";
-  EXPECT_EQ(row.properties["correlation_id"], row.task_id.value());
-  EXPECT_EQ(row.properties["priority"], 3);
-  EXPECT_EQ(row.error_context["worker"], "w1");
-  EXPECT_EQ(row.attempts, 4);
+  EXPECT_EQ(row.letter.body, binary) << "the original bytes";
+  EXPECT_EQ(row.letter.properties.headers.dump(), headers.dump()) << "header order and number forms kept";
+  EXPECT_EQ(row.letter.properties.correlation_id, row.letter.task_id.value());
+  EXPECT_EQ(row.letter.properties.priority, 3);
+  EXPECT_EQ(row.letter.context["worker"], "w1");
+  EXPECT_EQ(row.letter.attempts, 4);
   EXPECT_EQ(row.replay_count, 0);
 
   const json j = row.ToJson();
@@ -459,7 +459,7 @@ TEST_F(OpsTest, ReplayPublishesTheOriginalOnceAndAgainOnlyWhenForced) {
                                      "MaxRetriesExceededError", body);
   auto before = ShowDeadLetter(pool(), id);
   ASSERT_TRUE(before.ok() && before->has_value());
-  const std::string task_id = (*before)->task_id.value();
+  const std::string task_id = (*before)->letter.task_id.value();
 
   DeadLetterFilter named;
   named.ids = {id};
@@ -480,7 +480,7 @@ TEST_F(OpsTest, ReplayPublishesTheOriginalOnceAndAgainOnlyWhenForced) {
   EXPECT_EQ(d.routing_key, "ops-replay");
   EXPECT_EQ(d.body, body) << "byte for byte";
   // Headers: the stored ones in their order, retries 0, the dead letter's id appended.
-  json expected = (*before)->headers;
+  json expected = (*before)->letter.properties.headers;
   expected["retries"] = 0;
   expected[kDeadLetterHeader] = id;
   EXPECT_EQ(d.properties.headers.dump(), expected.dump());
@@ -500,7 +500,7 @@ TEST_F(OpsTest, ReplayPublishesTheOriginalOnceAndAgainOnlyWhenForced) {
   EXPECT_EQ((*after)->replay_count, 1);
   EXPECT_TRUE((*after)->replayed_at.has_value());
   EXPECT_EQ((*after)->replayed_task_id, task_id);
-  EXPECT_EQ((*after)->headers.dump(), (*before)->headers.dump()) << "the row keeps the original";
+  EXPECT_EQ((*after)->letter.properties.headers.dump(), (*before)->letter.properties.headers.dump()) << "the row keeps the original";
 
   // A second replay is refused...
   auto again = ReplayDeadLetters(pool(), broker_, named, {});

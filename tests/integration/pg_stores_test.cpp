@@ -60,13 +60,16 @@ TEST_F(PgStoresTest, ALetterHoldingBytesPostgresRefusesIsStoredSafelyAndReplaysE
   auto shown = ops::ShowDeadLetter(pool(), *id);
   ASSERT_TRUE(shown.ok() && shown->has_value());
   const auto& row = **shown;
-  EXPECT_EQ(row.task_name, "bad\\xff\\x00name") << "text escaped";
-  EXPECT_EQ(row.task_id, "id-\\xc0");
-  EXPECT_EQ(row.error_message, "header 'retries' \\x00 \\xff");
-  EXPECT_EQ(row.headers["x_raw"], "a\\x00b\\x80");
-  EXPECT_EQ(row.error_context["note"], "n\\x00");
-  EXPECT_EQ(row.attempts, std::numeric_limits<int32_t>::max()) << "clamped, not wrapped";
-  ASSERT_TRUE(row.raw_headers.has_value()) << "the headers' exact bytes are kept";
+  const auto& l = row.letter;
+  EXPECT_EQ(l.task_name, "bad\\xff\\x00name") << "text escaped";
+  EXPECT_EQ(l.task_id, "id-\\xc0");
+  EXPECT_EQ(l.error_message, "header 'retries' \\x00 \\xff");
+  EXPECT_EQ(row.ToJson()["headers"]["x_raw"], "a\\x00b\\x80") << "shown escaped";
+  EXPECT_EQ(l.properties.headers["x_raw"].get<std::string>(), std::string("a\0b\x80", 4))
+      << "read back exact";
+  EXPECT_EQ(l.context["note"], "n\\x00");
+  EXPECT_EQ(l.attempts, std::numeric_limits<int32_t>::max()) << "clamped, not wrapped";
+  ASSERT_TRUE(l.raw_headers.has_value()) << "the headers' exact bytes are kept";
 
   // A replay sends the headers as they arrived (retries reset, the letter's id added).
   broker::MemoryBroker broker;

@@ -35,9 +35,9 @@
 #include "core/broker/message.hpp"
 #include "core/celery/dead_letter.hpp"
 #include "core/pg/pool.hpp"
-#include "extractor/pipeline/module.hpp"
+#include "state/crawl_types.hpp"
 
-namespace celeriac::extractor {
+namespace celeriac::state {
 
 // What an extract message asks for (schemas/tasks/extract.body.json).
 struct ExtractRequest {
@@ -236,4 +236,4 @@ inline constexpr const char* kRefetchTask = "extractor.tasks.refetch";
 std::string CanonicalUrl(const std::string& url);
 std::string Fingerprint(const RequestSpec& spec);
 
-}  // namespace celeriac::extractor
+}  // namespace celeriac::state

@@ -1,4 +1,4 @@
-#include "extractor/store/crawl_store.hpp"
+#include "state/crawl_store.hpp"
 
 #include <algorithm>
 #include <array>
@@ -13,10 +13,15 @@
 #include "core/base/text.hpp"
 #include "core/celery/codec.hpp"
 #include "core/json/untrusted_json.hpp"
+#include "state/dead_letter_rows.hpp"
 #include "state/dead_letter_store.hpp"
+#include "state/run_rows.hpp"
+#include "state/sql_util.hpp"
 
-namespace celeriac::extractor {
+namespace celeriac::state {
 namespace {
+
+using sql::JoinIds;
 
 using Json = nlohmann::json;
 
@@ -97,13 +102,6 @@ Json ExtractResult(const JobRow& j) {
               {"items_unchanged", j.items_unchanged},
               {"errors", j.errors},
               {"bytes", j.bytes}};
-}
-
-// "1,2,3": ids for an IN list or (in braces) a bigint[] literal.
-std::string JoinIds(const std::vector<int64_t>& ids) {
-  std::string out;
-  for (int64_t id : ids) out += (out.empty() ? "" : ",") + std::to_string(id);
-  return out;
 }
 
 // `sql` as a statement prepared under `name` on this connection: libpqxx prepares it on first
@@ -398,26 +396,24 @@ Result<JobInfo> CrawlStore::ClaimJob(const ExtractRequest& req) {
         run_id = *req.run_id;
       } else {
         // A bare extract(crawl_config_id) starts its own run, once per message id.
-        tx.exec_params(
-            "INSERT INTO crawl_runs (crawl_task_id, celery_task_id, trigger, status, "
-            " configs_dispatched, started_at) VALUES ($1, $2, 'bff', 'running', 1, now()) "
-            "ON CONFLICT (celery_task_id) DO NOTHING",
-            req.crawl_task_id, req.celery_task_id);
-        run_id = tx.exec_params1("SELECT id FROM crawl_runs WHERE celery_task_id = $1",
-                                 req.celery_task_id)[0]
-                     .as<int64_t>();
+        NewRun run;
+        run.crawl_task_id = req.crawl_task_id;
+        run.celery_task_id = req.celery_task_id;
+        run.status = "running";
+        run.configs_dispatched = 1;
+        run.started = true;
+        run_id = EnsureRun(tx, run);
       }
-      tx.exec_params(
-          "INSERT INTO extraction_jobs (run_id, crawl_config_id, config_version, data_source_id, "
-          " celery_task_id, published_at) VALUES ($1, $2, $3, $4, $5, now()) "
-          "ON CONFLICT DO NOTHING",
-          run_id, req.crawl_config_id, version, data_source_id, req.celery_task_id);
-      const auto job = tx.exec_params(
-          "SELECT id FROM extraction_jobs WHERE run_id = $1 AND crawl_config_id = $2", run_id,
-          req.crawl_config_id);
-      if (job.empty())
+      NewJob job;
+      job.run_id = run_id;
+      job.crawl_config_id = req.crawl_config_id;
+      job.config_version = version;
+      job.data_source_id = data_source_id;
+      job.celery_task_id = req.celery_task_id;
+      job.published = true;
+      job_id = EnsureJob(tx, job);
+      if (!job_id)
         return Error(ErrorCode::kConflict, "extraction job vanished while claiming it", true);
-      job_id = job[0][0].as<int64_t>();
     }
     auto info = ReadJobInfo(tx, *job_id);
     if (info && info->crawl_config_id != req.crawl_config_id)
@@ -847,7 +843,6 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
                                                         {"url", r.url}});
         m.origin = "celeriac-extractor";
         const auto out = celery::EncodeTask(m, queue_);
-        const pqxx::binarystring body(out.body);
         celery::DeadLetter letter;
         letter.queue = queue_;
         letter.task_name = kRefetchTask;
@@ -859,15 +854,11 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
                           {"job_id", j.id},        {"run_id", j.run_id},
                           {"request_id", r.request_id},
                           {"crawl_config_id", j.crawl_config_id}};
-        const auto c = state::ToColumns(letter);
-        tx.exec_params(
-            "INSERT INTO dead_letters (queue, task_name, task_id, headers, properties, body, "
-            " error_class, error_message, error_context, attempts) "
-            "SELECT $1, $2, $3, $4::json, $5::json, $6, $7, $8, "
-            " $9::jsonb || jsonb_build_object('attempts', attempts), attempts "
-            "FROM crawl_requests WHERE id = $10",
-            c.queue, c.task_name, c.task_id, c.headers, c.properties, body, c.error_class,
-            c.error_message, c.context, r.request_id);
+        letter.attempts =
+            tx.exec_params1("SELECT attempts FROM crawl_requests WHERE id = $1", r.request_id)[0]
+                .as<int64_t>();
+        letter.context["attempts"] = letter.attempts;
+        InsertDeadLetter(tx, ToColumns(letter), out.body);
       }
 
       // The next round: follow-ons whose requests this round inserted and leased to us.
@@ -1165,31 +1156,31 @@ Result<int64_t> CrawlStore::Refetch(int64_t request_id, const std::string& celer
     }
     // The job ended: a new run and job of the same config fetch the page again.
     const auto old = tx.exec_params1(
-        "SELECT r.crawl_task_id, j.crawl_config_id, j.config_version, j.data_source_id "
-        "FROM extraction_jobs j JOIN crawl_runs r ON r.id = j.run_id WHERE j.id = $1",
+        "SELECT r.crawl_task_id, j.crawl_config_id, j.config_version, j.data_source_id, "
+        " j.watchdog_ms FROM extraction_jobs j JOIN crawl_runs r ON r.id = j.run_id "
+        "WHERE j.id = $1",
         job_id);
-    const std::optional<int64_t> crawl_task_id =
-        old[0].is_null() ? std::nullopt : std::optional(old[0].as<int64_t>());
-    tx.exec_params(
-        "INSERT INTO crawl_runs (crawl_task_id, celery_task_id, trigger, status, "
-        " configs_dispatched, started_at, status_reason) "
-        "VALUES ($1, $2, 'run-now', 'running', 1, now(), $3) "
-        "ON CONFLICT (celery_task_id) DO NOTHING",
-        crawl_task_id, celery_task_id,
-        fmt::format("replay of request {} of job {}", request_id, job_id));
-    const int64_t run_id =
-        tx.exec_params1("SELECT id FROM crawl_runs WHERE celery_task_id = $1", celery_task_id)[0]
-            .as<int64_t>();
-    tx.exec_params(
-        "INSERT INTO extraction_jobs (run_id, crawl_config_id, config_version, data_source_id, "
-        " celery_task_id, published_at, status, started_at, last_progress_at, watchdog_ms) "
-        "SELECT $1, crawl_config_id, config_version, data_source_id, $2, now(), 'running', "
-        " now(), now(), watchdog_ms FROM extraction_jobs WHERE id = $3 "
-        "ON CONFLICT (run_id, crawl_config_id) DO NOTHING",
-        run_id, celery_task_id + ":job", job_id);
-    const int64_t new_job = tx.exec_params1(
-        "SELECT id FROM extraction_jobs WHERE run_id = $1 AND crawl_config_id = $2", run_id,
-        old[1].as<int64_t>())[0].as<int64_t>();
+    NewRun run;
+    if (!old[0].is_null()) run.crawl_task_id = old[0].as<int64_t>();
+    run.celery_task_id = celery_task_id;
+    run.trigger = "run-now";
+    run.status = "running";
+    run.configs_dispatched = 1;
+    run.started = true;
+    run.status_reason = fmt::format("replay of request {} of job {}", request_id, job_id);
+    NewJob job;
+    job.run_id = EnsureRun(tx, run);
+    job.crawl_config_id = old[1].as<int64_t>();
+    job.config_version = old[2].as<int64_t>();
+    job.data_source_id = old[3].as<int64_t>();
+    job.celery_task_id = celery_task_id + ":job";
+    job.published = true;
+    job.running = true;
+    if (!old[4].is_null()) job.watchdog_ms = old[4].as<int64_t>();
+    const auto new_job_id = EnsureJob(tx, job);
+    if (!new_job_id)
+      return Error(ErrorCode::kConflict, "extraction job vanished while replaying", true);
+    const int64_t new_job = *new_job_id;
     const auto inserted = tx.exec_params(
         "INSERT INTO crawl_requests (job_id, fingerprint, url, method, body, page_type, depth, "
         " pagination_index, is_pagination) "
@@ -1206,4 +1197,4 @@ Result<int64_t> CrawlStore::Refetch(int64_t request_id, const std::string& celer
   });
 }
 
-}  // namespace celeriac::extractor
+}  // namespace celeriac::state
