@@ -13,7 +13,6 @@
 #include <spdlog/spdlog.h>
 
 #include "core/app/config_show.hpp"
-#include "core/pg/sql.hpp"
 #include "core/app/startup.hpp"
 #include "core/base/ids.hpp"
 #include "core/base/secrets.hpp"
@@ -26,6 +25,7 @@
 #include "extractor/pipeline/extract_tasks.hpp"
 #include "extractor/pipeline/http_fetcher.hpp"
 #include "schemas/schemas.hpp"
+#include "state/configs.hpp"
 #include "state/dead_letter_store.hpp"
 #include "state/task_state_store.hpp"
 
@@ -183,22 +183,7 @@ int RunCrawl(const std::optional<std::string>& config_path, const CrawlArgs& arg
       return 2;
     }
     // A draft version of the data source's config: it never becomes the active one.
-    auto id = pool.Transact<int64_t>([&](pqxx::transaction_base& tx) -> Result<int64_t> {
-      tx.exec_params(
-          "INSERT INTO data_sources (id, name) VALUES ($1::bigint, 'data source ' || $1::text) "
-          "ON CONFLICT (id) DO NOTHING",
-          args.data_source_id);
-      // Ids from 1,000,000 up, so one-off crawls never take the ids that seed files (such as
-      // demo/seed.sql) give their rows.
-      tx.exec("LOCK TABLE crawl_configs IN SHARE ROW EXCLUSIVE MODE");
-      return tx.exec_params1(
-                   "INSERT INTO crawl_configs (id, data_source_id, version, status, config) "
-                   "SELECT (SELECT greatest(coalesce(max(id), 0) + 1, 1000000) FROM crawl_configs), "
-                   " $1, coalesce(max(version), 0) + 1, 'draft', $2::jsonb "
-                   "FROM crawl_configs WHERE data_source_id = $1 RETURNING id",
-                   args.data_source_id, config.dump())[0]
-          .as<int64_t>();
-    });
+    auto id = state::AddDraftConfig(pool, args.data_source_id, config);
     if (!id) {
       std::cerr << "extractor: database: " << id.error().message() << "\n";
       return 1;
@@ -259,16 +244,7 @@ int RunCrawl(const std::optional<std::string>& config_path, const CrawlArgs& arg
   std::cout << finished->result.dump() << "\n";
   if (!args.output.empty()) {
     std::ofstream out(args.output);
-    auto rows = pool.Transact<std::vector<std::string>>(
-        [&](pqxx::transaction_base& tx) -> Result<std::vector<std::string>> {
-          std::vector<std::string> lines;
-          for (const auto& r : tx.exec_params(
-                   "SELECT data::text FROM extracted_items WHERE crawl_config_id = $1 "
-                   "AND last_run_id = $2 ORDER BY id",
-                   config_id, finished->run_id))
-            lines.push_back(r[0].as<std::string>());
-          return lines;
-        });
+    auto rows = store.RunItems(config_id, finished->run_id);
     if (!rows) {
       std::cerr << "extractor: reading items: " << rows.error().message() << "\n";
       return 1;

@@ -1197,4 +1197,17 @@ Result<int64_t> CrawlStore::Refetch(int64_t request_id, const std::string& celer
   });
 }
 
+Result<std::vector<std::string>> CrawlStore::RunItems(int64_t crawl_config_id, int64_t run_id) {
+  return pool_.Transact<std::vector<std::string>>(
+      [&](pqxx::transaction_base& tx) -> Result<std::vector<std::string>> {
+        std::vector<std::string> lines;
+        for (const auto& r : tx.exec_params(
+                 "SELECT data::text FROM extracted_items WHERE crawl_config_id = $1 "
+                 "AND last_run_id = $2 ORDER BY id",
+                 crawl_config_id, run_id))
+          lines.push_back(r[0].as<std::string>());
+        return lines;
+      });
+}
+
 }  // namespace celeriac::state

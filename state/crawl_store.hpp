@@ -222,6 +222,9 @@ class CrawlStore {
   Status AddHostCounts(const std::vector<std::tuple<int64_t, std::string, int64_t, int64_t>>&
                            run_host_requests_errors);
 
+  // The items of config `crawl_config_id` that run `run_id` saw last, as JSON text, by id.
+  Result<std::vector<std::string>> RunItems(int64_t crawl_config_id, int64_t run_id);
+
   const std::string& owner() const { return owner_; }
 
  private:

@@ -1,5 +1,4 @@
 #include "orchestrator/api/api_metrics.hpp"
-#include "core/pg/sql.hpp"
 
 #include <unistd.h>
 
@@ -20,6 +19,8 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include "state/crawl_figures.hpp"
+
 namespace celeriac::orchestrator::api {
 namespace {
 
@@ -30,106 +31,15 @@ constexpr std::array<const char*, 5> kRunStatuses = {"pending", "running", "succ
 constexpr std::array<const char*, 6> kErrorClasses = {"Download", "HttpStatus", "Auth",
                                                       "RateLimit", "Parse", "Store"};
 
-struct RecentRun {
-  int64_t id = 0;
-  int64_t pages = 0;
-  std::map<std::string, int64_t> errors;  // class -> count
-};
-
-struct HostFigures {
-  int64_t run_id = 0;
-  std::string host;
-  std::string state;
-  int64_t delay_ms = 0;
-};
-
-void SetStatementTimeout(pqxx::transaction_base& tx, std::chrono::milliseconds timeout) {
-  tx.exec("SET LOCAL statement_timeout = " + std::to_string(timeout.count()));
-}
-
 }  // namespace
 
-struct ApiMetrics::StoreFigures {
-  bool ok = false;  // the main read answered
-  std::map<std::string, int64_t> runs_by_status;
-  std::map<std::pair<std::string, std::string>, int64_t> pending_dead_letters;
-  std::vector<RecentRun> recent_runs;
-  std::vector<HostFigures> hosts;
-  std::map<std::string, int64_t> requests_by_state;  // pending, leased, failed
+struct ApiMetrics::StoreFigures : state::CrawlFigures {
+  bool ok = false;  // the read answered
 };
 
 namespace {
 
 using StoreFigures = ApiMetrics::StoreFigures;
-
-Status ReadRunsAndHosts(pg::Pool& pool, const ApiMetricsOptions& options,
-                        Clock::WallTime recent_since, StoreFigures& out) {
-  auto read = pool.Transact<StoreFigures>([&](pqxx::transaction_base& tx)
-                                              -> Result<StoreFigures> {
-    StoreFigures f;
-    SetStatementTimeout(tx, options.query_timeout);
-    for (const auto& row : tx.exec("SELECT status, count(*) FROM crawl_runs GROUP BY status")) {
-      f.runs_by_status[row[0].as<std::string>()] = row[1].as<int64_t>();
-    }
-    for (const auto& row : tx.exec(
-             "SELECT queue, error_class, count(*) FROM dead_letters "
-             "WHERE replayed_at IS NULL AND purged_at IS NULL GROUP BY queue, error_class")) {
-      f.pending_dead_letters[{row[0].as<std::string>(), row[1].as<std::string>()}] =
-          row[2].as<int64_t>();
-    }
-    // error_counts is a jsonb object; a value that is not a whole number (never expected) is
-    // left out rather than failing the scrape.
-    for (const auto& row : tx.exec_params(
-             "SELECT r.id, r.pages, e.key, "
-             "  CASE WHEN jsonb_typeof(e.value) = 'number' "
-             "        AND e.value::text::numeric BETWEEN -9e18 AND 9e18 "
-             "       THEN e.value::text::numeric::bigint END "
-             "FROM (SELECT id, pages, error_counts FROM crawl_runs "
-             "      WHERE status = 'running' OR finished_at >= $1::timestamptz "
-             "      ORDER BY id DESC LIMIT $2::bigint) r "
-             "LEFT JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(r.error_counts) = 'object' "
-             "                                  THEN r.error_counts END) e ON true "
-             "ORDER BY r.id DESC",
-             FormatIso8601(recent_since), static_cast<int64_t>(options.max_runs))) {
-      const auto id = row[0].as<int64_t>();
-      if (f.recent_runs.empty() || f.recent_runs.back().id != id) {
-        f.recent_runs.push_back(RecentRun{id, row[1].as<int64_t>(), {}});
-      }
-      if (!row[2].is_null() && !row[3].is_null()) {
-        f.recent_runs.back().errors[row[2].as<std::string>()] = row[3].as<int64_t>();
-      }
-    }
-    for (const auto& row : tx.exec_params(
-             "SELECT h.run_id, h.host, h.state, h.delay_ms FROM crawl_hosts h "
-             "JOIN crawl_runs r ON r.id = h.run_id WHERE r.status = 'running' "
-             "ORDER BY h.state = 'ok', h.requests DESC, h.run_id, h.host LIMIT $1::bigint",
-             static_cast<int64_t>(options.max_hosts))) {
-      f.hosts.push_back(HostFigures{row[0].as<int64_t>(), row[1].as<std::string>(),
-                                    row[2].as<std::string>(), row[3].as<int64_t>()});
-    }
-    // Requests of running runs by state, from the jobs' exact counters (open = pending +
-    // leased) and the leased ones (few: those in flight) through their partial index, never a
-    // scan of the requests: ms where a GROUP BY over 1M requests takes seconds.
-    const auto requests = tx.exec1(
-        "WITH running AS MATERIALIZED ("
-        "  SELECT j.id, j.requests_open, j.requests_failed FROM extraction_jobs j "
-        "  JOIN crawl_runs r ON r.id = j.run_id WHERE r.status = 'running'), "
-        "leased AS MATERIALIZED (SELECT job_id FROM crawl_requests WHERE state = 'leased') "
-        "SELECT (SELECT coalesce(sum(requests_open), 0)::bigint FROM running), "
-        "       (SELECT coalesce(sum(requests_failed), 0)::bigint FROM running), "
-        "       (SELECT count(*) FROM leased l JOIN running ON running.id = l.job_id)");
-    const auto open = requests[0].as<int64_t>();
-    const auto leased = requests[2].as<int64_t>();
-    f.requests_by_state = {{"pending", std::max<int64_t>(0, open - leased)},
-                           {"leased", leased},
-                           {"failed", requests[1].as<int64_t>()}};
-    f.ok = true;
-    return f;
-  });
-  if (!read) return read.error();
-  out = std::move(*read);
-  return Ok();
-}
 
 prometheus::MetricFamily GaugeFamily(std::string name, std::string help) {
   prometheus::MetricFamily family;
@@ -235,8 +145,15 @@ std::shared_ptr<const ApiMetrics::StoreFigures> ApiMetrics::Figures() {
   const auto now = clock_.Monotonic();
   if (cache_ && now - cache_read_at_ < options_.cache_ttl) return cache_;
   auto figures = std::make_shared<StoreFigures>();
-  const auto since = clock_.Now() - options_.recent_window;
-  (void)ReadRunsAndHosts(pool_, options_, since, *figures);  // figures->ok says how it went
+  state::CrawlFiguresOptions read;
+  read.query_timeout = options_.query_timeout;
+  read.recent_since = clock_.Now() - options_.recent_window;
+  read.max_runs = static_cast<int64_t>(options_.max_runs);
+  read.max_hosts = static_cast<int64_t>(options_.max_hosts);
+  if (auto got = state::ReadCrawlFigures(pool_, read)) {
+    static_cast<state::CrawlFigures&>(*figures) = std::move(*got);
+    figures->ok = true;
+  }
   // A failed read is kept too: an unreachable Postgres is not asked again by every scrape.
   cache_ = std::move(figures);
   cache_read_at_ = clock_.Monotonic();

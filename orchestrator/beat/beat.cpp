@@ -8,67 +8,22 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "core/pg/sql.hpp"
 #include "core/base/backoff.hpp"
 #include "core/base/ids.hpp"
 #include "core/celery/codec.hpp"
 #include "orchestrator/beat/schedule.hpp"
 #include "orchestrator/tasks/crawl_tasks.hpp"
+#include "state/schedules.hpp"
 
 namespace celeriac::orchestrator::beat {
 namespace {
 
 using Json = nlohmann::ordered_json;
 using std::chrono::duration_cast;
-using std::chrono::microseconds;
 using std::chrono::milliseconds;
 
 // The namespace of beat's name-based task ids (a random UUID, fixed forever).
 constexpr const char* kFireNamespace = "8f0c2b6e-5a4d-4f1e-9c3b-7d2a1e6f4b90";
-
-// Times cross the SQL boundary as microseconds since the epoch: exact, no zone to agree on.
-int64_t Micros(Clock::WallTime t) {
-  return duration_cast<microseconds>(t.time_since_epoch()).count();
-}
-Clock::WallTime FromMicros(int64_t us) {
-  return Clock::WallTime(duration_cast<Clock::WallTime::duration>(microseconds(us)));
-}
-std::string Ts(const std::string& param) {
-  return "('epoch'::timestamptz + (" + param + ")::bigint * interval '1 microsecond')";
-}
-std::string MicrosOf(const std::string& column) {
-  return "(extract(epoch from " + column + ") * 1000000)::bigint";
-}
-
-// Postgres array literals; NULL entries for nullopt.
-std::string IntArray(const std::vector<std::optional<int64_t>>& v) {
-  std::string out = "{";
-  for (size_t i = 0; i < v.size(); ++i) {
-    if (i > 0) out += ',';
-    out += v[i] ? std::to_string(*v[i]) : "NULL";
-  }
-  return out + "}";
-}
-std::string IntArray(const std::vector<int64_t>& v) {
-  std::string out = "{";
-  for (size_t i = 0; i < v.size(); ++i) {
-    if (i > 0) out += ',';
-    out += std::to_string(v[i]);
-  }
-  return out + "}";
-}
-std::string TextArray(const std::vector<std::string>& v) {  // uuids: nothing to escape
-  std::string out = "{";
-  for (size_t i = 0; i < v.size(); ++i) {
-    if (i > 0) out += ',';
-    out += '"' + v[i] + '"';
-  }
-  return out + "}";
-}
-
-void MarkBeat(pqxx::transaction_base& tx) {
-  tx.exec("SET LOCAL celeriac.beat = 'on'");
-}
 
 }  // namespace
 
@@ -102,13 +57,7 @@ Clock::WallTime::duration Beat::FirstSightLookback() const {
 }
 
 Result<int64_t> Beat::DeleteOldFires() {
-  return pool_.Transact<int64_t>([&](pqxx::transaction_base& tx) -> Result<int64_t> {
-    const auto r = tx.exec_params(
-        "DELETE FROM beat_fires WHERE ctid = ANY(ARRAY(SELECT ctid FROM beat_fires "
-        "WHERE due_at < " + Ts("$1") + " LIMIT 10000))",
-        Micros(clock_.Now() - options_.fires_retention));
-    return static_cast<int64_t>(r.affected_rows());
-  });
+  return state::DeleteFiresBefore(pool_, clock_.Now() - options_.fires_retention);
 }
 
 BeatStats Beat::stats() const {
@@ -126,36 +75,18 @@ Result<int64_t> Beat::ScheduleUnscheduled() {
   while (true) {
     std::vector<int64_t> bad_ids;
     for (const auto& [id, why] : bad_) bad_ids.push_back(id);
-    struct Row {
-      int64_t id;
-      std::string schedule, zone;
-      int64_t updated_us;
-    };
-    auto rows = pool_.Transact<std::vector<Row>>(
-        [&](pqxx::transaction_base& tx) -> Result<std::vector<Row>> {
-          std::vector<Row> out;
-          for (const auto& r : tx.exec_params(
-                   "SELECT id, schedule, timezone, " + MicrosOf("updated_at") +
-                       " FROM crawl_tasks WHERE enabled AND schedule IS NOT NULL "
-                       "AND next_run_at IS NULL AND id > $1 AND NOT (id = ANY($2::bigint[])) "
-                       "ORDER BY id LIMIT $3",
-                   after_id, IntArray(bad_ids), kChunk))
-            out.push_back({r[0].as<int64_t>(), r[1].as<std::string>(), r[2].as<std::string>(),
-                           r[3].as<int64_t>()});
-          return out;
-        });
+    auto rows = state::ListUnscheduled(pool_, after_id, bad_ids, kChunk);
     if (!rows) return rows.error();
     if (rows->empty()) break;
     after_id = rows->back().id;
-    std::vector<int64_t> ids, nexts, updated;
+    std::vector<state::FirstDue> first;
     for (const auto& row : *rows) {
-      auto schedule = Schedule::Make(row.schedule, row.zone);
+      auto schedule = Schedule::Make(row.schedule, row.timezone);
       std::optional<Clock::WallTime> next;
       std::string why;
       if (!schedule) {
         why = schedule.error().message();
-      } else if (next = schedule->NextAfter(std::max(FromMicros(row.updated_us), base_floor));
-                 !next) {
+      } else if (next = schedule->NextAfter(std::max(row.updated_at, base_floor)); !next) {
         why = fmt::format("schedule \"{}\" has no due time in the next 8 years", row.schedule);
       }
       if (!why.empty()) {
@@ -166,25 +97,11 @@ Result<int64_t> Beat::ScheduleUnscheduled() {
         ++stats_.bad;
         continue;
       }
-      ids.push_back(row.id);
-      nexts.push_back(Micros(*next));
-      updated.push_back(row.updated_us);
+      first.push_back({row.id, *next, row.updated_at});
     }
-    if (!ids.empty()) {
-      auto n = pool_.Transact<int64_t>([&](pqxx::transaction_base& tx) -> Result<int64_t> {
-        MarkBeat(tx);
-        // Only rows unchanged since they were read: a newer change is announced and read again.
-        const auto r = tx.exec_params(
-            "UPDATE crawl_tasks t SET next_run_at = " + Ts("v.next") +
-                " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) v(id, next, updated) "
-                "WHERE t.id = v.id AND t.next_run_at IS NULL AND " +
-                MicrosOf("t.updated_at") + " = v.updated",
-            IntArray(ids), IntArray(nexts), IntArray(updated));
-        return static_cast<int64_t>(r.affected_rows());
-      });
-      if (!n) return n.error();
-      total += *n;
-    }
+    auto n = state::SetFirstDue(pool_, first);
+    if (!n) return n.error();
+    total += *n;
     if (static_cast<int64_t>(rows->size()) < kChunk) break;
   }
   if (total > 0) {
@@ -195,16 +112,7 @@ Result<int64_t> Beat::ScheduleUnscheduled() {
   return total;
 }
 
-Result<std::optional<Clock::WallTime>> Beat::EarliestDue() {
-  return pool_.Transact<std::optional<Clock::WallTime>>(
-      [&](pqxx::transaction_base& tx) -> Result<std::optional<Clock::WallTime>> {
-        const auto r = tx.exec(
-            "SELECT " + MicrosOf("min(next_run_at)") +
-            " FROM crawl_tasks WHERE enabled AND schedule IS NOT NULL");
-        if (r.empty() || r[0][0].is_null()) return std::optional<Clock::WallTime>();
-        return std::optional<Clock::WallTime>(FromMicros(r[0][0].as<int64_t>()));
-      });
-}
+Result<std::optional<Clock::WallTime>> Beat::EarliestDue() { return state::EarliestDue(pool_); }
 
 Result<FireReport> Beat::FireDue() {
   FireReport total;
@@ -218,6 +126,65 @@ Result<FireReport> Beat::FireDue() {
   return total;
 }
 
+state::FiringPlan Beat::PlanFirings(const std::vector<state::DueTask>& due, Clock::WallTime now,
+                                     int64_t& skipped,
+                                     std::vector<std::pair<int64_t, std::string>>& bad) const {
+  state::FiringPlan plan;
+  for (const auto& row : due) {
+    auto schedule = Schedule::Make(row.schedule, row.timezone);
+    if (!schedule) {
+      // Cleared, so it is not claimed again; fixing the row announces it.
+      bad.emplace_back(row.id, schedule.error().message());
+      plan.advance.push_back({row.id, std::nullopt, false});
+      continue;
+    }
+    // Due times missed while no beat ran fold into the latest one.
+    const auto latest = schedule->LatestIn(row.next_run_at, now);
+    state::Firing f{row.id, latest.value_or(row.next_run_at), std::nullopt, ""};
+    if (latest) f.missed_since = row.next_run_at;
+    const auto next = schedule->NextAfter(now);
+    if (options_.catch_up_grace.count() > 0 && now - f.due_at > options_.catch_up_grace) {
+      spdlog::warn("beat: crawl task {} missed its run due at {} (older than the catch-up "
+                   "grace of {} s); next at {}",
+                   row.id, FormatIso8601(f.due_at), options_.catch_up_grace.count(),
+                   next ? FormatIso8601(*next) : std::string("never"));
+      ++skipped;
+      plan.advance.push_back({row.id, next, false});
+      continue;
+    }
+    f.celery_task_id = FireTaskId(row.id, f.due_at);
+    plan.fire.push_back(std::move(f));
+    plan.advance.push_back({row.id, next, true});
+  }
+  return plan;
+}
+
+Status Beat::Publish(const std::vector<state::Firing>& fired,
+                     const std::map<int64_t, std::string>& names, Clock::WallTime now) {
+  std::vector<broker::OutgoingMessage> messages;
+  messages.reserve(fired.size());
+  for (const auto& f : fired) {
+    // What a BFF's send_task sends, plus who fired it and for when.
+    auto m = celery::NewTask(kExecuteCrawlTask, Json::array({f.crawl_task_id}), Json::object());
+    m.id = m.root_id = m.correlation_id = f.celery_task_id;
+    m.origin = options_.name;
+    m.custom_headers["periodic_task_name"] = names.at(f.crawl_task_id);
+    m.custom_headers[kTriggerHeader] = "beat";
+    m.custom_headers[kScheduleHeader] = f.crawl_task_id;
+    m.custom_headers[kScheduledForHeader] = FormatIso8601(f.due_at);
+    messages.push_back(celery::EncodeTask(m, options_.queue, now));
+  }
+  if (auto st = broker_.PublishBatch(messages); !st) {
+    // The queue vanished since it was declared: declare it again on the next attempt.
+    if (st.error().code() == ErrorCode::kNotFound) declared_ = false;
+    return Error(st.error().code(),
+                 fmt::format("publishing {} execute_crawl_task message(s) to queue {}: {}",
+                             messages.size(), options_.queue, st.error().message()),
+                 st.error().retryable());
+  }
+  return Ok();
+}
+
 Result<FireReport> Beat::FireBatch(Clock::WallTime now) {
   if (!declared_) {
     broker::QueueSpec spec;
@@ -225,176 +192,49 @@ Result<FireReport> Beat::FireBatch(Clock::WallTime now) {
     if (auto st = broker_.Declare(spec); !st) return st.error();
     declared_ = true;
   }
-  struct Outcome {
-    FireReport report;
-    int64_t skipped = 0, already = 0;
-    std::vector<std::pair<int64_t, std::string>> bad;
-    std::vector<std::string> fired_log;
-    double claimed_ms = 0, built_ms = 0, confirmed_ms = 0;
-  };
+  int64_t skipped = 0;
+  std::vector<std::pair<int64_t, std::string>> bad;
+  std::map<int64_t, std::string> names;
   const auto started = std::chrono::steady_clock::now();
-  auto outcome = pool_.Transact<Outcome>([&](pqxx::transaction_base& tx) -> Result<Outcome> {
-    Outcome out;
-    MarkBeat(tx);
-    // A beat stopped (not killed) mid-firing must not hold its rows forever.
-    tx.exec("SET LOCAL idle_in_transaction_session_timeout = '60s'");
-    const auto rows = tx.exec_params(
-        "SELECT id, name, schedule, timezone, " + MicrosOf("next_run_at") +
-            " FROM crawl_tasks WHERE enabled AND schedule IS NOT NULL AND next_run_at <= " +
-            Ts("$1") + " ORDER BY next_run_at LIMIT $2 FOR UPDATE SKIP LOCKED",
-        Micros(now), options_.batch);
-    out.report.claimed = static_cast<int64_t>(rows.size());
-    if (rows.empty()) return out;
-    out.claimed_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                               started).count();
-
-    struct Fire {
-      int64_t id;
-      std::string name;
-      Clock::WallTime due;
-      std::optional<Clock::WallTime> missed_since;
-      std::string task_id;
-    };
-    std::vector<Fire> fires;
-    std::vector<int64_t> upd_ids;
-    std::vector<std::optional<int64_t>> upd_next;
-    std::vector<int64_t> upd_fired;  // 1 = fired now (last_run_at), 0 = not
-    for (const auto& r : rows) {
-      const int64_t id = r[0].as<int64_t>();
-      const auto stored = FromMicros(r[4].as<int64_t>());
-      auto schedule = Schedule::Make(r[2].as<std::string>(), r[3].as<std::string>());
-      if (!schedule) {
-        // Cleared, so it is not claimed again; fixing the row announces it.
-        out.bad.emplace_back(id, schedule.error().message());
-        upd_ids.push_back(id);
-        upd_next.push_back(std::nullopt);
-        upd_fired.push_back(0);
-        continue;
-      }
-      // Due times missed while no beat ran fold into the latest one.
-      const auto latest = schedule->LatestIn(stored, now);
-      Fire f{id, r[1].as<std::string>(), latest.value_or(stored), std::nullopt, ""};
-      if (latest) f.missed_since = stored;
-      const auto next = schedule->NextAfter(now);
-      upd_ids.push_back(id);
-      upd_next.push_back(next ? std::optional<int64_t>(Micros(*next)) : std::nullopt);
-      if (options_.catch_up_grace.count() > 0 && now - f.due > options_.catch_up_grace) {
-        spdlog::warn("beat: crawl task {} missed its run due at {} (older than the catch-up "
-                     "grace of {} s); next at {}",
-                     id, FormatIso8601(f.due), options_.catch_up_grace.count(),
-                     next ? FormatIso8601(*next) : std::string("never"));
-        ++out.skipped;
-        upd_fired.push_back(0);
-        continue;
-      }
-      f.task_id = FireTaskId(id, f.due);
-      fires.push_back(std::move(f));
-      upd_fired.push_back(1);
-    }
-
-    // Due times already fired (next_run_at set back by hand) are not fired again.
-    if (!fires.empty()) {
-      std::vector<std::string> tids;
-      for (const auto& f : fires) tids.push_back(f.task_id);
-      std::set<std::string> done;
-      for (const auto& r : tx.exec_params(
-               "SELECT celery_task_id FROM beat_fires WHERE celery_task_id = ANY($1::text[])",
-               TextArray(tids)))
-        done.insert(r[0].as<std::string>());
-      if (!done.empty()) {
-        std::erase_if(fires, [&](const Fire& f) {
-          if (!done.count(f.task_id)) return false;
-          spdlog::info("beat: crawl task {} due at {} was already fired; not again", f.id,
-                       FormatIso8601(f.due));
-          ++out.already;
-          return true;
-        });
-      }
-    }
-
-    if (!fires.empty()) {
-      std::vector<broker::OutgoingMessage> messages;
-      messages.reserve(fires.size());
-      for (const auto& f : fires) {
-        // What a BFF's send_task sends, plus who fired it and for when.
-        auto m = celery::NewTask(kExecuteCrawlTask, Json::array({f.id}), Json::object());
-        m.id = m.root_id = m.correlation_id = f.task_id;
-        m.origin = options_.name;
-        m.custom_headers["periodic_task_name"] = f.name;
-        m.custom_headers[kTriggerHeader] = "beat";
-        m.custom_headers[kScheduleHeader] = f.id;
-        m.custom_headers[kScheduledForHeader] = FormatIso8601(f.due);
-        messages.push_back(celery::EncodeTask(m, options_.queue, now));
-      }
-      out.built_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                               started).count();
-      if (auto st = broker_.PublishBatch(messages); !st) {
-        // The queue vanished since it was declared: declare it again on the next attempt.
-        if (st.error().code() == ErrorCode::kNotFound) declared_ = false;
-        return Error(st.error().code(),
-                     fmt::format("publishing {} execute_crawl_task message(s) to queue {}: {}",
-                                 messages.size(), options_.queue, st.error().message()),
-                     st.error().retryable());
-      }
-      const auto confirmed = clock_.Now();
-      out.confirmed_ms = std::chrono::duration<double, std::milli>(
-                             std::chrono::steady_clock::now() - started).count();
-      std::vector<int64_t> ids, dues;
-      std::vector<std::optional<int64_t>> missed;
-      std::vector<std::string> tids;
-      for (const auto& f : fires) {
-        ids.push_back(f.id);
-        dues.push_back(Micros(f.due));
-        missed.push_back(f.missed_since ? std::optional<int64_t>(Micros(*f.missed_since))
-                                        : std::nullopt);
-        tids.push_back(f.task_id);
-        if (out.fired_log.size() < 5)
-          out.fired_log.push_back(fmt::format("{}@{}", f.id, FormatIso8601(f.due)));
-      }
-      tx.exec_params(
-          "INSERT INTO beat_fires (crawl_task_id, due_at, celery_task_id, missed_since, "
-          " fired_at, published_at, beat) "
-          "SELECT v.id, " + Ts("v.due") + ", v.tid, " + Ts("v.missed") + ", " + Ts("$5") +
-              ", " + Ts("$6") + ", $7 "
-              "FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[]) "
-              "v(id, due, tid, missed)",
-          IntArray(ids), IntArray(dues), TextArray(tids), IntArray(missed), Micros(now),
-          Micros(confirmed), options_.name);
-      out.report.fired = static_cast<int64_t>(fires.size());
-    }
-    tx.exec_params(
-        "UPDATE crawl_tasks t SET next_run_at = " + Ts("v.next") +
-            ", last_run_at = CASE WHEN v.fired = 1 THEN " + Ts("$4") +
-            " ELSE t.last_run_at END "
-            "FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) v(id, next, fired) "
-            "WHERE t.id = v.id",
-        IntArray(upd_ids), IntArray(upd_next), IntArray(upd_fired), Micros(now));
-    return out;
-  });
-  if (!outcome) return outcome.error();
-  for (const auto& [id, why] : outcome->bad) {
+  auto result = state::FireDue(
+      pool_, now, options_.batch, options_.name,
+      [&](const std::vector<state::DueTask>& due) {
+        // The transaction may run again: start over.
+        skipped = 0;
+        bad.clear();
+        for (const auto& row : due) names[row.id] = row.name;
+        return PlanFirings(due, now, skipped, bad);
+      },
+      [&](const std::vector<state::Firing>& fired) { return Publish(fired, names, now); },
+      [&] { return clock_.Now(); });
+  if (!result) return result.error();
+  for (const auto& [id, why] : bad) {
     spdlog::error("beat: crawl task {} left unscheduled: {} (fix the row; beat notices)", id, why);
     bad_[id] = why;
   }
-  if (outcome->report.fired > 0) {
+  for (const auto& f : result->already_fired)
+    spdlog::info("beat: crawl task {} due at {} was already fired; not again", f.crawl_task_id,
+                 FormatIso8601(f.due_at));
+  FireReport report;
+  report.claimed = result->claimed;
+  report.fired = static_cast<int64_t>(result->fired.size());
+  if (report.fired > 0) {
     std::string sample;
-    for (const auto& s : outcome->fired_log) sample += (sample.empty() ? "" : ", ") + s;
-    spdlog::info("beat: fired {} crawl task(s) to queue {}: {}{}", outcome->report.fired,
-                 options_.queue, sample, outcome->report.fired > 5 ? ", ..." : "");
-    spdlog::debug("beat: firing took {:.1f} ms: claimed at {:.1f}, messages built at {:.1f}, "
-                  "confirmed at {:.1f}, committed at {:.1f}",
-                  std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                            started).count(),
-                  outcome->claimed_ms, outcome->built_ms, outcome->confirmed_ms,
+    for (size_t i = 0; i < result->fired.size() && i < 5; ++i)
+      sample += fmt::format("{}{}@{}", sample.empty() ? "" : ", ", result->fired[i].crawl_task_id,
+                            FormatIso8601(result->fired[i].due_at));
+    spdlog::info("beat: fired {} crawl task(s) to queue {}: {}{}", report.fired, options_.queue,
+                 sample, report.fired > 5 ? ", ..." : "");
+    spdlog::debug("beat: firing took {:.1f} ms",
                   std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
                                                             started).count());
   }
   std::lock_guard lock(stats_mutex_);
-  stats_.fired += outcome->report.fired;
-  stats_.skipped += outcome->skipped;
-  stats_.already += outcome->already;
-  stats_.bad += static_cast<int64_t>(outcome->bad.size());
-  return outcome->report;
+  stats_.fired += report.fired;
+  stats_.skipped += skipped;
+  stats_.already += static_cast<int64_t>(result->already_fired.size());
+  stats_.bad += static_cast<int64_t>(bad.size());
+  return report;
 }
 
 void Beat::Stop() {

@@ -60,6 +60,7 @@
 #include "core/broker/broker.hpp"
 #include "core/pg/listener.hpp"
 #include "core/pg/pool.hpp"
+#include "state/schedules.hpp"
 
 namespace celeriac::orchestrator::beat {
 
@@ -123,6 +124,13 @@ class Beat {
 
  private:
   Result<FireReport> FireBatch(Clock::WallTime now);
+  // What to fire of the claimed rows, and where each goes next (pure: no I/O).
+  state::FiringPlan PlanFirings(const std::vector<state::DueTask>& due, Clock::WallTime now,
+                                int64_t& skipped,
+                                std::vector<std::pair<int64_t, std::string>>& bad) const;
+  // Publishes the firings' messages and waits for the broker's confirms.
+  Status Publish(const std::vector<state::Firing>& fired,
+                 const std::map<int64_t, std::string>& names, Clock::WallTime now);
   std::chrono::milliseconds RealDelay(Clock::WallTime::duration d) const;
   Clock::WallTime::duration FirstSightLookback() const;
 
