@@ -43,18 +43,7 @@ ModuleFactory ConfigModules() {
 }
 
 std::string Owner() {
-  char host[256] = {0};
-  gethostname(host, sizeof(host) - 1);
-  return fmt::format("{}:{}:{}", host, getpid(), NewUuid4().substr(0, 8));
-}
-
-pg::PoolOptions PoolOptionsFrom(const Settings& s) {
-  pg::PoolOptions o;
-  o.url = s.database.url;
-  o.size = static_cast<size_t>(std::max<int64_t>(2, s.database.pool_size));
-  o.connect_timeout_s = static_cast<int>(s.database.connect_timeout_s);
-  o.max_attempts = static_cast<int>(s.database.max_attempts);
-  return o;
+  return fmt::format("{}:{}:{}", HostName(), getpid(), NewUuid4().substr(0, 8));
 }
 
 EngineOptions EngineOptionsFrom(const Settings& s) {
@@ -96,7 +85,7 @@ int RunWorker(const std::optional<std::string>& config_path) {
     std::cerr << "extractor: " << settings.error().message() << "\n";
     return 2;
   }
-  pg::Pool pool(PoolOptionsFrom(*settings));
+  pg::Pool pool(app::PoolOptionsFrom(*settings, 2));
   if (auto st = pool.Ping(); !st) {
     std::cerr << "extractor: database: "
               << MaskSecrets(st.error().message(), settings->database.url) << "\n";
@@ -164,7 +153,7 @@ int RunCrawl(const std::optional<std::string>& config_path, const CrawlArgs& arg
     std::cerr << "extractor: " << settings.error().message() << "\n";
     return 2;
   }
-  pg::Pool pool(PoolOptionsFrom(*settings));
+  pg::Pool pool(app::PoolOptionsFrom(*settings, 2));
   int64_t config_id = args.crawl_config_id.value_or(0);
   if (!args.config_file.empty()) {
     std::ifstream in(args.config_file);

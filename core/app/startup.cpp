@@ -1,5 +1,7 @@
 #include "core/app/startup.hpp"
 
+#include <algorithm>
+
 #include <cstdlib>
 
 #include "core/log/log.hpp"
@@ -16,6 +18,15 @@ Result<Settings> Start(std::optional<std::string> config_path) {
   const auto format = settings->log.format == "json" ? log::Format::kJson : log::Format::kText;
   if (auto st = log::Init(settings->log.level, format); !st) return st.error();
   return settings;
+}
+
+pg::PoolOptions PoolOptionsFrom(const Settings& settings, size_t min_size) {
+  pg::PoolOptions o;
+  o.url = settings.database.url;
+  o.size = std::max(static_cast<size_t>(settings.database.pool_size), min_size);
+  o.connect_timeout_s = static_cast<int>(settings.database.connect_timeout_s);
+  o.max_attempts = static_cast<int>(settings.database.max_attempts);
+  return o;
 }
 
 }  // namespace celeriac::app

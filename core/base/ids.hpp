@@ -1,5 +1,6 @@
 #pragma once
-// Identifiers: Celery task ids are random (version 4) UUIDs in their 36-character text form.
+// Identifiers: Celery task ids are random (version 4) UUIDs in their 36-character text form,
+// made by libuuid; and this machine's name, which node names are built from.
 
 #include <string>
 #include <string_view>
@@ -15,5 +16,8 @@ std::string NameUuid5(std::string_view namespace_uuid, std::string_view name);
 
 // True for the canonical 8-4-4-4-12 hexadecimal form (any version, either case).
 bool IsUuid(std::string_view text);
+
+// gethostname(), or "localhost" if it fails.
+std::string HostName();
 
 }  // namespace celeriac

@@ -5,6 +5,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/base/text.hpp"
+
 namespace celeriac {
 namespace {
 
@@ -19,18 +21,12 @@ bool IsKeyChar(char c) {
   return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '-' || c == '.';
 }
 
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 bool EndsWith(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
 }
 
 bool IsSecretKey(std::string_view key) {
-  const std::string k = Lower(key);
+  const std::string k = AsciiLower(key);
   return k == "password" || k == "passwd" || k == "pwd" || k == "pass" || k == "apikey" ||
          k == "api_key" || EndsWith(k, "password") || EndsWith(k, "secret") ||
          EndsWith(k, "token");

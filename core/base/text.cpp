@@ -1,6 +1,47 @@
 #include "core/base/text.hpp"
 
 namespace celeriac {
+namespace {
+
+bool IsSpaceAscii(unsigned char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+}  // namespace
+
+std::string_view Trim(std::string_view s) {
+  size_t b = 0;
+  while (b < s.size()) {
+    if (IsSpaceAscii(static_cast<unsigned char>(s[b]))) {
+      ++b;
+    } else if (b + 1 < s.size() && static_cast<unsigned char>(s[b]) == 0xC2 &&
+               static_cast<unsigned char>(s[b + 1]) == 0xA0) {
+      b += 2;
+    } else {
+      break;
+    }
+  }
+  size_t e = s.size();
+  while (e > b) {
+    if (IsSpaceAscii(static_cast<unsigned char>(s[e - 1]))) {
+      --e;
+    } else if (e - b >= 2 && static_cast<unsigned char>(s[e - 2]) == 0xC2 &&
+               static_cast<unsigned char>(s[e - 1]) == 0xA0) {
+      e -= 2;
+    } else {
+      break;
+    }
+  }
+  return s.substr(b, e - b);
+}
+
+std::string AsciiLower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+  }
+  return out;
+}
 
 size_t Utf8SequenceAt(std::string_view s, size_t i) {
   const auto c = static_cast<unsigned char>(s[i]);

@@ -33,6 +33,13 @@ bool IsStorableText(std::string_view s);
 // message's bytes whole.)
 std::string EscapeToStorableText(std::string_view s);
 
+// `s` without the whitespace at either end: ASCII whitespace and U+00A0 (no-break space,
+// common in page text from &nbsp;). The one trim for every caller.
+std::string_view Trim(std::string_view s);
+
+// ASCII letters lower-cased; other bytes (UTF-8 included) unchanged.
+std::string AsciiLower(std::string_view s);
+
 // Lower-case hex of every byte.
 std::string HexEncode(std::string_view bytes);
 

@@ -1,5 +1,7 @@
 #include "core/celery/codec.hpp"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <set>
 
@@ -240,6 +242,10 @@ DecodeResult DecodeTask(const broker::Properties& p, std::string_view body_text)
     return Fail("InvalidTaskError", "Task keyword arguments must be a mapping", m);
   if (auto err = ReadEmbed(body[2], m)) return Fail("InvalidTaskError", *err, m);
   return m;
+}
+
+std::string ProducerOrigin() {
+  return "gen" + std::to_string(getpid()) + "@" + HostName();
 }
 
 TaskMessage NewTask(std::string task, json args, json kwargs) {

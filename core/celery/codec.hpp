@@ -42,6 +42,9 @@ class DecodeResult {
 
 DecodeResult DecodeTask(const broker::Properties& properties, std::string_view body);
 
+// "gen<pid>@<host>": the `origin` header Python's send_task writes.
+std::string ProducerOrigin();
+
 // A new task message for `task` with a fresh id, root_id = id, as Python's send_task builds it.
 TaskMessage NewTask(std::string task, nlohmann::ordered_json args, nlohmann::ordered_json kwargs);
 

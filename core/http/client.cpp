@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 #include <uv.h>
 
+#include "core/base/text.hpp"
 #include "core/http/address.hpp"
 #include "core/http/url.hpp"
 #include "core/loop/loop.hpp"
@@ -70,14 +71,6 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
     if (x != y && std::tolower(x) != std::tolower(y)) return false;
   }
   return true;
-}
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' ||
-                        s.back() == '\n'))
-    s.remove_suffix(1);
-  return s;
 }
 
 }  // namespace

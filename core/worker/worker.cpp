@@ -759,8 +759,8 @@ void Worker::Complete(const std::shared_ptr<Job>& job, TaskOutcome outcome) {
   int running = kRunning;
   if (!job->phase.compare_exchange_strong(running, kFinished)) {
     // Abandoned at its hard time limit or at the shutdown deadline: its message is finished or
-    // handed back already, and the Worker may be gone. Touch nothing but what the job owns.
-    spdlog::warn("task {} returned after it was abandoned; its result is dropped", job->msg.id);
+    // handed back already (and that was logged), and the Worker, even the process' loggers, may
+    // be gone. Touch nothing but what the job owns.
     return;
   }
   if (job->soft_timer != 0 || job->hard_timer != 0) {

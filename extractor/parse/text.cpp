@@ -45,26 +45,6 @@ constexpr NamedEntity kEntities[] = {
 }  // namespace
 
 
-std::string_view Trim(std::string_view s) {
-  size_t b = 0;
-  while (b < s.size()) {
-    const size_t n = SpaceAt(s, b);
-    if (n == 0) break;
-    b += n;
-  }
-  size_t e = s.size();
-  while (e > b) {
-    if (IsSpaceAscii(static_cast<unsigned char>(s[e - 1]))) {
-      --e;
-    } else if (e - b >= 2 && static_cast<unsigned char>(s[e - 2]) == 0xC2 &&
-               static_cast<unsigned char>(s[e - 1]) == 0xA0) {
-      e -= 2;
-    } else {
-      break;
-    }
-  }
-  return s.substr(b, e - b);
-}
 
 void AppendCollapsed(std::string_view s, std::string* out, bool* pending_space) {
   for (size_t i = 0; i < s.size();) {
@@ -88,13 +68,6 @@ std::string NormalizeSpace(std::string_view s) {
   return out;
 }
 
-std::string AsciiLower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
-  }
-  return out;
-}
 
 std::string DecodeEntities(std::string_view s) {
   std::string out;

@@ -8,18 +8,16 @@
 #include <string>
 #include <string_view>
 
-#include "core/base/text.hpp"  // IsValidUtf8, SanitizeUtf8, AppendUtf8
+#include "core/base/text.hpp"  // Trim, AsciiLower, IsValidUtf8, SanitizeUtf8, AppendUtf8
 
 namespace celeriac::extractor::parse {
 
-std::string_view Trim(std::string_view s);
 std::string NormalizeSpace(std::string_view s);
 // Appends `s` to `out` collapsing whitespace runs into one space; `pending_space` carries a
 // run across calls (so text split over several nodes collapses as one). Leading whitespace of
 // `out` is never emitted.
 void AppendCollapsed(std::string_view s, std::string* out, bool* pending_space);
 
-std::string AsciiLower(std::string_view s);
 
 // Tags and comments removed, character references (&amp; &#233; &#xE9; and the common named
 // ones) decoded.

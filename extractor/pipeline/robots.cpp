@@ -5,6 +5,8 @@
 #include <cmath>
 #include <unordered_set>
 
+#include "core/base/text.hpp"
+
 namespace celeriac::extractor {
 namespace {
 
@@ -12,21 +14,6 @@ using std::chrono::milliseconds;
 
 constexpr double kMaxCrawlDelaySeconds = 86'400;
 constexpr std::string_view kWhitespace = " \t\v\f";
-
-std::string_view Trim(std::string_view s) {
-  const size_t begin = s.find_first_not_of(kWhitespace);
-  if (begin == std::string_view::npos) return {};
-  const size_t end = s.find_last_not_of(kWhitespace);
-  return s.substr(begin, end - begin + 1);
-}
-
-char Lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-
-std::string LowerCopy(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = Lower(c);
-  return out;
-}
 
 bool IsAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
@@ -129,7 +116,7 @@ std::string_view PathAndQuery(std::string_view url) {
 enum class Key { kUnknown, kUserAgent, kAllow, kDisallow, kCrawlDelay, kSitemap };
 
 Key Classify(std::string_view raw_key) {
-  const std::string key = LowerCopy(raw_key);
+  const std::string key = AsciiLower(raw_key);
   // The typos Google's parser accepts, so a file means the same to us as to Googlebot.
   if (key == "user-agent" || key == "useragent" || key == "user agent") return Key::kUserAgent;
   if (key == "allow") return Key::kAllow;
@@ -176,7 +163,7 @@ int AgentScore(std::string_view value, const std::string& crawler_token) {
   if (!value.empty() && value[0] == '*' &&
       (value.size() == 1 || kWhitespace.find(value[1]) != std::string_view::npos))
     return 0;
-  const std::string token = LowerCopy(RobotsProductToken(value));
+  const std::string token = AsciiLower(RobotsProductToken(value));
   if (token.empty() || crawler_token.empty()) return -1;
   if (token == crawler_token) return static_cast<int>(token.size()) + 1;
   if (crawler_token.size() > token.size() && crawler_token.compare(0, token.size(), token) == 0 &&
@@ -215,7 +202,7 @@ RobotsRules RobotsRules::Parse(std::string_view body, std::string_view user_agen
   };
 
   RobotsRules out(Kind::kParsed);
-  const std::string crawler = LowerCopy(RobotsProductToken(user_agent));
+  const std::string crawler = AsciiLower(RobotsProductToken(user_agent));
   std::vector<Group> groups;
   bool in_agent_list = false;  // the last group line was a user-agent: another one joins it
   std::unordered_set<std::string> seen_sitemaps;

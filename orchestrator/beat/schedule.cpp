@@ -8,6 +8,8 @@
 #include <date/tz.h>
 #include <fmt/format.h>
 
+#include "core/base/text.hpp"
+
 namespace celeriac::orchestrator::beat {
 namespace {
 
@@ -33,12 +35,6 @@ constexpr FieldSpec kFields[] = {
 
 // Days a month can have (February 29 exists).
 constexpr int kMaxDays[13] = {0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 // A number or (for months and weekdays) a name; nullopt with `why` set otherwise.
 std::optional<int> Value(const FieldSpec& f, std::string_view text, std::string& why) {
@@ -66,7 +62,7 @@ std::optional<int> Value(const FieldSpec& f, std::string_view text, std::string&
     return v;
   }
   if (f.names != nullptr) {
-    const std::string lower = Lower(text);
+    const std::string lower = AsciiLower(text);
     for (int i = 0; f.names[i] != nullptr; ++i)
       if (lower == f.names[i]) return f.names_base + i;
   }
@@ -135,12 +131,6 @@ std::string_view Macro(std::string_view text) {
   return {};
 }
 
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return s;
-}
-
 }  // namespace
 
 Result<CronFields> CronFields::Parse(std::string_view text) {
@@ -150,7 +140,7 @@ Result<CronFields> CronFields::Parse(std::string_view text) {
   };
   std::string_view expr = Trim(text);
   if (!expr.empty() && expr[0] == '@') {
-    const auto expansion = Macro(Lower(expr));
+    const auto expansion = Macro(AsciiLower(expr));
     if (expansion.empty())
       return bad("unknown macro (use @yearly, @annually, @monthly, @weekly, @daily, @midnight "
                  "or @hourly)");

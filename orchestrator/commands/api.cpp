@@ -35,12 +35,7 @@ int RunApi(const CommonOptions& common, const ApiFlags& flags) {
     return 2;
   }
 
-  pg::PoolOptions pg_options;
-  pg_options.url = settings->database.url;
-  pg_options.size = static_cast<size_t>(settings->database.pool_size);
-  pg_options.connect_timeout_s = static_cast<int>(settings->database.connect_timeout_s);
-  pg_options.max_attempts = static_cast<int>(settings->database.max_attempts);
-  pg::Pool pool(pg_options);
+  pg::Pool pool(app::PoolOptionsFrom(*settings));
   if (auto st = pool.Ping(); !st) {
     spdlog::warn("admin API: database {} not reachable yet: {}",
                  MaskSecrets(settings->database.url),

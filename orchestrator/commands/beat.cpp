@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/app/startup.hpp"
+#include "core/base/ids.hpp"
 #include "core/base/secrets.hpp"
 #include "core/broker/broker_factory.hpp"
 #include "core/loop/loop.hpp"
@@ -36,10 +37,7 @@ int RunBeat(const CommonOptions& common, const BeatFlags& flags) {
   options.catch_up_grace = std::chrono::seconds(settings->beat.catch_up_grace_s);
   options.batch = settings->beat.batch_size;
   options.max_sleep = std::chrono::seconds(settings->beat.max_sleep_s);
-  char host[256] = {};
-  gethostname(host, sizeof(host) - 1);
-  options.name =
-      flags.name.empty() ? std::string(host) + ":" + std::to_string(getpid()) : flags.name;
+  options.name = flags.name.empty() ? HostName() + ":" + std::to_string(getpid()) : flags.name;
 
   // A faster clock, for tests and demos only: `--clock-scale 60` runs a cron minute a second.
   std::unique_ptr<beat::ScaledClock> scaled;
@@ -64,12 +62,7 @@ int RunBeat(const CommonOptions& common, const BeatFlags& flags) {
                  flags.clock_origin);
   }
 
-  pg::PoolOptions pg_options;
-  pg_options.url = settings->database.url;
-  pg_options.size = static_cast<size_t>(std::max<int64_t>(3, settings->database.pool_size));
-  pg_options.connect_timeout_s = static_cast<int>(settings->database.connect_timeout_s);
-  pg_options.max_attempts = static_cast<int>(settings->database.max_attempts);
-  pg::Pool pool(pg_options);
+  pg::Pool pool(app::PoolOptionsFrom(*settings, 3));
   if (auto st = pool.Ping(); !st) {
     std::cerr << "orchestrator beat: database " << MaskSecrets(settings->database.url) << ": "
               << MaskSecrets(st.error().message(), settings->database.url) << "\n";

@@ -26,11 +26,8 @@ size_t Width(const std::string& s) {
 }  // namespace
 
 Result<std::unique_ptr<pg::Pool>> OpenDatabase(const Settings& settings) {
-  pg::PoolOptions options;
-  options.url = settings.database.url;
+  auto options = app::PoolOptionsFrom(settings);
   options.size = 2;
-  options.connect_timeout_s = static_cast<int>(settings.database.connect_timeout_s);
-  options.max_attempts = static_cast<int>(settings.database.max_attempts);
   auto pool = std::make_unique<pg::Pool>(options);
   if (auto st = pool->Ping(); !st)
     return Error(st.error().code(),

@@ -32,11 +32,8 @@ void RegisterMigrate(CLI::App& app, const CommonOptions& common, int& exit_code)
       exit_code = 2;
       return;
     }
-    pg::PoolOptions options;
-    options.url = settings->database.url;
+    auto options = app::PoolOptionsFrom(*settings);
     options.size = 1;
-    options.connect_timeout_s = static_cast<int>(settings->database.connect_timeout_s);
-    options.max_attempts = static_cast<int>(settings->database.max_attempts);
     pg::Pool pool(options);
     auto report = pg::Migrate(pool, *migrations);
     if (!report) {

@@ -52,9 +52,7 @@ int Send(const CommonOptions& common, const SendFlags& f) {
   }
   auto m = celery::NewTask(f.name, args, kwargs);
   if (!f.id.empty()) m.id = m.root_id = m.correlation_id = f.id;
-  char host[256] = {};
-  gethostname(host, sizeof(host) - 1);
-  m.origin = "gen" + std::to_string(getpid()) + "@" + host;
+  m.origin = celery::ProducerOrigin();
   m.priority = static_cast<uint8_t>(f.priority);
   const auto now = std::chrono::system_clock::now();
   if (f.countdown > 0)

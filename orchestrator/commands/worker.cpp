@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/app/startup.hpp"
+#include "core/base/ids.hpp"
 #include "core/base/secrets.hpp"
 #include "core/broker/broker_factory.hpp"
 #include "core/loop/loop.hpp"
@@ -45,9 +46,7 @@ int RunWorker(const CommonOptions& common, const WorkerFlags& flags) {
   options.prefetch_multiplier = static_cast<int>(
       flags.prefetch_multiplier >= 0 ? flags.prefetch_multiplier
                                      : settings->worker.prefetch_multiplier);
-  char host[256] = {};
-  gethostname(host, sizeof(host) - 1);
-  options.hostname = flags.hostname.empty() ? std::string("celeriac@") + host : flags.hostname;
+  options.hostname = flags.hostname.empty() ? "celeriac@" + HostName() : flags.hostname;
   options.max_held_eta = static_cast<int>(settings->worker.max_held_eta);
   options.max_abandoned_threads = static_cast<int>(settings->worker.max_abandoned_threads);
   options.body_schema = [](const std::string& task) -> std::shared_ptr<const schema::SchemaValidator> {
@@ -55,12 +54,7 @@ int RunWorker(const CommonOptions& common, const WorkerFlags& flags) {
     return v ? v.value() : nullptr;
   };
 
-  pg::PoolOptions pg_options;
-  pg_options.url = settings->database.url;
-  pg_options.size = static_cast<size_t>(settings->database.pool_size);
-  pg_options.connect_timeout_s = static_cast<int>(settings->database.connect_timeout_s);
-  pg_options.max_attempts = static_cast<int>(settings->database.max_attempts);
-  pg::Pool pool(pg_options);
+  pg::Pool pool(app::PoolOptionsFrom(*settings));
   if (auto st = pool.Ping(); !st) {
     std::cerr << "orchestrator worker: database " << MaskSecrets(settings->database.url)
               << ": " << MaskSecrets(st.error().message(), settings->database.url) << "\n";

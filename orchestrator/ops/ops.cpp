@@ -1,7 +1,5 @@
 #include "orchestrator/ops/ops.hpp"
 
-#include <unistd.h>
-
 #include <map>
 #include <set>
 
@@ -13,12 +11,6 @@
 
 namespace celeriac::orchestrator::ops {
 namespace {
-
-std::string Origin() {
-  char host[256] = {};
-  gethostname(host, sizeof(host) - 1);
-  return "gen" + std::to_string(getpid()) + "@" + host;
-}
 
 Status DeclareCeleryQueue(broker::Broker& broker, const std::string& queue) {
   broker::QueueSpec spec;
@@ -133,7 +125,7 @@ Result<ReplayOutcome> ReplayOne(pg::Pool& pool, broker::Broker& broker, int64_t 
 Result<RunNowResult> RunNow(pg::Pool& pool, broker::Broker& broker, int64_t crawl_task_id,
                             const RunNowOptions& options) {
   auto m = celery::NewTask(kExecuteCrawlTask, Json::array({crawl_task_id}), Json::object());
-  m.origin = Origin();
+  m.origin = celery::ProducerOrigin();
   m.custom_headers[kTriggerHeader] = "run-now";
 
   // The run row first, so the caller has its id at once; the worker finds it by task id.
@@ -156,7 +148,7 @@ Result<std::string> TriggerSiteAnalysis(broker::Broker& broker, int64_t data_sou
                                         const RunNowOptions& options) {
   auto m = celery::NewTask(kTriggerSiteAnalysis, Json::array({data_source_id, theme_name}),
                            Json::object());
-  m.origin = Origin();
+  m.origin = celery::ProducerOrigin();
   if (auto st = PublishTask(broker, m, options.queue); !st)
     return Prefixed(st.error(), "publishing trigger_site_analysis to queue " + options.queue);
   return m.id;
