@@ -56,6 +56,7 @@
 #include <vector>
 
 #include "core/base/backoff.hpp"
+#include "core/broker/amqp_url.hpp"  // AmqpUrl, ParseAmqpUrl (part of this interface)
 #include "core/broker/broker.hpp"
 
 namespace celeriac::broker {
@@ -77,20 +78,6 @@ struct AmqpBrokerOptions {
   BackoffPolicy reconnect_backoff{std::chrono::milliseconds(100), std::chrono::milliseconds(5000),
                                   2.0, true};
 };
-
-// The parts of an amqp:// URL, decoded.
-struct AmqpUrl {
-  std::string host;
-  int port = 5672;
-  std::string user;
-  std::string password;
-  std::string vhost;
-  bool tls = false;                   // amqps://
-  std::chrono::seconds heartbeat{-1};  // from ?heartbeat=, -1 when absent
-};
-
-// Parses amqp:// and amqps:// URLs the way kombu reads them.
-Result<AmqpUrl> ParseAmqpUrl(const std::string& url);
 
 class AmqpBroker final : public Broker {
  public:
