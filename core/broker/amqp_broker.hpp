@@ -1,24 +1,19 @@
 #pragma once
-// AmqpBroker: the Broker over AMQP 0-9-1 (RabbitMQ) through rabbitmq-c.
-//
-// Connections. Two per broker, because a rabbitmq-c connection is not thread-safe and
-// publishing must not wait behind deliveries:
-//  * the publisher connection (one channel in confirm mode), used under a mutex by whichever
-//    thread publishes. Publish() sends basic.publish and waits for the broker's basic.ack
-//    (basic.nack -> error). Concurrent publishers share the wait: one of them reads the socket
-//    for everybody, the others sleep until their confirm is in. PublishBatch() sends a whole
-//    batch, then waits once. On a connection error the publisher reconnects (backoff, bounded
-//    by publish_timeout) and re-publishes the unconfirmed messages once. Every message is
-//    published mandatory: one that no queue takes comes back (basic.return, before its
-//    basic.ack), is matched to the oldest unconfirmed message with the same exchange, routing
-//    key and body, and fails its call with NotFound (see Broker::Publish).
-//  * the consumer connection, owned by one I/O thread: channel 1 for declarations (so an
-//    exclusive queue belongs to the connection that consumes it), and one channel per consumer
-//    (basic.qos global=true on that channel, i.e. per consumer, counting every unacked delivery). Other threads' Declare /
-//    Consume / Cancel / SetPrefetch calls are queued to it and wait for its answer; Ack / Reject
-//    are checked and recorded at once, then sent asynchronously by the I/O thread, coalesced into
-//    one basic.ack(multiple) where the acked tags are contiguous. The thread poll()s the socket
-//    and an eventfd that wakes it when work is queued.
+// AmqpBroker: the Broker over AMQP 0-9-1 (RabbitMQ) through rabbitmq-c. A facade over two
+// connections, because a rabbitmq-c connection is not thread-safe and publishing must not wait
+// behind deliveries:
+//  * the publisher connection (amqp_publisher.hpp): one channel in confirm mode, shared by the
+//    publishing threads. Publish() waits for the broker's basic.ack (basic.nack -> error);
+//    PublishBatch() sends a whole batch, then waits once. Every message is published
+//    mandatory: one that no queue takes comes back (basic.return) and fails its call with
+//    NotFound, not retryable (see Broker::Publish). On a connection error the publisher
+//    reconnects (backoff, bounded by publish_timeout) and re-publishes the unconfirmed
+//    messages once.
+//  * the consumer connection (amqp_consumer.hpp), owned by one I/O thread: channel 1 for
+//    declarations, one channel per consumer. Declare / Consume / Cancel / SetPrefetch are
+//    queued to that thread and wait for its answer; Ack / Reject are checked and recorded at
+//    once, then sent by the I/O thread, coalesced into one basic.ack(multiple) where the acked
+//    tags are contiguous (ack_tracker.hpp).
 //
 // Delivery guarantee: at least once (see broker.hpp). A delivery tag handed to a handler is
 // opaque: the AMQP tag plus the generation of the channel that delivered it, so an Ack of a
@@ -36,18 +31,15 @@
 // cancel, channel error) is re-opened the same way without touching the others.
 //
 // Prefetch: channel-wide (basic.qos global=true, as kombu sets it on RabbitMQ 3.x), on the
-// consumer's own channel. RabbitMQ applies a channel-wide limit at once and counts the
-// deliveries already unacked, so SetPrefetch is one basic.qos and the limit always bounds what
-// the consumer holds. (Per-consumer QoS, global=false, binds only consumers started after it:
-// changing it meant re-subscribing with a fresh window, so messages held unacked stopped
-// counting and an ETA backlog could be drained into memory.) RabbitMQ 4 deprecates global QoS
-// for quorum queues; Celery's queues are classic queues.
+// consumer's own channel, so SetPrefetch takes effect at once and counts the deliveries already
+// unacked (why: amqp_consumer.hpp).
 //
 // Lost deliveries: when a consumer's channel or the connection dies, its
 // ConsumeOptions::on_deliveries_lost runs on the I/O thread before the consumer is re-opened.
 //
-// Shutdown: Close() flushes the acks already requested, closes the connections (the server
-// requeues every unacked delivery) and joins the I/O thread; the destructor calls it.
+// Shutdown: Close() flushes the acks already requested, closes the consumer connection (the
+// server requeues every unacked delivery), joins the I/O thread, then closes the publisher
+// connection; the destructor calls it.
 
 #include <chrono>
 #include <cstdint>
@@ -56,6 +48,7 @@
 #include <vector>
 
 #include "core/base/backoff.hpp"
+#include "core/broker/amqp_url.hpp"  // AmqpUrl, ParseAmqpUrl (part of this interface)
 #include "core/broker/broker.hpp"
 
 namespace celeriac::broker {
@@ -77,20 +70,6 @@ struct AmqpBrokerOptions {
   BackoffPolicy reconnect_backoff{std::chrono::milliseconds(100), std::chrono::milliseconds(5000),
                                   2.0, true};
 };
-
-// The parts of an amqp:// URL, decoded.
-struct AmqpUrl {
-  std::string host;
-  int port = 5672;
-  std::string user;
-  std::string password;
-  std::string vhost;
-  bool tls = false;                   // amqps://
-  std::chrono::seconds heartbeat{-1};  // from ?heartbeat=, -1 when absent
-};
-
-// Parses amqp:// and amqps:// URLs the way kombu reads them.
-Result<AmqpUrl> ParseAmqpUrl(const std::string& url);
 
 class AmqpBroker final : public Broker {
  public:
