@@ -71,7 +71,11 @@ Result<Processor> CompileProcessor(const json& spec) {
   if (!spec.is_object() || spec.size() != 1) {
     return Error(ErrorCode::kInvalidArgument, "a processor is an object with exactly one key");
   }
-  const auto& [key, arg] = *spec.items().begin();
+  // Not `auto& [key, arg] = *spec.items().begin()`: that binds to a proxy that dies at the end
+  // of the statement (its key() points into it).
+  const auto entry = spec.begin();
+  const std::string& key = entry.key();
+  const json& arg = entry.value();
   Processor p{};
   if (key == "trim") {
     p.kind = Kind::kTrim;
