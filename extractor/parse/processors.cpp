@@ -231,17 +231,21 @@ std::optional<json> CastDate(const json& v, const std::string& format) {
   if (!v.is_string()) return std::nullopt;
   std::istringstream in{std::string(Trim(v.get_ref<const std::string&>()))};
   in.imbue(std::locale::classic());
+  // Seconds are parsed into a floating-point duration: date.h reads %S as a long double and
+  // converts it to the target duration before it checks the stream, so with integral seconds a
+  // value such as "08:30:xx" (S is NaN then) is a NaN-to-integer conversion, undefined behaviour.
+  using FloatSeconds = std::chrono::duration<long double>;
   if (HasOffsetField(format)) {
-    date::sys_seconds tp;
+    date::sys_time<FloatSeconds> tp;
     in >> date::parse(format, tp);
     if (in.fail()) return std::nullopt;
-    return json(date::format("%Y-%m-%dT%H:%M:%SZ", tp));
+    return json(date::format("%Y-%m-%dT%H:%M:%SZ", std::chrono::floor<std::chrono::seconds>(tp)));
   }
   if (HasTimeField(format)) {
-    date::local_seconds tp;
+    date::local_time<FloatSeconds> tp;
     in >> date::parse(format, tp);
     if (in.fail()) return std::nullopt;
-    return json(date::format("%Y-%m-%dT%H:%M:%S", tp));
+    return json(date::format("%Y-%m-%dT%H:%M:%S", std::chrono::floor<std::chrono::seconds>(tp)));
   }
   date::year_month_day ymd;
   in >> date::parse(format, ymd);

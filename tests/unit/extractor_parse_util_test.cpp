@@ -188,6 +188,11 @@ TEST(ParseCasts, IntDecimalBoolDate) {
   EXPECT_EQ(CastDate(json("5 Mar 2024"), "%d %b %Y"), json("2024-03-05"));
   EXPECT_FALSE(CastDate(json("31/02/2024"), "%d/%m/%Y").has_value());
   EXPECT_FALSE(CastDate(json("yesterday"), "%Y-%m-%d").has_value());
+  // Seconds that are no number (found by tests/fuzz extract; undefined behaviour in date.h once).
+  EXPECT_FALSE(CastDate(json("Tue, 07 May 2024 08:30:xx +0200"), "%a, %d %b %Y %H:%M:%S %z"));
+  EXPECT_FALSE(CastDate(json("07/05/2024 08:30:xx"), "%d/%m/%Y %H:%M:%S"));
+  EXPECT_EQ(CastDate(json("Tue, 07 May 2024 08:30:59 +0200"), "%a, %d %b %Y %H:%M:%S %z"),
+            json("2024-05-07T06:30:59Z"));
 }
 
 TEST(ParsePipeline, ListAndValueProcessors) {
