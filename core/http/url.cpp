@@ -44,6 +44,8 @@ Result<UrlParts> Extract(CURLU* u, std::string_view original) {
     if (curl_url_get(u, CURLUPART_PORT, &s.p, CURLU_DEFAULT_PORT) == CURLUE_OK)
       parts.port = std::atoi(s.p);
   }
+  // curl takes ":0", which no server listens on; say so here rather than as a failed connect.
+  if (parts.port <= 0 || parts.port > 65535) return Invalid("URL has no usable port", original);
   {
     CurlString s;
     if (curl_url_get(u, CURLUPART_URL, &s.p, 0) != CURLUE_OK)

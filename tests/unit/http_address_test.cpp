@@ -92,7 +92,8 @@ TEST(HttpUrl, ParsesOnlyAbsoluteHttpUrls) {
   EXPECT_EQ(v6->host, "[::1]");
   EXPECT_EQ(v6->port, 8080);
   for (const char* bad : {"", "example.com/x", "ftp://example.com/", "file:///etc/passwd",
-                          "gopher://x/", "http://", "http:// bad host/", "javascript:alert(1)"}) {
+                          "gopher://x/", "http://", "http:// bad host/", "javascript:alert(1)",
+                          "http://example.com:0/", "https://example.com:00/x"}) {
     auto r = ParseHttpUrl(bad);
     EXPECT_FALSE(r.ok()) << bad;
     if (!r.ok()) {
