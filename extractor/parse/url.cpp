@@ -158,6 +158,9 @@ std::optional<UrlParts> ParseUrlReference(std::string_view s) {
       authority.remove_prefix(at + 1);
     }
     size_t colon = authority.rfind(':');
+    // Outside an IPv6 literal a host has no ':', so a second one means the port is not a port
+    // ("h:80.x:00"); taking the text after the last one would reprint as another URL.
+    if (!authority.starts_with("[") && authority.find(':') != colon) return std::nullopt;
     if (colon != std::string_view::npos && authority.find(']', colon) == std::string_view::npos) {
       std::string_view port = authority.substr(colon + 1);
       for (char c : port) {
@@ -254,7 +257,9 @@ std::optional<std::string> ResolveHttpUrl(std::string_view base_text, std::strin
       t.host = base->host;
       t.port = base->port;
       if (ref->path.empty()) {
-        t.path = base->path;
+        // RFC 3986 takes the base path as it is, assuming a normalised base; a page URL such as
+        // "/a/./b" is not always one, and the result must not depend on how the base was written.
+        t.path = RemoveDotSegments(base->path);
         t.has_query = ref->has_query ? true : base->has_query;
         t.query = ref->has_query ? ref->query : base->query;
       } else {

@@ -70,6 +70,25 @@ TEST(ParseUrl, CleansAndNormalisesLikeABrowser) {
   EXPECT_EQ(Resolve("http:///x"), "<none>");
 }
 
+TEST(ParseUrl, ALinkResolvesTheSameHoweverTheBaseIsWritten) {
+  // A query-only or empty reference keeps the base's path: dot segments go from it too, so the
+  // link is the one "/a/b" gives and dedups with it (found by tests/fuzz url).
+  for (const char* base : {"http://h/a/./b", "http://h/a/c/../b", "http://h/a/b"}) {
+    EXPECT_EQ(ResolveHttpUrl(base, "?page=3", true), "http://h/a/b?page=3") << base;
+    EXPECT_EQ(ResolveHttpUrl(base, "", true), "http://h/a/b") << base;
+  }
+  EXPECT_EQ(ResolveHttpUrl("http://h/x/index.html./.", "?p=1", true), "http://h/x/index.html./?p=1");
+}
+
+TEST(ParseUrl, AHostWithTwoColonsHasNoPort) {
+  // Not "h:80.example" with port "00": that would print back as another URL (tests/fuzz url).
+  EXPECT_FALSE(ParseUrlReference("http://a:80.example:00/x").has_value());
+  EXPECT_FALSE(ParseUrlReference("//u:p@h:1:2/").has_value());
+  EXPECT_EQ(ParseUrlReference("//u:p@h:8080/")->port, "8080");
+  EXPECT_EQ(ParseUrlReference("http://[::1]:8080/")->host, "[::1]");
+  EXPECT_EQ(ParseUrlReference("http://h:/x")->ToString(), "http://h/x");
+}
+
 TEST(ParseUrl, PartsAndQueryParameters) {
   auto u = ParseUrlReference("https://User@Shop.Example.com:8443/a/b?page=2&q=a+b%21#top");
   ASSERT_TRUE(u.has_value());
