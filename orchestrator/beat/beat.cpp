@@ -155,7 +155,8 @@ Result<int64_t> Beat::ScheduleUnscheduled() {
         why = schedule.error().message();
       } else if (next = schedule->NextAfter(std::max(FromMicros(row.updated_us), base_floor));
                  !next) {
-        why = fmt::format("schedule \"{}\" has no due time in the next 8 years", row.schedule);
+        why = fmt::format("schedule \"{}\" has no due time in the next {} years", row.schedule,
+                          Schedule::kHorizonYears);
       }
       if (!why.empty()) {
         spdlog::error("beat: crawl task {} left unscheduled: {} (fix the row; beat notices)",

@@ -4,7 +4,8 @@
 // Input: the expression, a newline, the IANA zone name (the rest of the input).
 //
 // Invariants: nothing throws; the zone does not change whether the expression parses; a valid
-// schedule fires within 8 years of fixed instants around DST changes and at ordinary times; its
+// schedule fires again (within Schedule::kHorizonYears, unless that reaches 2262) after fixed
+// instants around DST changes and at ordinary times, and after each of its firings; its
 // firings strictly increase; each falls on a wall-clock minute the fields select, or at the end
 // of a DST jump that skipped one; nothing fires between two firings; LatestIn agrees with
 // NextAfter.
@@ -80,6 +81,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Clock::WallTime t = start;
     for (int i = 0; i < 6; ++i) {
       const auto next = schedule->NextAfter(t);
+      // Only WallTime's end in 2262 may come before the horizon does.
+      if (!next && t >= date::sys_days(date::year(2262 - beat::Schedule::kHorizonYears) /
+                                       date::January / 1))
+        break;
       FUZZ_CHECK(next.has_value(), "\"" + name + "\" never fires after " + Show(t));
       FUZZ_CHECK(*next > t, "\"" + name + "\" fires at " + Show(*next) + ", not after " + Show(t));
       CheckFiring(*fields, *zone, *next, "\"" + name + "\"");
@@ -90,7 +95,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       t = *next;
     }
     // Coalescing a long outage finds the last of them.
-    FUZZ_CHECK(schedule->LatestIn(start, t) == t, "LatestIn missed " + Show(t));
+    if (t != start) FUZZ_CHECK(schedule->LatestIn(start, t) == t, "LatestIn missed " + Show(t));
   }
   return 0;
 }
