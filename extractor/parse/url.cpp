@@ -157,20 +157,27 @@ std::optional<UrlParts> ParseUrlReference(std::string_view s) {
       u.userinfo = std::string(authority.substr(0, at));
       authority.remove_prefix(at + 1);
     }
-    size_t colon = authority.rfind(':');
-    // Outside an IPv6 literal a host has no ':', so a second one means the port is not a port
-    // ("h:80.x:00"); taking the text after the last one would reprint as another URL.
-    if (!authority.starts_with("[") && authority.find(':') != colon) return std::nullopt;
-    if (colon != std::string_view::npos && authority.find(']', colon) == std::string_view::npos) {
-      std::string_view port = authority.substr(colon + 1);
-      for (char c : port) {
-        if (!std::isdigit(static_cast<unsigned char>(c))) return std::nullopt;
-      }
-      if (port.size() > 5) return std::nullopt;
-      u.port = std::string(port);
-      authority = authority.substr(0, colon);
+    // host[:port], the host an IPv6 literal in brackets or a name without ':'. Anything else
+    // ("h:80.x:00", "[::1]:http:") has no port that could print back as the same URL.
+    std::string_view host = authority;
+    std::string_view port;
+    if (authority.starts_with("[")) {
+      const size_t close = authority.find(']');
+      if (close == std::string_view::npos) return std::nullopt;
+      host = authority.substr(0, close + 1);
+      const std::string_view rest = authority.substr(close + 1);
+      if (!rest.empty() && rest[0] != ':') return std::nullopt;
+      if (!rest.empty()) port = rest.substr(1);
+    } else if (const size_t colon = authority.find(':'); colon != std::string_view::npos) {
+      host = authority.substr(0, colon);
+      port = authority.substr(colon + 1);
     }
-    u.host = Lower(authority);
+    for (char c : port) {
+      if (!std::isdigit(static_cast<unsigned char>(c))) return std::nullopt;
+    }
+    if (port.size() > 5) return std::nullopt;
+    u.port = std::string(port);
+    u.host = Lower(host);
   }
   const size_t hash = s.find('#');
   if (hash != std::string_view::npos) {

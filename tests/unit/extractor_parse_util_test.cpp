@@ -80,13 +80,17 @@ TEST(ParseUrl, ALinkResolvesTheSameHoweverTheBaseIsWritten) {
   EXPECT_EQ(ResolveHttpUrl("http://h/x/index.html./.", "?p=1", true), "http://h/x/index.html./?p=1");
 }
 
-TEST(ParseUrl, AHostWithTwoColonsHasNoPort) {
+TEST(ParseUrl, AnAuthorityIsHostThenPort) {
   // Not "h:80.example" with port "00": that would print back as another URL (tests/fuzz url).
   EXPECT_FALSE(ParseUrlReference("http://a:80.example:00/x").has_value());
   EXPECT_FALSE(ParseUrlReference("//u:p@h:1:2/").has_value());
   EXPECT_EQ(ParseUrlReference("//u:p@h:8080/")->port, "8080");
   EXPECT_EQ(ParseUrlReference("http://[::1]:8080/")->host, "[::1]");
   EXPECT_EQ(ParseUrlReference("http://h:/x")->ToString(), "http://h/x");
+  EXPECT_FALSE(ParseUrlReference("amqp://[::1]:http:/x").has_value());
+  EXPECT_FALSE(ParseUrlReference("http://[::1/").has_value());
+  EXPECT_FALSE(ParseUrlReference("http://[::1]x/").has_value());
+  EXPECT_EQ(ParseUrlReference("http://[::1]:/")->ToString(), "http://[::1]/");
 }
 
 TEST(ParseUrl, PartsAndQueryParameters) {
