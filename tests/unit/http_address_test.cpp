@@ -102,6 +102,13 @@ TEST(HttpUrl, ParsesOnlyAbsoluteHttpUrls) {
   }
 }
 
+TEST(HttpUrl, ANulByteIsRefusedNotCutAt) {
+  // curl reads C strings: "http://a/\0x" would have been fetched as "http://a/".
+  EXPECT_FALSE(ParseHttpUrl(std::string_view("http://a/\0x", 12)).ok());
+  EXPECT_FALSE(ResolveRedirect("http://a/", std::string_view("/b\0c", 4)).ok());
+  EXPECT_TRUE(ParseHttpUrl("http://a/x").ok());
+}
+
 TEST(HttpUrl, DecimalAndHexHostsAreNormalizedToDottedQuads) {
   // curl's parser turns these into 127.0.0.1, so the literal check sees what curl connects to.
   for (const char* url : {"http://2130706433/", "http://0x7f.0.0.1/", "http://0177.0.0.1/"}) {
