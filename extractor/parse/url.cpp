@@ -292,6 +292,19 @@ std::optional<std::string> ResolveHttpUrl(std::string_view base_text, std::strin
     }
   }
   if (t.path.empty()) t.path = "/";
+  // The userinfo too (an href may carry controls or a NUL there); '@' inside it is escaped so
+  // that where the host begins stays unambiguous.
+  if (!t.userinfo.empty()) {
+    std::string userinfo;
+    for (char c : EscapeUnsafe(t.userinfo, false)) {
+      if (c == '@') {
+        userinfo += "%40";
+      } else {
+        userinfo += c;
+      }
+    }
+    t.userinfo = std::move(userinfo);
+  }
   t.path = EscapeUnsafe(t.path, false);
   if (t.has_query) t.query = EscapeUnsafe(t.query, false);
   if (strip_fragment) {

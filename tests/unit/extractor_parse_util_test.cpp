@@ -80,6 +80,14 @@ TEST(ParseUrl, ALinkResolvesTheSameHoweverTheBaseIsWritten) {
   EXPECT_EQ(ResolveHttpUrl("http://h/x/index.html./.", "?p=1", true), "http://h/x/index.html./?p=1");
 }
 
+TEST(ParseUrl, UserinfoIsEscapedLikeThePath) {
+  // Controls and a NUL in an href's userinfo reached the downloader raw (tests/fuzz url).
+  EXPECT_EQ(ResolveHttpUrl("http://a/", std::string("https://\x19u\0 :p w@h/x", 20), true),
+            "https://%19u%00%20:p%20w@h/x");
+  EXPECT_EQ(ResolveHttpUrl("http://a/", "https://me@home:pw@h/", true), "https://me%40home:pw@h/");
+  EXPECT_EQ(ResolveHttpUrl("http://a/", "https://user:pw@h/", true), "https://user:pw@h/");
+}
+
 TEST(ParseUrl, AnAuthorityIsHostThenPort) {
   // Not "h:80.example" with port "00": that would print back as another URL (tests/fuzz url).
   EXPECT_FALSE(ParseUrlReference("http://a:80.example:00/x").has_value());
