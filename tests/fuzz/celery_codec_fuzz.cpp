@@ -42,8 +42,18 @@ std::optional<int64_t> Micros(const std::optional<celeriac::Clock::WallTime>& t)
   return std::chrono::duration_cast<std::chrono::microseconds>(t->time_since_epoch()).count();
 }
 
+// Result bodies go to Python (json.loads). Header strings are bytes: py-amqp decodes them with
+// 'surrogatepass', so a task id holding an encoded surrogate dumps as a lone "\udcxx" escape, in
+// Python as in PyJsonDump; json.loads takes it, nlohmann does not. So escapes of surrogates are
+// neutralised before the syntax check.
 void CheckResultBody(const std::string& body) {
-  const json parsed = json::parse(body, nullptr, false);
+  std::string text = body;
+  for (size_t at = text.find("\\u"); at != std::string::npos; at = text.find("\\u", at + 1)) {
+    if (at + 6 <= text.size() && (text[at + 2] == 'd' || text[at + 2] == 'D') &&
+        std::string_view("89abcdefABCDEF").find(text[at + 3]) != std::string_view::npos)
+      text.replace(at + 2, 4, "fffd");
+  }
+  const json parsed = json::parse(text, nullptr, false);
   FUZZ_CHECK(!parsed.is_discarded() && parsed.is_object(), "result body is not JSON: " + body);
 }
 
