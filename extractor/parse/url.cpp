@@ -1,5 +1,6 @@
 #include "extractor/parse/url.hpp"
 
+#include <arpa/inet.h>
 #include <libpsl.h>
 
 #include <cctype>
@@ -118,11 +119,11 @@ std::string CleanReference(std::string_view ref) {
 bool ValidHost(std::string_view host) {
   if (host.empty()) return false;
   if (host.front() == '[') {
-    if (host.back() != ']') return false;
-    for (char c : host.substr(1, host.size() - 2)) {
-      if (!IsHexDigit(c) && c != ':' && c != '.') return false;
-    }
-    return true;
+    // An IPv6 literal the downloader (curl) takes: "[:10]" is made of the right characters only.
+    if (host.size() < 2 || host.back() != ']') return false;
+    const std::string literal(host.substr(1, host.size() - 2));
+    in6_addr address;
+    return inet_pton(AF_INET6, literal.c_str(), &address) == 1;
   }
   for (char c : host) {
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_') {

@@ -99,6 +99,13 @@ TEST(ParseUrl, AnAuthorityIsHostThenPort) {
   EXPECT_FALSE(ParseUrlReference("http://[::1/").has_value());
   EXPECT_FALSE(ParseUrlReference("http://[::1]x/").has_value());
   EXPECT_EQ(ParseUrlReference("http://[::1]:/")->ToString(), "http://[::1]/");
+  // Only real IPv6 literals make links (tests/fuzz url: the downloader refused "[:10]").
+  EXPECT_EQ(ResolveHttpUrl("http://a/", "http://[:10]:8080/v", true), std::nullopt);
+  EXPECT_EQ(ResolveHttpUrl("http://a/", "http://[1:2:3:4:5:6:7:8:9]/", true), std::nullopt);
+  EXPECT_EQ(ResolveHttpUrl("http://a/", "http://[2001:db8::7]:8080/v", true),
+            "http://[2001:db8::7]:8080/v");
+  EXPECT_EQ(ResolveHttpUrl("http://a/", "http://[::ffff:192.0.2.1]/", true),
+            "http://[::ffff:192.0.2.1]/");
 }
 
 TEST(ParseUrl, PartsAndQueryParameters) {
