@@ -123,7 +123,8 @@ bool ValidHost(std::string_view host) {
     if (host.size() < 2 || host.back() != ']') return false;
     const std::string literal(host.substr(1, host.size() - 2));
     in6_addr address;
-    return inet_pton(AF_INET6, literal.c_str(), &address) == 1;
+    return literal.find('\0') == std::string::npos &&  // inet_pton would stop at it
+           inet_pton(AF_INET6, literal.c_str(), &address) == 1;
   }
   for (char c : host) {
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_') {

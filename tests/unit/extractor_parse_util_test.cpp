@@ -102,6 +102,7 @@ TEST(ParseUrl, AnAuthorityIsHostThenPort) {
   // Only real IPv6 literals make links (tests/fuzz url: the downloader refused "[:10]").
   EXPECT_EQ(ResolveHttpUrl("http://a/", "http://[:10]:8080/v", true), std::nullopt);
   EXPECT_EQ(ResolveHttpUrl("http://a/", "http://[1:2:3:4:5:6:7:8:9]/", true), std::nullopt);
+  EXPECT_EQ(ResolveHttpUrl("http://a/", std::string("http://[::1\0]/", 14), true), std::nullopt);
   EXPECT_EQ(ResolveHttpUrl("http://a/", "http://[2001:db8::7]:8080/v", true),
             "http://[2001:db8::7]:8080/v");
   EXPECT_EQ(ResolveHttpUrl("http://a/", "http://[::ffff:192.0.2.1]/", true),
