@@ -39,9 +39,11 @@ bool ReplacementGroupsExist(const std::string& replacement, int captures) {
     if (replacement[i + 1] != '{') continue;
     const size_t close = replacement.find('}', i);
     const std::string ref = replacement.substr(i + 2, close - i - 2);
-    if (!ref.empty() && std::isdigit(static_cast<unsigned char>(ref[0])) &&
-        std::stoi(ref) > captures) {
-      return false;
+    if (!ref.empty() && std::isdigit(static_cast<unsigned char>(ref[0]))) {
+      // Not std::stoi: "$<99999999999>" would throw out of the compiler.
+      int group = 0;
+      const auto [end, ec] = std::from_chars(ref.data(), ref.data() + ref.size(), group);
+      if (ec != std::errc() || group > captures) return false;
     }
   }
   return true;

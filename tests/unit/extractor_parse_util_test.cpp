@@ -269,6 +269,11 @@ TEST(ParsePipeline, ListAndValueProcessors) {
 
   EXPECT_FALSE(CompileProcessor(json::parse(R"J({"regex": {"pattern": "(a)", "group": 2}})J")).ok());
   EXPECT_FALSE(CompileProcessor(json::parse(R"({"replace": {"pattern": "a", "with": "$3"}})")).ok());
+  // A group number past int is refused like any missing group, not thrown out of the compiler.
+  const auto huge = CompileProcessor(
+      json::parse(R"J({"replace": {"pattern": "(a)", "with": "$<99999999999>"}})J"));
+  ASSERT_FALSE(huge.ok());
+  EXPECT_NE(huge.error().message().find("refers to a group"), std::string::npos);
   EXPECT_FALSE(CompileProcessor(json::parse(R"J({"regex": "("})J")).ok());
 }
 
