@@ -58,7 +58,10 @@ std::optional<Clock::WallTime> ParseIso8601(std::string_view s) {
     return std::nullopt;
   const year_month_day ymd{year(y), month(static_cast<unsigned>(mo)),
                            day(static_cast<unsigned>(d))};
-  if (!ymd.ok()) return std::nullopt;
+  // Clock::WallTime counts nanoseconds in 64 bits (1677-09-21 to 2262-04-11). Python's datetime
+  // goes from year 1 to 9999; a time beyond our span is refused rather than wrapped around, with
+  // whole years to spare so that adding a retry delay or a timeout to it cannot overflow either.
+  if (!ymd.ok() || y < 1678 || y > 2261) return std::nullopt;
   int64_t micros = 0;
   if (pos < s.size()) {
     if (s[pos] != 'T' && s[pos] != 't' && s[pos] != ' ') return std::nullopt;
@@ -82,6 +85,7 @@ std::optional<Clock::WallTime> ParseIso8601(std::string_view s) {
       }
     }
     if (h > 24 || mi > 59 || sec > 60) return std::nullopt;
+    if (h == 24 && (mi != 0 || sec != 0 || micros != 0)) return std::nullopt;  // only 24:00:00
   }
   int offset_minutes = 0;
   if (pos < s.size()) {

@@ -37,7 +37,8 @@ std::string FormatIso8601(Clock::WallTime t);
 
 // Parses ISO-8601 as Celery's workers accept it (dateutil.isoparse): "YYYY-MM-DD", then "T" or
 // a space and "HH:MM[:SS[.ffffff]]", then "Z", "+HH:MM", "+HHMM" or "+HH", or nothing. A time
-// without an offset is taken as UTC (Celery's default worker timezone). nullopt if malformed.
+// without an offset is taken as UTC (Celery's default worker timezone). nullopt if malformed, or
+// outside the years 1678-2261 that Clock::WallTime (64-bit nanoseconds) holds with room to spare.
 std::optional<Clock::WallTime> ParseIso8601(std::string_view text);
 
 }  // namespace celeriac

@@ -44,6 +44,8 @@ Result<UrlParts> Extract(CURLU* u, std::string_view original) {
     if (curl_url_get(u, CURLUPART_PORT, &s.p, CURLU_DEFAULT_PORT) == CURLUE_OK)
       parts.port = std::atoi(s.p);
   }
+  // curl takes ":0", which no server listens on; say so here rather than as a failed connect.
+  if (parts.port <= 0 || parts.port > 65535) return Invalid("URL has no usable port", original);
   {
     CurlString s;
     if (curl_url_get(u, CURLUPART_URL, &s.p, 0) != CURLUE_OK)
@@ -58,6 +60,8 @@ Result<UrlParts> Extract(CURLU* u, std::string_view original) {
 Result<UrlParts> ParseHttpUrl(std::string_view url) {
   if (url.empty()) return Invalid("empty URL", url);
   if (url.size() > 64 * 1024) return Invalid("URL longer than 64 KiB", url);
+  // curl reads a C string: a NUL would silently cut the URL to another one.
+  if (url.find('\0') != std::string_view::npos) return Invalid("URL contains a NUL byte", url);
   UrlHandle u(curl_url());
   if (!u) return Error(ErrorCode::kInternal, "curl_url() failed", false);
   const std::string s(url);
@@ -70,6 +74,8 @@ Result<UrlParts> ParseHttpUrl(std::string_view url) {
 Result<std::string> ResolveRedirect(std::string_view base, std::string_view location) {
   if (location.empty()) return Invalid("empty Location", location);
   if (location.size() > 64 * 1024) return Invalid("Location longer than 64 KiB", location);
+  if (location.find('\0') != std::string_view::npos || base.find('\0') != std::string_view::npos)
+    return Invalid("Location contains a NUL byte", location);
   UrlHandle u(curl_url());
   if (!u) return Error(ErrorCode::kInternal, "curl_url() failed", false);
   const std::string b(base), l(location);

@@ -472,8 +472,14 @@ Result<std::shared_ptr<const ConfigModule>> CompileConfig(const json& config) {
     auto compiled = std::make_shared<CompiledConfig>();
     compiled->name = config.value("name", std::string());
     compiled->start_page = config.at("start_page").get<std::string>();
-    for (const auto& url : config.at("start_urls")) {
-      compiled->start_urls.push_back(url.get<std::string>());
+    const json& start_urls = config.at("start_urls");
+    for (size_t i = 0; i < start_urls.size(); ++i) {
+      const std::string url = start_urls[i].get<std::string>();
+      // The schema only asks for "http(s)://" and a host; a host or port no request can reach
+      // ("http://h:1--8/") would fail each fetch of every job instead of being named here.
+      if (!ResolveHttpUrl(url, url, false))
+        return At(Ptr("/start_urls", i), "not an http(s) URL that can be fetched: " + url);
+      compiled->start_urls.push_back(url);
     }
     compiled->settings = CrawlSettings::FromConfig(config);
     Compiler compiler(&compiled->pages);

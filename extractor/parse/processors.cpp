@@ -39,9 +39,11 @@ bool ReplacementGroupsExist(const std::string& replacement, int captures) {
     if (replacement[i + 1] != '{') continue;
     const size_t close = replacement.find('}', i);
     const std::string ref = replacement.substr(i + 2, close - i - 2);
-    if (!ref.empty() && std::isdigit(static_cast<unsigned char>(ref[0])) &&
-        std::stoi(ref) > captures) {
-      return false;
+    if (!ref.empty() && std::isdigit(static_cast<unsigned char>(ref[0]))) {
+      // Not std::stoi: "$<99999999999>" would throw out of the compiler.
+      int group = 0;
+      const auto [end, ec] = std::from_chars(ref.data(), ref.data() + ref.size(), group);
+      if (ec != std::errc() || group > captures) return false;
     }
   }
   return true;
@@ -71,7 +73,11 @@ Result<Processor> CompileProcessor(const json& spec) {
   if (!spec.is_object() || spec.size() != 1) {
     return Error(ErrorCode::kInvalidArgument, "a processor is an object with exactly one key");
   }
-  const auto& [key, arg] = *spec.items().begin();
+  // Not `auto& [key, arg] = *spec.items().begin()`: that binds to a proxy that dies at the end
+  // of the statement (its key() points into it).
+  const auto entry = spec.begin();
+  const std::string& key = entry.key();
+  const json& arg = entry.value();
   Processor p{};
   if (key == "trim") {
     p.kind = Kind::kTrim;
@@ -227,17 +233,21 @@ std::optional<json> CastDate(const json& v, const std::string& format) {
   if (!v.is_string()) return std::nullopt;
   std::istringstream in{std::string(Trim(v.get_ref<const std::string&>()))};
   in.imbue(std::locale::classic());
+  // Seconds are parsed into a floating-point duration: date.h reads %S as a long double and
+  // converts it to the target duration before it checks the stream, so with integral seconds a
+  // value such as "08:30:xx" (S is NaN then) is a NaN-to-integer conversion, undefined behaviour.
+  using FloatSeconds = std::chrono::duration<long double>;
   if (HasOffsetField(format)) {
-    date::sys_seconds tp;
+    date::sys_time<FloatSeconds> tp;
     in >> date::parse(format, tp);
     if (in.fail()) return std::nullopt;
-    return json(date::format("%Y-%m-%dT%H:%M:%SZ", tp));
+    return json(date::format("%Y-%m-%dT%H:%M:%SZ", std::chrono::floor<std::chrono::seconds>(tp)));
   }
   if (HasTimeField(format)) {
-    date::local_seconds tp;
+    date::local_time<FloatSeconds> tp;
     in >> date::parse(format, tp);
     if (in.fail()) return std::nullopt;
-    return json(date::format("%Y-%m-%dT%H:%M:%S", tp));
+    return json(date::format("%Y-%m-%dT%H:%M:%S", std::chrono::floor<std::chrono::seconds>(tp)));
   }
   date::year_month_day ymd;
   in >> date::parse(format, ymd);

@@ -1,5 +1,6 @@
 #include "extractor/parse/url.hpp"
 
+#include <arpa/inet.h>
 #include <libpsl.h>
 
 #include <cctype>
@@ -118,11 +119,12 @@ std::string CleanReference(std::string_view ref) {
 bool ValidHost(std::string_view host) {
   if (host.empty()) return false;
   if (host.front() == '[') {
-    if (host.back() != ']') return false;
-    for (char c : host.substr(1, host.size() - 2)) {
-      if (!IsHexDigit(c) && c != ':' && c != '.') return false;
-    }
-    return true;
+    // An IPv6 literal the downloader (curl) takes: "[:10]" is made of the right characters only.
+    if (host.size() < 2 || host.back() != ']') return false;
+    const std::string literal(host.substr(1, host.size() - 2));
+    in6_addr address;
+    return literal.find('\0') == std::string::npos &&  // inet_pton would stop at it
+           inet_pton(AF_INET6, literal.c_str(), &address) == 1;
   }
   for (char c : host) {
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_') {
@@ -157,17 +159,27 @@ std::optional<UrlParts> ParseUrlReference(std::string_view s) {
       u.userinfo = std::string(authority.substr(0, at));
       authority.remove_prefix(at + 1);
     }
-    size_t colon = authority.rfind(':');
-    if (colon != std::string_view::npos && authority.find(']', colon) == std::string_view::npos) {
-      std::string_view port = authority.substr(colon + 1);
-      for (char c : port) {
-        if (!std::isdigit(static_cast<unsigned char>(c))) return std::nullopt;
-      }
-      if (port.size() > 5) return std::nullopt;
-      u.port = std::string(port);
-      authority = authority.substr(0, colon);
+    // host[:port], the host an IPv6 literal in brackets or a name without ':'. Anything else
+    // ("h:80.x:00", "[::1]:http:") has no port that could print back as the same URL.
+    std::string_view host = authority;
+    std::string_view port;
+    if (authority.starts_with("[")) {
+      const size_t close = authority.find(']');
+      if (close == std::string_view::npos) return std::nullopt;
+      host = authority.substr(0, close + 1);
+      const std::string_view rest = authority.substr(close + 1);
+      if (!rest.empty() && rest[0] != ':') return std::nullopt;
+      if (!rest.empty()) port = rest.substr(1);
+    } else if (const size_t colon = authority.find(':'); colon != std::string_view::npos) {
+      host = authority.substr(0, colon);
+      port = authority.substr(colon + 1);
     }
-    u.host = Lower(authority);
+    for (char c : port) {
+      if (!std::isdigit(static_cast<unsigned char>(c))) return std::nullopt;
+    }
+    if (port.size() > 5) return std::nullopt;
+    u.port = std::string(port);
+    u.host = Lower(host);
   }
   const size_t hash = s.find('#');
   if (hash != std::string_view::npos) {
@@ -254,7 +266,9 @@ std::optional<std::string> ResolveHttpUrl(std::string_view base_text, std::strin
       t.host = base->host;
       t.port = base->port;
       if (ref->path.empty()) {
-        t.path = base->path;
+        // RFC 3986 takes the base path as it is, assuming a normalised base; a page URL such as
+        // "/a/./b" is not always one, and the result must not depend on how the base was written.
+        t.path = RemoveDotSegments(base->path);
         t.has_query = ref->has_query ? true : base->has_query;
         t.query = ref->has_query ? ref->query : base->query;
       } else {
@@ -280,6 +294,19 @@ std::optional<std::string> ResolveHttpUrl(std::string_view base_text, std::strin
     }
   }
   if (t.path.empty()) t.path = "/";
+  // The userinfo too (an href may carry controls or a NUL there); '@' inside it is escaped so
+  // that where the host begins stays unambiguous.
+  if (!t.userinfo.empty()) {
+    std::string userinfo;
+    for (char c : EscapeUnsafe(t.userinfo, false)) {
+      if (c == '@') {
+        userinfo += "%40";
+      } else {
+        userinfo += c;
+      }
+    }
+    t.userinfo = std::move(userinfo);
+  }
   t.path = EscapeUnsafe(t.path, false);
   if (t.has_query) t.query = EscapeUnsafe(t.query, false);
   if (strip_fragment) {

@@ -87,7 +87,8 @@ Result<int64_t> Beat::ScheduleUnscheduled() {
       if (!schedule) {
         why = schedule.error().message();
       } else if (next = schedule->NextAfter(std::max(row.updated_at, base_floor)); !next) {
-        why = fmt::format("schedule \"{}\" has no due time in the next 8 years", row.schedule);
+        why = fmt::format("schedule \"{}\" has no due time in the next {} years", row.schedule,
+                          Schedule::kHorizonYears);
       }
       if (!why.empty()) {
         spdlog::error("beat: crawl task {} left unscheduled: {} (fix the row; beat notices)",

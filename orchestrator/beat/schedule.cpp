@@ -220,8 +220,10 @@ std::optional<Clock::WallTime> Schedule::NextAfter(Clock::WallTime t) const {
   const auto start = floor<minutes>(local);
   auto day = floor<date::days>(start);
   const int start_minute = static_cast<int>((start - day).count());
-  // Any schedule that can fire does so within 8 years (29 February on a given weekday: < 28).
-  for (int i = 0; i < 366 * 8 + 2; ++i, day += date::days(1)) {
+  // The horizon covers the longest wait (29 February on one weekday: 40 years); the search
+  // stops before WallTime's nanoseconds run out in 2262.
+  const auto last_day = date::local_days(date::year(2261) / date::December / 31);
+  for (int i = 0; i < 366 * kHorizonYears + 2 && day <= last_day; ++i, day += date::days(1)) {
     const date::year_month_day ymd{day};
     if (!fields_.months.test(static_cast<unsigned>(ymd.month()))) continue;
     const bool dom = fields_.days_of_month.test(static_cast<unsigned>(ymd.day()));

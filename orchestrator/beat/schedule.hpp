@@ -57,9 +57,13 @@ class Schedule {
   // InvalidArgument when the expression or the zone is invalid (the message names it).
   static Result<Schedule> Make(std::string_view expression, std::string_view zone);
 
-  // The first firing instant strictly after `t`; nullopt if there is none in the next 8 years
-  // (only a day that exists but not in the years ahead, such as 29 February far away).
+  // The first firing instant strictly after `t`; nullopt if there is none within
+  // kHorizonYears, or before 2262 (where Clock::WallTime ends). Every valid schedule fires within
+  // the horizon: a date that must also fall on a selected weekday (`0 0 29 2 */7`: 29 February,
+  // a Sunday; Vixie cron reads a weekday field starting with `*` as a restriction that must hold
+  // too) comes round within 40 years, any other date within 12.
   std::optional<Clock::WallTime> NextAfter(Clock::WallTime t) const;
+  static constexpr int kHorizonYears = 41;
 
   // The latest firing instant in (after, at_or_before], nullopt if none. For coalescing the
   // times missed while no beat ran into one run.

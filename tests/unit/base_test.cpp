@@ -99,6 +99,29 @@ TEST(Clock, FormatsIso8601LikeCelery) {
   EXPECT_EQ(FormatIso8601(system_clock::time_point{}), "1970-01-01T00:00:00.000000+00:00");
 }
 
+TEST(Clock, ParseIso8601RefusesTimesTheClockCannotHold) {
+  // An eta or expires from a Python client may name any year up to 9999; WallTime's nanoseconds
+  // end in 2262. Refused, the message dead-letters as InvalidTaskError instead of wrapping around.
+  EXPECT_FALSE(ParseIso8601("9999-12-31T23:59:59.999999+00:00"));
+  EXPECT_FALSE(ParseIso8601("2262-04-12T00:00:00Z"));
+  EXPECT_FALSE(ParseIso8601("1677-09-21"));
+  EXPECT_FALSE(ParseIso8601("0001-01-01T00:00:00+14:00"));
+  const auto late = ParseIso8601("2261-12-31T23:59:59.5-23:59");
+  ASSERT_TRUE(late);
+  EXPECT_EQ(FormatIso8601(*late), "2262-01-01T23:58:59.500000+00:00");
+  const auto early = ParseIso8601("1678-01-01");
+  ASSERT_TRUE(early);
+  EXPECT_EQ(FormatIso8601(*early), "1678-01-01T00:00:00.000000+00:00");
+}
+
+TEST(Clock, ParseIso8601ReadsMidnightAs24OnlyWhole) {
+  const auto midnight = ParseIso8601("2024-01-01T24:00:00Z");
+  ASSERT_TRUE(midnight);
+  EXPECT_EQ(FormatIso8601(*midnight), "2024-01-02T00:00:00.000000+00:00");
+  EXPECT_FALSE(ParseIso8601("2024-01-01T24:30:00Z"));
+  EXPECT_FALSE(ParseIso8601("2024-01-01T24:00:00.5Z"));
+}
+
 TEST(ManualClock, MovesOnlyWhenTold) {
   testing::ManualClock clock(std::chrono::system_clock::time_point(std::chrono::seconds(100)));
   const auto wall = clock.Now();

@@ -99,6 +99,17 @@ TEST(BeatSchedule, DayOfMonthOrDayOfWeekAsVixieCron) {
   EXPECT_EQ(Next(Make("0 0 29 2 *"), "2026-03-01T00:00:00Z"), "2028-02-29T00:00:00.000000+00:00");
 }
 
+TEST(BeatSchedule, ADateOnOneWeekdayIsFoundYearsAhead) {
+  // Weekday "*/7" starts with '*', so the date must also be a Sunday: 1 January is one in 2023
+  // and then 2034, 29 February in 2032 and then 2060 (tests/fuzz cron: these were "never").
+  EXPECT_EQ(Next(Make("0 0 1 1 */7"), "2023-01-02T00:00:00Z"), "2034-01-01T00:00:00.000000+00:00");
+  EXPECT_EQ(Next(Make("0 0 29 2 */7"), "2024-03-01T00:00:00Z"), "2032-02-29T00:00:00.000000+00:00");
+  EXPECT_EQ(Next(Make("0 0 29 2 */7"), "2032-03-01T00:00:00Z"), "2060-02-29T00:00:00.000000+00:00");
+  // Where WallTime ends, nothing comes next rather than a time that wraps around.
+  EXPECT_EQ(Next(Make("0 0 29 2 */7"), "2240-03-01T00:00:00Z"), "2252-02-29T00:00:00.000000+00:00");
+  EXPECT_EQ(Next(Make("0 0 29 2 */7"), "2252-03-01T00:00:00Z"), "never");  // 2280 is too late
+}
+
 TEST(BeatSchedule, InvalidExpressionsAreRefusedNamingThem) {
   const struct {
     const char* expr;

@@ -101,6 +101,16 @@ TEST(ConfigModule, CrossReferenceAndCompileErrorsNameTheirPointer) {
   c["pages"]["detail"]["item"]["key"] = {"title", "isbn"};
   EXPECT_NE(CompileError(c).find("/pages/detail/item/key/1"), std::string::npos);
 
+  // The schema's pattern lets these through; no request could fetch them.
+  for (const char* url : {"http://127.0.0.1:1--8081/products", "http://h:70000/",
+                          "http://h:0/", "https://sh%op.example/"}) {
+    c = Example("shop_listing_detail.json");
+    c["start_urls"][1] = url;
+    EXPECT_NE(CompileError(c).find("/start_urls/1: not an http(s) URL that can be fetched"),
+              std::string::npos)
+        << url << ": " << CompileError(c);
+  }
+
   const json item_field = [] {
     return json{{"item", {{"key", {"a"}}, {"fields", {{"a", {{"css", "x"}}}}}}}};
   }();

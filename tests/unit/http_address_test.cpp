@@ -92,13 +92,21 @@ TEST(HttpUrl, ParsesOnlyAbsoluteHttpUrls) {
   EXPECT_EQ(v6->host, "[::1]");
   EXPECT_EQ(v6->port, 8080);
   for (const char* bad : {"", "example.com/x", "ftp://example.com/", "file:///etc/passwd",
-                          "gopher://x/", "http://", "http:// bad host/", "javascript:alert(1)"}) {
+                          "gopher://x/", "http://", "http:// bad host/", "javascript:alert(1)",
+                          "http://example.com:0/", "https://example.com:00/x"}) {
     auto r = ParseHttpUrl(bad);
     EXPECT_FALSE(r.ok()) << bad;
     if (!r.ok()) {
       EXPECT_FALSE(r.error().retryable()) << bad;
     }
   }
+}
+
+TEST(HttpUrl, ANulByteIsRefusedNotCutAt) {
+  // curl reads C strings: "http://a/\0x" would have been fetched as "http://a/".
+  EXPECT_FALSE(ParseHttpUrl(std::string_view("http://a/\0x", 12)).ok());
+  EXPECT_FALSE(ResolveRedirect("http://a/", std::string_view("/b\0c", 4)).ok());
+  EXPECT_TRUE(ParseHttpUrl("http://a/x").ok());
 }
 
 TEST(HttpUrl, DecimalAndHexHostsAreNormalizedToDottedQuads) {
