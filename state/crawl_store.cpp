@@ -13,6 +13,7 @@
 #include "core/base/text.hpp"
 #include "core/celery/codec.hpp"
 #include "core/json/untrusted_json.hpp"
+#include "state/commit_plan.hpp"
 #include "state/dead_letter_rows.hpp"
 #include "state/dead_letter_store.hpp"
 #include "state/run_rows.hpp"
@@ -25,46 +26,13 @@ using sql::JoinIds;
 
 using Json = nlohmann::json;
 
-std::string_view StateName(RequestResult::State s) {
-  switch (s) {
-    case RequestResult::State::kDone: return "done";
-    case RequestResult::State::kRetry: return "pending";
-    case RequestResult::State::kFailed: return "failed";
-    case RequestResult::State::kSkipped: return "skipped";
-  }
-  return "failed";
-}
-
-bool Closes(RequestResult::State s) { return s != RequestResult::State::kRetry; }
-
-std::string Lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-// The job row as a transaction sees it after locking it.
-struct JobRow {
-  int64_t id = 0, run_id = 0, crawl_config_id = 0;
-  std::string status, celery_task_id, reply_to;
-  int64_t pages = 0, items_new = 0, items_updated = 0, items_unchanged = 0, errors = 0, bytes = 0;
-  int64_t requests_open = 0, requests_total = 0, requests_failed = 0, item_errors = 0;
-  int64_t requests_sent = 0;
-  bool progressed = false;
-  Json error_counts = Json::object();
-  // deltas applied by this transaction
-  int64_t d_pages = 0, d_new = 0, d_updated = 0, d_unchanged = 0, d_errors = 0, d_bytes = 0;
-  Json d_error_counts = Json::object();
-  std::string reason;
-  bool finished_now = false;
-};
-
 constexpr const char* kJobColumns =
     "id, run_id, crawl_config_id, status, celery_task_id, coalesce(reply_to, ''), pages, "
     "items_new, items_updated, items_unchanged, errors, bytes, requests_open, requests_total, "
     "requests_failed, item_errors, error_counts::text, requests_sent";
 
-JobRow ReadJob(const pqxx::row& r) {
-  JobRow j;
+CommitJob ReadJob(const pqxx::row& r) {
+  CommitJob j;
   j.id = r[0].as<int64_t>();
   j.run_id = r[1].as<int64_t>();
   j.crawl_config_id = r[2].as<int64_t>();
@@ -86,12 +54,7 @@ JobRow ReadJob(const pqxx::row& r) {
   return j;
 }
 
-void AddCount(Json& counts, const std::string& key, int64_t n) {
-  if (n == 0 || key.empty()) return;
-  counts[key] = counts.value(key, int64_t{0}) + n;
-}
-
-Json ExtractResult(const JobRow& j) {
+Json ExtractResult(const CommitJob& j) {
   return Json{{"job_id", j.id},
               {"run_id", j.run_id},
               {"crawl_config_id", j.crawl_config_id},
@@ -115,10 +78,10 @@ pqxx::result ExecPrepared(pqxx::transaction_base& tx, const std::string& name,
 }
 
 // Skips a job's pending requests (and leased ones too when it ends early: whoever holds them
-// will find its lease gone); returns how many.
-int64_t SkipPending(pqxx::transaction_base& tx, int64_t job_id, const std::string& why,
-                    bool leased_too = false, std::unordered_set<int64_t>* skipped = nullptr,
-                    const std::vector<int64_t>& fresh = {}) {
+// will find its lease gone); returns their ids.
+std::vector<int64_t> SkipPending(pqxx::transaction_base& tx, int64_t job_id,
+                                 const std::string& why, bool leased_too = false,
+                                 const std::vector<int64_t>& fresh = {}) {
   // `fresh`: requests this transaction inserted already leased to us (Commit); skipped with the
   // pending ones, since nobody has fetched them yet.
   const std::string ids = "{" + JoinIds(fresh) + "}";
@@ -128,15 +91,15 @@ int64_t SkipPending(pqxx::transaction_base& tx, int64_t job_id, const std::strin
       "WHERE job_id = $1 AND (state = 'pending' OR ($3 AND state = 'leased') "
       "  OR (state = 'leased' AND id = ANY($4::bigint[]))) RETURNING id",
       job_id, why, leased_too, ids);
-  if (skipped != nullptr) {
-    for (const auto& row : r) skipped->insert(row[0].as<int64_t>());
-  }
-  return static_cast<int64_t>(r.size());
+  std::vector<int64_t> skipped;
+  skipped.reserve(r.size());
+  for (const auto& row : r) skipped.push_back(row[0].as<int64_t>());
+  return skipped;
 }
 
 // Writes the job row back (after its deltas were applied to the struct), ends it when its last
 // open request closed, then updates its run; returns the FinishedJob when it ended.
-std::optional<FinishedJob> WriteJob(pqxx::transaction_base& tx, JobRow& j) {
+std::optional<FinishedJob> WriteJob(pqxx::transaction_base& tx, CommitJob& j) {
   for (auto& [k, v] : j.d_error_counts.items()) AddCount(j.error_counts, k, v.get<int64_t>());
   bool ending = false;
   if (j.status == "running" && j.requests_open == 0) {
@@ -212,11 +175,11 @@ std::optional<FinishedJob> WriteJob(pqxx::transaction_base& tx, JobRow& j) {
 }
 
 // `prefix`: statements sent in the same round trip, before the lock (SET LOCAL ...;).
-std::vector<JobRow> LockJobs(pqxx::transaction_base& tx, std::vector<int64_t> ids,
+std::vector<CommitJob> LockJobs(pqxx::transaction_base& tx, std::vector<int64_t> ids,
                              const std::string& prefix = "") {
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-  std::vector<JobRow> out;
+  std::vector<CommitJob> out;
   if (ids.empty()) {
     if (!prefix.empty()) tx.exec(prefix);
     return out;
@@ -231,27 +194,28 @@ std::vector<JobRow> LockJobs(pqxx::transaction_base& tx, std::vector<int64_t> id
   return out;
 }
 
-Json RequestRow(int64_t job_id, const RequestSpec& s, const std::string& fp) {
-  return Json{{"j", job_id},        {"f", fp},
-              {"u", s.url},         {"m", s.method},
-              {"b", s.body.empty() ? Json(nullptr) : Json(s.body)},
-              {"t", s.page_type},   {"d", s.depth},
-              {"p", s.pagination_index}, {"g", s.is_pagination}};
+LeasedRequest ReadLeased(const pqxx::row& r) {
+  LeasedRequest l;
+  l.id = r[0].as<int64_t>();
+  l.job_id = r[1].as<int64_t>();
+  l.attempts = r[2].as<int>();
+  l.spec.url = r[3].as<std::string>();
+  l.spec.method = r[4].as<std::string>();
+  l.spec.body = r[5].as<std::string>();
+  l.spec.page_type = r[6].as<std::string>();
+  l.spec.depth = r[7].as<int>();
+  l.spec.pagination_index = r[8].as<int>();
+  l.spec.is_pagination = r[9].as<bool>();
+  return l;
 }
-
-// What InsertRequests made: per new (job, fingerprint), its id; the rows it leased to us.
-struct Inserted {
-  std::map<std::pair<int64_t, std::string>, int64_t> ids;
-  std::vector<pqxx::row> leased;
-};
 
 // Inserts frontier rows; the first `lease` rows go in already leased to `owner` (attempts 1;
 // one that already exists uses its slot and stays as it is), so that requests an extractor
 // works on at once never pass through 'pending' (a pending row leased later leaves a dead entry
 // in crawl_requests_pending that every lease scan walks until vacuum).
-Inserted InsertRequests(pqxx::transaction_base& tx, Json& rows, size_t lease = 0,
+InsertOutcome InsertRequests(pqxx::transaction_base& tx, Json& rows, size_t lease = 0,
                         const std::string& owner = "", std::chrono::milliseconds lease_for = {}) {
-  Inserted out;
+  InsertOutcome out;
   if (rows.empty()) return out;
   for (size_t i = 0; i < rows.size(); ++i) rows[i]["l"] = i < lease;
   const auto r = ExecPrepared(
@@ -272,7 +236,7 @@ Inserted InsertRequests(pqxx::transaction_base& tx, Json& rows, size_t lease = 0
   for (const auto& row : r) {
     out.ids.emplace(std::pair(row[1].as<int64_t>(), row[10].as<std::string>()),
                     row[0].as<int64_t>());
-    if (row[11].as<bool>()) out.leased.push_back(row);
+    if (row[11].as<bool>()) out.leased.push_back({ReadLeased(row), row[10].as<std::string>()});
   }
   return out;
 }
@@ -298,19 +262,91 @@ Result<JobInfo> ReadJobInfo(pqxx::transaction_base& tx, int64_t job_id) {
   return info;
 }
 
-LeasedRequest ReadLeased(const pqxx::row& r) {
-  LeasedRequest l;
-  l.id = r[0].as<int64_t>();
-  l.job_id = r[1].as<int64_t>();
-  l.attempts = r[2].as<int>();
-  l.spec.url = r[3].as<std::string>();
-  l.spec.method = r[4].as<std::string>();
-  l.spec.body = r[5].as<std::string>();
-  l.spec.page_type = r[6].as<std::string>();
-  l.spec.depth = r[7].as<int>();
-  l.spec.pagination_index = r[8].as<int>();
-  l.spec.is_pagination = r[9].as<bool>();
-  return l;
+// Closes (or reschedules) the requests whose lease `owner` still holds; returns their ids.
+std::vector<int64_t> CloseRequests(pqxx::transaction_base& tx, const std::string& owner,
+                                   const Json& marks, const std::vector<int64_t>& round_ids) {
+  std::vector<int64_t> owned;
+  if (marks.empty()) return owned;
+  const auto rows = ExecPrepared(
+      tx, "celeriac_close_requests",
+      "UPDATE crawl_requests r SET state = x.s, status_code = x.c, error_class = x.e, "
+      " error_message = x.m, lease_owner = NULL, lease_expires_at = NULL, "
+      " not_before = CASE WHEN x.s = 'pending' THEN now() + x.d * interval '1 millisecond' "
+      "              ELSE r.not_before END, "
+      " finished_at = CASE WHEN x.s = 'pending' THEN NULL ELSE now() END "
+      "FROM jsonb_to_recordset($1::jsonb) AS x(id bigint, s text, c int, e text, m text, "
+      " d bigint) "
+      "WHERE r.id = x.id AND r.id = ANY($3::bigint[]) AND r.lease_owner = $2 "
+      // Not `r.state = 'leased'`: that matches the partial index crawl_requests_leased, which
+      // the planner then scans whole (its statistics say few rows are leased) while during a
+      // crawl it fills with dead entries; by primary key each row costs one probe.
+      "  AND r.state || '' = 'leased' RETURNING r.id",
+      DumpStorableJson(marks), owner, "{" + JoinIds(round_ids) + "}");
+  for (const auto& row : rows) owned.push_back(row[0].as<int64_t>());
+  return owned;
+}
+
+// Items of one crawl config, upserted in one statement that also says what each was: new
+// (inserted), updated (its hash changed: updated_at moved to now()), or unchanged;
+// crawl_run_items says whether this run saw it before (for stop_when_no_new_items).
+void StoreItems(pqxx::transaction_base& tx, const ItemBatch& batch, CommitPlan& plan) {
+  std::unordered_set<std::string> new_in_run;
+  for (const auto& row : ExecPrepared(
+           tx, "celeriac_run_items",
+           "INSERT INTO crawl_run_items (run_id, crawl_config_id, item_key) "
+           "SELECT x.r, $1, x.k FROM jsonb_to_recordset($2::jsonb) AS x(k text, r bigint) "
+           "ORDER BY x.r, x.k ON CONFLICT DO NOTHING RETURNING item_key",
+           batch.crawl_config_id, batch.rows))
+    new_in_run.insert(row[0].as<std::string>());
+  for (const auto& row : ExecPrepared(
+           tx, "celeriac_upsert_items",
+           "INSERT INTO extracted_items AS e (crawl_config_id, item_key, data, content_hash, "
+           " url, first_run_id, last_run_id) "
+           "SELECT $1, x.k, x.d, x.h, x.u, x.r, x.r "
+           "FROM jsonb_to_recordset($2::jsonb) AS x(k text, d jsonb, h text, u text, r "
+           "bigint) "
+           "ORDER BY x.k "
+           "ON CONFLICT (crawl_config_id, item_key) DO UPDATE SET "
+           " last_seen_at = now(), last_run_id = EXCLUDED.last_run_id, url = EXCLUDED.url, "
+           " data = CASE WHEN e.content_hash = EXCLUDED.content_hash "
+           "        THEN e.data ELSE EXCLUDED.data END, "
+           " updated_at = CASE WHEN e.content_hash = EXCLUDED.content_hash "
+           "              THEN e.updated_at ELSE now() END, "
+           " content_hash = EXCLUDED.content_hash "
+           "RETURNING e.item_key, e.xmax = 0, e.updated_at = now()",
+           batch.crawl_config_id, batch.rows)) {
+    const std::string key = row[0].as<std::string>();
+    plan.ItemStored(batch, key, new_in_run.contains(key), row[1].as<bool>(), row[2].as<bool>());
+  }
+}
+
+// A request that failed for good becomes a dead letter ops can replay: an
+// extractor.tasks.refetch message for the request, to the extractor's queue.
+void WriteRefetchLetter(pqxx::transaction_base& tx, const std::string& queue,
+                        const RequestResult& r, const CommitJob& j) {
+  auto m = celery::NewTask(kRefetchTask, nlohmann::ordered_json::array({r.request_id}),
+                           nlohmann::ordered_json{{"job_id", j.id},
+                                                  {"run_id", j.run_id},
+                                                  {"crawl_config_id", j.crawl_config_id},
+                                                  {"url", r.url}});
+  m.origin = "celeriac-extractor";
+  const auto out = celery::EncodeTask(m, queue);
+  celery::DeadLetter letter;
+  letter.queue = queue;
+  letter.task_name = kRefetchTask;
+  letter.task_id = m.id;
+  letter.properties = out.properties;
+  letter.error_class = r.error_class.empty() ? std::string("Download") : r.error_class;
+  letter.error_message = r.error_message;
+  letter.attempts =
+      tx.exec_params1("SELECT attempts FROM crawl_requests WHERE id = $1", r.request_id)[0]
+          .as<int64_t>();
+  letter.context = {{"url", r.url},          {"status", r.status_code},
+                    {"job_id", j.id},        {"run_id", j.run_id},
+                    {"request_id", r.request_id},
+                    {"crawl_config_id", j.crawl_config_id},
+                    {"attempts", letter.attempts}};
+  InsertDeadLetter(tx, ToColumns(letter), out.body);
 }
 
 }  // namespace
@@ -321,7 +357,7 @@ std::string CanonicalUrl(const std::string& url) {
   // canonicalize_url does.
   const auto scheme_end = url.find("://");
   if (scheme_end == std::string::npos) return url;
-  const std::string scheme = Lower(url.substr(0, scheme_end));
+  const std::string scheme = AsciiLower(url.substr(0, scheme_end));
   const size_t auth_begin = scheme_end + 3;
   size_t auth_end = url.find_first_of("/?#", auth_begin);
   if (auth_end == std::string::npos) auth_end = url.size();
@@ -329,7 +365,7 @@ std::string CanonicalUrl(const std::string& url) {
   const auto at = authority.rfind('@');
   std::string userinfo = at == std::string::npos ? "" : authority.substr(0, at + 1);
   std::string hostport = at == std::string::npos ? authority : authority.substr(at + 1);
-  hostport = Lower(hostport);
+  hostport = AsciiLower(hostport);
   if ((scheme == "http" && hostport.ends_with(":80")) ||
       (scheme == "https" && hostport.ends_with(":443")))
     hostport.resize(hostport.rfind(':'));
@@ -440,13 +476,13 @@ Result<std::optional<FinishedJob>> CrawlStore::StartJob(int64_t job_id,
     if (jobs.empty())
       return Error(ErrorCode::kNotFound, fmt::format("extraction job {} does not exist", job_id),
                    false);
-    JobRow& j = jobs[0];
+    CommitJob& j = jobs[0];
     if (j.status != "pending") return Out{};  // a redelivered message: already under way or done
     Json rows = Json::array();
     std::unordered_set<std::string> seen;
     for (const auto& s : start) {
       auto fp = Fingerprint(s);
-      if (seen.insert(fp).second) rows.push_back(RequestRow(job_id, s, fp));
+      if (seen.insert(fp).second) rows.push_back(FrontierRow(job_id, s, fp));
     }
     const auto inserted = InsertRequests(tx, rows).ids;
     j.status = "running";
@@ -475,9 +511,9 @@ Result<std::optional<FinishedJob>> CrawlStore::FailJob(int64_t job_id,
     if (jobs.empty())
       return Error(ErrorCode::kNotFound, fmt::format("extraction job {} does not exist", job_id),
                    false);
-    JobRow& j = jobs[0];
+    CommitJob& j = jobs[0];
     if (j.status != "pending" && j.status != "running") return Out{};
-    const int64_t skipped = SkipPending(tx, job_id, "job failed: " + reason, true);
+    const auto skipped = static_cast<int64_t>(SkipPending(tx, job_id, "job failed: " + reason, true).size());
     j.requests_open = std::max<int64_t>(0, j.requests_open - skipped);
     j.status = "failed";
     j.reason = reason;
@@ -589,354 +625,39 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
     // suffix of results, whose requests are then still leased (or pending) and are simply done
     // again: nothing is lost and the upserts duplicate nothing. StartJob, which the message ack
     // depends on, stays synchronous.
-    CommitReport report;
     std::vector<int64_t> job_ids;
     for (const auto& r : results) job_ids.push_back(r.job_id);
-    auto job_rows = LockJobs(tx, job_ids, "SET LOCAL synchronous_commit = off; ");
-    std::unordered_map<int64_t, JobRow*> jobs;
-    for (auto& j : job_rows) jobs[j.id] = &j;
-
-    // Results are recorded in rounds: first those of leased requests, then follow-ons
-    // (request_id 0, `speculated` set: results fetched ahead for requests not yet in the
-    // frontier) whose requests an earlier round inserted and leased to us; the others are
-    // dropped, their requests fetched when leased.
-    std::vector<RequestResult> follow;
-    std::vector<size_t> follow_index;  // where each follow-on is in `results`
-    std::vector<const RequestResult*> round;
-    for (size_t i = 0; i < results.size(); ++i) {
-      const auto& r = results[i];
-      if (r.request_id != 0) {
-        round.push_back(&r);
-      } else if (r.speculated) {
-        follow.push_back(r);
-        follow_index.push_back(i);
-      }
-    }
-    std::unordered_set<int64_t> over_limit, owned, unleased;
-    std::unordered_map<const RequestResult*, bool> page_has_new_in_run;
-    std::unordered_map<const RequestResult*, int64_t> new_links;
-    std::unordered_map<int64_t, std::vector<int64_t>> fresh_leases;  // per job
-    std::vector<pqxx::row> fresh_rows;
-    std::map<std::pair<int64_t, std::string>, int64_t> fresh_by_key;  // (job, fingerprint) -> id
-    std::unordered_set<int64_t> recorded_here;
-    size_t lease_left = lease_new;
-    while (!round.empty()) {
-
-      // 0. max_pages counts responses handed to parsing: pages parsed beyond it (they were in
-      //    flight when the limit was reached) are recorded as skipped, their items and links
-      //    dropped.
-      for (auto& j : job_rows) {
-        const auto lim = limits.find(j.id);
-        if (lim == limits.end() || !lim->second.max_pages) continue;
-        int64_t room = *lim->second.max_pages - j.pages - j.d_pages;
-        for (const RequestResult* r : round)
-          if (r->job_id == j.id && r->parsed && room-- <= 0) over_limit.insert(r->request_id);
-      }
-
-      // 1. Close (or reschedule) the requests whose lease we still hold.
-      Json marks = Json::array();
-      for (const RequestResult* rp : round) {
-        const RequestResult& r = *rp;
-        const bool over = over_limit.contains(r.request_id);
-        marks.push_back(
-            Json{{"id", r.request_id},
-                 {"s", over ? "skipped" : StateName(r.state)},
-                 {"c", r.status_code == 0 ? Json(nullptr) : Json(r.status_code)},
-                 {"e", r.error_class.empty() || over ? Json(nullptr) : Json(r.error_class)},
-                 {"m", over                      ? Json("max_pages reached")
-                       : r.error_message.empty() ? Json(nullptr)
-                                                 : Json(r.error_message)},
-                 {"d", r.retry_delay.count()}});
-      }
-      std::vector<int64_t> round_ids;
-      for (const RequestResult* r : round) round_ids.push_back(r->request_id);
-      const std::string ids = "{" + JoinIds(round_ids) + "}";
-      if (!marks.empty()) {
-        const auto rows = ExecPrepared(
-            tx, "celeriac_close_requests",
-            "UPDATE crawl_requests r SET state = x.s, status_code = x.c, error_class = x.e, "
-            " error_message = x.m, lease_owner = NULL, lease_expires_at = NULL, "
-            " not_before = CASE WHEN x.s = 'pending' THEN now() + x.d * interval '1 millisecond' "
-            "              ELSE r.not_before END, "
-            " finished_at = CASE WHEN x.s = 'pending' THEN NULL ELSE now() END "
-            "FROM jsonb_to_recordset($1::jsonb) AS x(id bigint, s text, c int, e text, m text, "
-            " d bigint) "
-            "WHERE r.id = x.id AND r.id = ANY($3::bigint[]) AND r.lease_owner = $2 "
-            // Not `r.state = 'leased'`: that matches the partial index crawl_requests_leased,
-            // which the planner then scans whole (its statistics say few rows are leased) while
-            // during a crawl it fills with dead entries; by primary key each row costs one probe.
-            "  AND r.state || '' = 'leased' RETURNING r.id",
-            DumpStorableJson(marks), owner_, ids);
-        for (const auto& row : rows) owned.insert(row[0].as<int64_t>());
-      }
-
-      // 2. Items, per crawl config, upserted in one statement that also says what each was:
-      //    new (inserted), updated (its hash changed: updated_at moved to now()), or unchanged;
-      //    crawl_run_items says whether this run saw it before (for stop_when_no_new_items).
-      std::map<int64_t, std::vector<const RequestResult*>> by_config;
-      for (const RequestResult* rp : round) {
-        const RequestResult& r = *rp;
-        if (!owned.contains(r.request_id) || !jobs.contains(r.job_id)) continue;
-        if (!r.items.empty() && !over_limit.contains(r.request_id))
-          by_config[jobs[r.job_id]->crawl_config_id].push_back(&r);
-      }
-      for (auto& [config_id, pages] : by_config) {
-        // Last occurrence of a key wins; keys sorted so concurrent writers lock in one order.
-        std::map<std::string, std::pair<const Item*, const RequestResult*>> latest;
-        for (const auto* r : pages)
-          for (const auto& item : r->items) latest[item.key] = {&item, r};
-        std::string rows = "[";
-        for (const auto& [key, entry] : latest) {
-          if (rows.size() > 1) rows += ',';
-          rows += DumpStorableJson(Json{{"k", key},
-                                        {"h", entry.first->content_hash},
-                                        {"u", entry.second->url},
-                                        {"r", jobs[entry.second->job_id]->run_id}});
-          rows.pop_back();
-          rows += ",\"d\":";
-          rows += DumpStorableJson(entry.first->data);
-          rows += '}';
-        }
-        rows += ']';
-        // Which of these the run has not seen yet (a run's items are one per config and key).
-        std::unordered_set<std::string> new_in_run;
-        for (const auto& row : ExecPrepared(
-                 tx, "celeriac_run_items",
-                 "INSERT INTO crawl_run_items (run_id, crawl_config_id, item_key) "
-                 "SELECT x.r, $1, x.k FROM jsonb_to_recordset($2::jsonb) AS x(k text, r bigint) "
-                 "ORDER BY x.r, x.k ON CONFLICT DO NOTHING RETURNING item_key",
-                 config_id, rows))
-          new_in_run.insert(row[0].as<std::string>());
-        for (const auto& row : ExecPrepared(
-                 tx, "celeriac_upsert_items",
-                 "INSERT INTO extracted_items AS e (crawl_config_id, item_key, data, content_hash, "
-                 " url, first_run_id, last_run_id) "
-                 "SELECT $1, x.k, x.d, x.h, x.u, x.r, x.r "
-                 "FROM jsonb_to_recordset($2::jsonb) AS x(k text, d jsonb, h text, u text, r "
-                 "bigint) "
-                 "ORDER BY x.k "
-                 "ON CONFLICT (crawl_config_id, item_key) DO UPDATE SET "
-                 " last_seen_at = now(), last_run_id = EXCLUDED.last_run_id, url = EXCLUDED.url, "
-                 " data = CASE WHEN e.content_hash = EXCLUDED.content_hash "
-                 "        THEN e.data ELSE EXCLUDED.data END, "
-                 " updated_at = CASE WHEN e.content_hash = EXCLUDED.content_hash "
-                 "              THEN e.updated_at ELSE now() END, "
-                 " content_hash = EXCLUDED.content_hash "
-                 "RETURNING e.item_key, e.xmax = 0, e.updated_at = now()",
-                 config_id, rows)) {
-          const std::string key = row[0].as<std::string>();
-          const auto& entry = latest[key];
-          const auto* r = entry.second;
-          JobRow* j = jobs[r->job_id];
-          // Each item counts once per run: seen again in the same run (a listing repeated on
-          // two pages, a redelivered page), it is neither new, updated nor unchanged again.
-          if (!new_in_run.contains(key)) continue;
-          page_has_new_in_run[r] = true;
-          if (row[1].as<bool>()) {
-            ++j->d_new;
-          } else if (row[2].as<bool>()) {
-            ++j->d_updated;
-          } else {
-            ++j->d_unchanged;
-          }
-        }
-      }
-
-      // 3. New requests of running jobs, within the job's limits: links first, then pagination,
-      //    which stops on a page that brought nothing new when its rule says so.
-      auto accepts = [&](const JobRow& j, const RequestSpec& s) {
-        if (j.status != "running") return false;
-        const auto lim = limits.find(j.id);
-        if (lim == limits.end()) return true;
-        if (lim->second.max_depth && s.depth > *lim->second.max_depth) return false;
-        return true;
-      };
-      //    Up to `lease_new` of them are inserted already leased to us, pagination first (it is
-      //    the crawl's critical path): the links' pass leaves room for every pagination request
-      //    the batch may add.
-      size_t pagination_room = 0;
-      for (const RequestResult* r : round)
-        for (const auto& spec : r->requests) pagination_room += spec.is_pagination ? 1 : 0;
+    CommitPlan plan(LockJobs(tx, job_ids, "SET LOCAL synchronous_commit = off; "), results,
+                    limits, lease_new);
+    // Rounds: first the results of leased requests, then follow-ons whose requests an earlier
+    // round inserted and leased to us (commit_plan.hpp).
+    while (!plan.round().empty()) {
+      plan.Owned(CloseRequests(tx, owner_, plan.CloseMarks(), plan.RoundIds()));
+      for (const ItemBatch& batch : plan.ItemBatches()) StoreItems(tx, batch, plan);
       for (int pass = 0; pass < 2; ++pass) {
-        Json rows = Json::array();
-        std::set<std::pair<int64_t, std::string>> batch;
-        std::vector<std::tuple<const RequestResult*, int64_t, std::string>> origin;
-        for (const RequestResult* rp : round) {
-          const RequestResult& r = *rp;
-          if (!owned.contains(r.request_id) || !jobs.contains(r.job_id)) continue;
-          if (r.state != RequestResult::State::kDone || over_limit.contains(r.request_id)) continue;
-          const JobRow& j = *jobs[r.job_id];
-          for (const auto& s : r.requests) {
-            if (s.is_pagination != (pass == 1) || !accepts(j, s)) continue;
-            if (pass == 1 && s.stop_when_no_new_items && !page_has_new_in_run[&r] &&
-                new_links[&r] == 0)
-              continue;
-            auto fp = Fingerprint(s);
-            origin.emplace_back(&r, j.id, fp);
-            if (batch.emplace(j.id, fp).second) rows.push_back(RequestRow(j.id, s, fp));
-          }
-        }
-        const size_t lease_now =
-            pass == 0 ? lease_left - std::min(lease_left, pagination_room) : lease_left;
-        auto made = InsertRequests(tx, rows, lease_now, owner_, lease);
-        const auto& inserted = made.ids;
-        for (const auto& [key, id] : inserted) {
-          jobs[key.first]->requests_open += 1;
-          jobs[key.first]->requests_total += 1;
-        }
-        lease_left -= std::min(lease_left, made.leased.size());
-        report.left_pending += inserted.size() - made.leased.size();
-        for (auto& row : made.leased) {
-          fresh_leases[row[1].as<int64_t>()].push_back(row[0].as<int64_t>());
-          fresh_by_key.emplace(std::pair(row[1].as<int64_t>(), row[10].as<std::string>()),
-                               row[0].as<int64_t>());
-          fresh_rows.push_back(std::move(row));
-        }
-        std::set<std::pair<int64_t, std::string>> credited;
-        for (const auto& [r, job_id, fp] : origin)
-          if (inserted.contains({job_id, fp}) && credited.emplace(job_id, fp).second)
-            ++new_links[r];
+        RequestBatch batch = plan.NewRequests(pass);
+        InsertOutcome made = InsertRequests(tx, batch.rows, batch.lease_now, owner_, lease);
+        plan.Inserted(batch, std::move(made));
       }
-
-      // 4. Counters.
-      for (const RequestResult* rp : round) {
-        const RequestResult& r = *rp;
-        if (!jobs.contains(r.job_id)) continue;
-        if (!owned.contains(r.request_id)) {
-          ++report.dropped;
-          continue;
-        }
-        ++report.recorded;
-        JobRow& j = *jobs[r.job_id];
-        j.progressed = true;
-        if (r.state != RequestResult::State::kSkipped) ++j.requests_sent;
-        if (Closes(r.state)) j.requests_open = std::max<int64_t>(0, j.requests_open - 1);
-        if (over_limit.contains(r.request_id)) {
-          j.d_bytes += static_cast<int64_t>(r.bytes);
-          continue;
-        }
-        if (r.parsed) ++j.d_pages;
-        j.d_bytes += static_cast<int64_t>(r.bytes);
-        if (r.state == RequestResult::State::kFailed) {
-          ++j.requests_failed;
-          ++j.d_errors;
-          AddCount(j.d_error_counts, r.error_class, 1);
-        }
-        if (r.item_errors > 0) {
-          j.item_errors += static_cast<int64_t>(r.item_errors);
-          j.d_errors += static_cast<int64_t>(r.item_errors);
-          AddCount(j.d_error_counts, "Parse", static_cast<int64_t>(r.item_errors));
-        }
-      }
-
-      // 4b. Requests that failed for good become dead letters ops can replay: an
-      //     extractor.tasks.refetch message for the request, to the extractor's queue.
-      for (const RequestResult* rp : round) {
-        const RequestResult& r = *rp;
-        if (r.state != RequestResult::State::kFailed || !owned.contains(r.request_id) ||
-            !jobs.contains(r.job_id) || over_limit.contains(r.request_id))
-          continue;
-        const JobRow& j = *jobs[r.job_id];
-        auto m = celery::NewTask(kRefetchTask, nlohmann::ordered_json::array({r.request_id}),
-                                 nlohmann::ordered_json{{"job_id", j.id}, {"run_id", j.run_id},
-                                                        {"crawl_config_id", j.crawl_config_id},
-                                                        {"url", r.url}});
-        m.origin = "celeriac-extractor";
-        const auto out = celery::EncodeTask(m, queue_);
-        celery::DeadLetter letter;
-        letter.queue = queue_;
-        letter.task_name = kRefetchTask;
-        letter.task_id = m.id;
-        letter.properties = out.properties;
-        letter.error_class = r.error_class.empty() ? std::string("Download") : r.error_class;
-        letter.error_message = r.error_message;
-        letter.context = {{"url", r.url},          {"status", r.status_code},
-                          {"job_id", j.id},        {"run_id", j.run_id},
-                          {"request_id", r.request_id},
-                          {"crawl_config_id", j.crawl_config_id}};
-        letter.attempts =
-            tx.exec_params1("SELECT attempts FROM crawl_requests WHERE id = $1", r.request_id)[0]
-                .as<int64_t>();
-        letter.context["attempts"] = letter.attempts;
-        InsertDeadLetter(tx, ToColumns(letter), out.body);
-      }
-
-      // The next round: follow-ons whose requests this round inserted and leased to us.
-      std::vector<const RequestResult*> next;
-      for (size_t i = 0; i < follow.size(); ++i) {
-        RequestResult& f = follow[i];
-        if (f.request_id != 0 || f.job_id == 0) continue;
-        const auto it = fresh_by_key.find({f.job_id, Fingerprint(*f.speculated)});
-        if (it == fresh_by_key.end()) continue;
-        f.request_id = it->second;
-        recorded_here.insert(it->second);  // done in this transaction, not handed out
-        fresh_by_key.erase(it);
-        report.follow_ons_recorded.push_back(follow_index[i]);
-        next.push_back(&f);
-      }
-      round = std::move(next);
+      plan.CountRound();
+      for (const auto& [result, job] : plan.FailedForGood())
+        WriteRefetchLetter(tx, queue_, *result, *job);
+      plan.NextRound();
     }
-
-    // 5. Limits and the end of each job. Requests leased in step 3 to a job that stops here are
-    //    skipped with its pending ones (`unleased`).
-    for (auto& j : job_rows) {
-      j.pages += j.d_pages;
-      j.items_new += j.d_new;
-      j.items_updated += j.d_updated;
-      j.items_unchanged += j.d_unchanged;
-      j.errors += j.d_errors;
-      j.bytes += j.d_bytes;
-      if (j.status == "running") {
-        const auto lim = limits.find(j.id);
-        if (lim != limits.end() && lim->second.abort_after_errors > 0 &&
-            j.errors >= lim->second.abort_after_errors) {
-          j.requests_open -= SkipPending(tx, j.id, "job aborted", true, &unleased);
-          j.status = "aborted";
-          j.reason = fmt::format("{} errors reached the abort threshold ({})", j.errors,
-                                 lim->second.abort_after_errors);
-          j.finished_now = true;
-        } else if (const int64_t finished = j.requests_total - j.requests_open;
-                   lim != limits.end() && lim->second.abort_error_rate && finished >= 20 &&
-                   static_cast<double>(j.requests_failed) / static_cast<double>(finished) >
-                       *lim->second.abort_error_rate) {
-          j.requests_open -= SkipPending(tx, j.id, "job aborted", true, &unleased);
-          j.status = "aborted";
-          j.reason = fmt::format("{} of {} finished requests failed, over the abort error rate "
-                                 "({})",
-                                 j.requests_failed, finished, *lim->second.abort_error_rate);
-          j.finished_now = true;
-        } else if (lim != limits.end() && lim->second.max_pages &&
-                   j.pages >= *lim->second.max_pages) {
-          const int64_t skipped =
-              SkipPending(tx, j.id, "max_pages reached", false, &unleased, fresh_leases[j.id]);
-          j.requests_open -= skipped;
-          if (skipped > 0)
-            j.reason = fmt::format("max_pages ({}) reached", *lim->second.max_pages);
-        } else if (lim != limits.end() && lim->second.max_requests &&
-                   j.requests_sent >= *lim->second.max_requests) {
-          const int64_t skipped = SkipPending(tx, j.id, "max_requests reached", false, &unleased,
-                                              fresh_leases[j.id]);
-          j.requests_open -= skipped;
-          if (skipped > 0)
-            j.reason = fmt::format("max_requests ({}) reached", *lim->second.max_requests);
-        }
-        j.requests_open = std::max<int64_t>(0, j.requests_open);
+    // Limits and the end of each job. Requests leased to us above, to a job that stops here,
+    // are skipped with its pending ones.
+    for (CommitJob& j : plan.jobs()) {
+      const JobEnd end = plan.EndJob(j);
+      std::vector<int64_t> skipped;
+      if (end.kind == JobEnd::Kind::kAborted) {
+        skipped = SkipPending(tx, j.id, end.why, true);
+      } else if (end.kind == JobEnd::Kind::kStopsAdding) {
+        skipped = SkipPending(tx, j.id, end.why, false, plan.FreshIds(j.id));
       }
-      if (auto finished = WriteJob(tx, j)) report.finished.push_back(std::move(*finished));
+      plan.Skipped(j, end, skipped);
+      if (auto finished = WriteJob(tx, j)) plan.report().finished.push_back(std::move(*finished));
     }
-
-    // 6. What step 3 leased to us, pagination first.
-    for (const auto& row : fresh_rows) {
-      const int64_t id = row[0].as<int64_t>();
-      if (!unleased.contains(id) && !recorded_here.contains(id))
-        report.leased.push_back(ReadLeased(row));
-    }
-    std::sort(report.leased.begin(), report.leased.end(),
-              [](const LeasedRequest& a, const LeasedRequest& b) {
-                return a.spec.is_pagination > b.spec.is_pagination ||
-                       (a.spec.is_pagination == b.spec.is_pagination && a.id < b.id);
-              });
-    return report;
+    return plan.TakeReport();
   });
 }
 
@@ -952,7 +673,7 @@ Result<std::vector<FinishedJob>> CrawlStore::UnpublishedResults(size_t max) {
                          "ORDER BY id LIMIT $1",
                          kJobColumns),
              static_cast<int64_t>(max))) {
-      JobRow j = ReadJob(r);
+      CommitJob j = ReadJob(r);
       FinishedJob f;
       f.job_id = j.id;
       f.run_id = j.run_id;
@@ -1119,7 +840,8 @@ Result<std::vector<FinishedJob>> CrawlStore::AbortStalled() {
           " now() - watchdog_ms * interval '1 millisecond' FROM extraction_jobs WHERE id = $1",
           j.id);
       if (!wd[1].as<bool>()) continue;  // progressed while we waited for the lock
-      j.requests_open -= SkipPending(tx, j.id, "job aborted by the watchdog", true);
+      j.requests_open -=
+          static_cast<int64_t>(SkipPending(tx, j.id, "job aborted by the watchdog", true).size());
       j.requests_open = std::max<int64_t>(0, j.requests_open);
       j.status = "aborted";
       j.reason = fmt::format("watchdog: no request finished for {} ms", wd[0].as<int64_t>());
@@ -1141,7 +863,7 @@ Result<int64_t> CrawlStore::Refetch(int64_t request_id, const std::string& celer
                    false);
     const int64_t job_id = req[0][0].as<int64_t>();
     auto jobs = LockJobs(tx, {job_id});
-    JobRow& j = jobs[0];
+    CommitJob& j = jobs[0];
     if (j.status == "running") {
       const auto back = tx.exec_params(
           "UPDATE crawl_requests SET state = 'pending', attempts = 0, not_before = now(), "
