@@ -402,14 +402,9 @@ std::string Fingerprint(const RequestSpec& spec) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
   unsigned int len = 0;
   EVP_Digest(canonical.data(), canonical.size(), digest.data(), &len, EVP_sha256(), nullptr);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex;
-  hex.reserve(32);
-  for (unsigned int i = 0; i < 16 && i < len; ++i) {
-    hex.push_back(kHex[digest[i] >> 4]);
-    hex.push_back(kHex[digest[i] & 15]);
-  }
-  return hex;
+  // The first 128 bits, in hex.
+  return HexEncode(std::string_view(reinterpret_cast<const char*>(digest.data()),
+                                    std::min<size_t>(16, len)));
 }
 
 Result<JobInfo> CrawlStore::ClaimJob(const ExtractRequest& req) {

@@ -142,28 +142,6 @@ std::vector<Span> SecretSpans(std::string_view text) {
   return merged;
 }
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// Percent-decoded; a '%' not followed by two hex digits stays as it is.
-std::string PercentDecoded(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && HexValue(s[i + 1]) >= 0 &&
-        HexValue(s[i + 2]) >= 0) {
-      out.push_back(static_cast<char>(HexValue(s[i + 1]) * 16 + HexValue(s[i + 2])));
-      i += 2;
-    } else {
-      out.push_back(s[i]);
-    }
-  }
-  return out;
-}
-
 // A libpq single-quoted value without its quotes and escapes.
 std::string Unquoted(std::string_view s) {
   if (s.empty() || s.front() != '\'') return std::string(s);
@@ -210,7 +188,7 @@ std::string MaskSecrets(std::string_view text, std::string_view connection_strin
   for (const Span& s : SecretSpans(connection_string)) {
     const std::string_view raw = connection_string.substr(s.first, s.second - s.first);
     const std::string plain = Unquoted(raw);
-    for (std::string candidate : {std::string(raw), plain, PercentDecoded(plain)}) {
+    for (std::string candidate : {std::string(raw), plain, PercentDecode(plain)}) {
       if (candidate.size() >= 3 && candidate.find(kMaskedSecret) == std::string::npos)
         secrets.push_back(std::move(candidate));
     }

@@ -136,7 +136,6 @@ bool IsStorableText(std::string_view s) {
 
 std::string EscapeToStorableText(std::string_view s) {
   if (IsStorableText(s)) return std::string(s);
-  static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   out.reserve(s.size() + 16);
   for (size_t i = 0; i < s.size();) {
@@ -144,8 +143,7 @@ std::string EscapeToStorableText(std::string_view s) {
     const size_t n = c == 0 ? 0 : Utf8SequenceAt(s, i);
     if (n == 0) {
       out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 0xF];
+      out += HexEncode(s.substr(i, 1));
       ++i;
     } else {
       out.append(s, i, n);
@@ -162,6 +160,61 @@ std::string HexEncode(std::string_view bytes) {
   for (const unsigned char c : bytes) {
     out += kHex[c >> 4];
     out += kHex[c & 0xF];
+  }
+  return out;
+}
+
+int HexDigitValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+void AppendPercentEncoded(std::string& out, unsigned char byte) {
+  static constexpr char kUpperHex[] = "0123456789ABCDEF";
+  out += '%';
+  out += kUpperHex[byte >> 4];
+  out += kUpperHex[byte & 0xF];
+}
+
+namespace {
+
+// The byte a valid escape at text[i] ('%' then two hex digits) stands for, or -1.
+int EscapeAt(std::string_view text, size_t i) {
+  if (text[i] != '%' || i + 2 >= text.size()) return -1;
+  const int hi = HexDigitValue(text[i + 1]), lo = HexDigitValue(text[i + 2]);
+  return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
+}  // namespace
+
+std::string PercentDecode(std::string_view text, bool plus_is_space) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (const int byte = EscapeAt(text, i); byte >= 0) {
+      out += static_cast<char>(byte);
+      i += 2;
+    } else {
+      out += text[i] == '+' && plus_is_space ? ' ' : text[i];
+    }
+  }
+  return out;
+}
+
+std::optional<std::string> PercentDecodeStrict(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '%') {
+      out += text[i];
+      continue;
+    }
+    const int byte = EscapeAt(text, i);
+    if (byte < 0) return std::nullopt;
+    out += static_cast<char>(byte);
+    i += 2;
   }
   return out;
 }

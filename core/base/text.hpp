@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -42,5 +43,16 @@ std::string AsciiLower(std::string_view s);
 
 // Lower-case hex of every byte.
 std::string HexEncode(std::string_view bytes);
+
+// The value of one hex digit (either case), or -1.
+int HexDigitValue(char c);
+
+// Percent-encoding (RFC 3986 2.1), the one copy for every URL, DSN and robots.txt path:
+// `%XX` with upper-case hex appended for one byte; decoding where a '%' not followed by two hex
+// digits stays as it is (and '+' becomes a space when `plus_is_space`, as in form data); and a
+// strict decode that refuses such a '%' (nullopt), for text where it is an error.
+void AppendPercentEncoded(std::string& out, unsigned char byte);
+std::string PercentDecode(std::string_view text, bool plus_is_space = false);
+std::optional<std::string> PercentDecodeStrict(std::string_view text);
 
 }  // namespace celeriac

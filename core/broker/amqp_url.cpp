@@ -8,29 +8,9 @@
 #include <vector>
 
 #include "core/base/secrets.hpp"
+#include "core/base/text.hpp"
 
 namespace celeriac::broker {
-namespace {
-
-int PercentDecode(const std::string& in, std::string* out) {
-  out->clear();
-  for (size_t i = 0; i < in.size(); ++i) {
-    if (in[i] != '%') {
-      out->push_back(in[i]);
-      continue;
-    }
-    if (i + 2 >= in.size() || !std::isxdigit(static_cast<unsigned char>(in[i + 1])) ||
-        !std::isxdigit(static_cast<unsigned char>(in[i + 2]))) {
-      return -1;
-    }
-    out->push_back(static_cast<char>(std::stoi(in.substr(i + 1, 2), nullptr, 16)));
-    i += 2;
-  }
-  return 0;
-}
-
-}  // namespace
-
 Result<AmqpUrl> ParseAmqpUrl(const std::string& url) {
   AmqpUrl out;
   std::string scheme;
@@ -64,10 +44,12 @@ Result<AmqpUrl> ParseAmqpUrl(const std::string& url) {
   // kombu: the path minus its leading '/' is the vhost, percent-decoded; empty means "/".
   // So "//" and "/%2F" are "/", and "/" or no path at all are "/" too.
   std::string vhost_raw = path.empty() ? "" : path.substr(1);
-  if (PercentDecode(vhost_raw, &out.vhost) != 0) {
+  auto vhost = PercentDecodeStrict(vhost_raw);
+  if (!vhost) {
     return Error(ErrorCode::kInvalidArgument,
                  "bad percent-encoding in the vhost of " + MaskSecrets(url));
   }
+  out.vhost = std::move(*vhost);
   if (out.vhost.empty()) out.vhost = "/";
 
   // rabbitmq-c parses (and percent-decodes) user, password, host and port in place.

@@ -1115,8 +1115,7 @@ bool CookieJar::Add(std::string_view url, std::string_view set_cookie) {
   if (!parts.ok() || set_cookie.find_first_of("\r\n") != std::string_view::npos) return false;
   std::string line = "Set-Cookie: ";
   line += set_cookie;
-  std::string lower(set_cookie);
-  for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const std::string lower = AsciiLower(set_cookie);
   if (lower.find("domain=") == std::string::npos) line += "; domain=" + parts->host;
   JarHandle h(share_);
   if (!h.easy) return false;

@@ -4,6 +4,8 @@
 
 #include <memory>
 
+#include "core/base/text.hpp"
+
 namespace celeriac::http {
 namespace {
 
@@ -30,7 +32,7 @@ Result<UrlParts> Extract(CURLU* u, std::string_view original) {
       return Invalid("URL has no scheme", original);
     parts.scheme = s.p;
   }
-  for (auto& c : parts.scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  parts.scheme = AsciiLower(parts.scheme);
   if (parts.scheme != "http" && parts.scheme != "https")
     return Invalid("only http and https URLs can be fetched", original);
   {

@@ -17,11 +17,6 @@ css::Condition Cond(css::Op op, std::string name = {}, std::string value = {}) {
   return c;
 }
 
-std::string AsciiLower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
 class Parser {
  public:
   Parser(std::string_view css, bool html) : s_(css), html_(html) {}

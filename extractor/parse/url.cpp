@@ -5,24 +5,13 @@
 
 #include <cctype>
 
+#include "core/base/text.hpp"
+
 namespace celeriac::extractor::parse {
 namespace {
 
 bool IsSchemeChar(char c) {
   return std::isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '-' || c == '.';
-}
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-bool IsHexDigit(char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; }
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  return (c | 0x20) - 'a' + 10;
 }
 
 // Bytes that may not appear raw in a URL we hand to the downloader.
@@ -37,17 +26,14 @@ bool NeedsEscape(unsigned char c) {
 }
 
 std::string EscapeUnsafe(std::string_view s, bool allow_hash) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
   std::string out;
   out.reserve(s.size());
   for (size_t i = 0; i < s.size(); ++i) {
     const auto c = static_cast<unsigned char>(s[i]);
-    if (c == '%' && !(i + 2 < s.size() && IsHexDigit(s[i + 1]) && IsHexDigit(s[i + 2]))) {
+    if (c == '%' && !(i + 2 < s.size() && HexDigitValue(s[i + 1]) >= 0 && HexDigitValue(s[i + 2]) >= 0)) {
       out += "%25";
     } else if (NeedsEscape(c) || (c == '#' && !allow_hash)) {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
+      AppendPercentEncoded(out, c);
     } else {
       out += static_cast<char>(c);
     }
@@ -145,7 +131,7 @@ std::optional<UrlParts> ParseUrlReference(std::string_view s) {
     for (size_t i = 0; i < delim; ++i) {
       if (!IsSchemeChar(s[i])) return std::nullopt;
     }
-    u.scheme = Lower(s.substr(0, delim));
+    u.scheme = AsciiLower(s.substr(0, delim));
     s.remove_prefix(delim + 1);
   }
   if (s.starts_with("//")) {
@@ -179,7 +165,7 @@ std::optional<UrlParts> ParseUrlReference(std::string_view s) {
     }
     if (port.size() > 5) return std::nullopt;
     u.port = std::string(port);
-    u.host = Lower(host);
+    u.host = AsciiLower(host);
   }
   const size_t hash = s.find('#');
   if (hash != std::string_view::npos) {
@@ -318,33 +304,13 @@ std::optional<std::string> ResolveHttpUrl(std::string_view base_text, std::strin
   return t.ToString();
 }
 
-std::string PercentDecode(std::string_view text, bool plus_is_space) {
-  std::string out;
-  out.reserve(text.size());
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (c == '%' && i + 2 < text.size() && IsHexDigit(text[i + 1]) && IsHexDigit(text[i + 2])) {
-      out += static_cast<char>(HexValue(text[i + 1]) * 16 + HexValue(text[i + 2]));
-      i += 2;
-    } else if (c == '+' && plus_is_space) {
-      out += ' ';
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
 std::string PercentEncodeComponent(std::string_view text) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
   std::string out;
   for (unsigned char c : text) {
     if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
       out += static_cast<char>(c);
     } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
+      AppendPercentEncoded(out, c);
     }
   }
   return out;

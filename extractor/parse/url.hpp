@@ -51,7 +51,8 @@ std::optional<std::string> QueryParam(std::string_view query, std::string_view n
 std::optional<std::string> SetQueryParam(std::string_view url, std::string_view name,
                                          std::string_view value);
 
-std::string PercentDecode(std::string_view text, bool plus_is_space);
+// `text` with every byte but RFC 3986's unreserved ones percent-encoded (decode with
+// celeriac::PercentDecode, core/base/text.hpp).
 std::string PercentEncodeComponent(std::string_view text);
 
 // "www.example.co.uk" -> "example.co.uk" (public suffix list). An IP address, a public suffix

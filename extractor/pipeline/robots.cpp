@@ -18,23 +18,9 @@ constexpr std::string_view kWhitespace = " \t\v\f";
 bool IsAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
-int HexValue(char c) {
-  if (IsDigit(c)) return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 bool IsUnreserved(unsigned char c) {
   return IsAlpha(static_cast<char>(c)) || IsDigit(static_cast<char>(c)) || c == '-' ||
          c == '.' || c == '_' || c == '~';
-}
-
-void AppendEscaped(std::string& out, unsigned char c) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  out += '%';
-  out += kHex[c >> 4];
-  out += kHex[c & 0xF];
 }
 
 // RFC 9309 2.2.2: compare paths and patterns in one canonical encoding. Escaped unreserved
@@ -44,21 +30,21 @@ void AppendNormalised(std::string& out, std::string_view in) {
   for (size_t i = 0; i < in.size(); ++i) {
     const auto c = static_cast<unsigned char>(in[i]);
     if (c == '%' && i + 2 < in.size()) {
-      const int hi = HexValue(in[i + 1]);
-      const int lo = HexValue(in[i + 2]);
+      const int hi = HexDigitValue(in[i + 1]);
+      const int lo = HexDigitValue(in[i + 2]);
       if (hi >= 0 && lo >= 0) {
         const auto decoded = static_cast<unsigned char>(hi * 16 + lo);
         if (IsUnreserved(decoded)) {
           out += static_cast<char>(decoded);
         } else {
-          AppendEscaped(out, decoded);
+          AppendPercentEncoded(out, decoded);
         }
         i += 2;
         continue;
       }
     }
     if (c == '%' || c <= 0x20 || c >= 0x7F) {  // a '%' that starts no escape is a literal
-      AppendEscaped(out, c);
+      AppendPercentEncoded(out, c);
     } else {
       out += static_cast<char>(c);
     }

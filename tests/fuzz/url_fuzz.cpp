@@ -14,6 +14,7 @@
 
 #include <string>
 
+#include "core/base/text.hpp"
 #include "core/broker/amqp_url.hpp"
 #include "core/http/url.hpp"
 #include "extractor/parse/url.hpp"
@@ -61,7 +62,7 @@ void CheckReference(std::string_view text) {
   (void)parse::RegistrableDomain(parts->host);
   if (parts->has_query) {
     const auto eq = parts->query.find('=');
-    (void)parse::QueryParam(parts->query, parse::PercentDecode(parts->query.substr(0, eq), true));
+    (void)parse::QueryParam(parts->query, celeriac::PercentDecode(parts->query.substr(0, eq), true));
   }
   if (const auto set = parse::SetQueryParam(text, "page", "3 &x")) {
     const auto after = parse::ParseUrlReference(*set);
@@ -88,7 +89,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (auto redirect = http::ResolveRedirect(base, line); redirect.ok())
       FUZZ_CHECK(http::ParseHttpUrl(*redirect).ok(), "redirect target refused: " + *redirect);
     (void)celeriac::broker::ParseAmqpUrl(std::string(line));
-    FUZZ_CHECK(parse::PercentDecode(parse::PercentEncodeComponent(line), false) == line,
+    FUZZ_CHECK(celeriac::PercentDecode(parse::PercentEncodeComponent(line), false) == line,
                "percent encoding does not round-trip");
   }
   return 0;
