@@ -1,6 +1,6 @@
 #pragma once
 // What a crawl's frontier and item store hold: requests to fetch and items extracted. The
-// extractor's modules produce them (extractor/pipeline/module.hpp); the crawl store keeps them
+// extractor's modules produce them (extractor/module/module.hpp); the crawl store keeps them
 // (state/crawl_store.hpp).
 
 #include <string>

@@ -1,5 +1,5 @@
 #pragma once
-// ConfigModule: the Module (extractor/pipeline/module.hpp) built from a crawl_configs.config
+// ConfigModule: the Module (extractor/module/module.hpp) built from a crawl_configs.config
 // document (schemas/crawl_config.schema.json; every key's description there is the contract).
 //
 // CompileConfig validates the document against the schema, then checks what the schema cannot:
@@ -63,7 +63,7 @@
 
 #include "core/base/result.hpp"
 #include "extractor/parse/crawl_settings.hpp"
-#include "extractor/pipeline/module.hpp"
+#include "extractor/module/module.hpp"
 
 namespace celeriac::extractor::parse {
 

@@ -42,7 +42,7 @@
 #include "core/loop/executor.hpp"
 #include "extractor/pipeline/fetcher.hpp"
 #include "extractor/parse/crawl_settings.hpp"
-#include "extractor/pipeline/module.hpp"
+#include "extractor/module/module.hpp"
 #include "extractor/pipeline/robots.hpp"
 #include "state/crawl_store.hpp"
 

@@ -1,6 +1,6 @@
 #pragma once
 // Checks shared by the crawl_config and extract targets: what the pipeline relies on in every
-// ParseOutcome of the config module (extractor/pipeline/module.hpp, config_module.hpp).
+// ParseOutcome of the config module (extractor/module/module.hpp, config_module.hpp).
 
 #include <set>
 #include <string>

@@ -19,7 +19,7 @@
 
 #include "core/loop/loop.hpp"
 #include "extractor/pipeline/fetcher.hpp"
-#include "extractor/pipeline/module.hpp"
+#include "extractor/module/module.hpp"
 
 namespace celeriac::testing {
 
