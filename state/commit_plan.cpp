@@ -1,6 +1,7 @@
 #include "state/commit_plan.hpp"
 
 #include <algorithm>
+#include <limits>
 
 #include <fmt/format.h>
 
@@ -106,7 +107,11 @@ std::vector<ItemBatch> CommitPlan::ItemBatches() const {
     const int64_t config = by_id_.at(r->job_id)->crawl_config_id;
     ItemBatch& batch = by_config[config];
     batch.crawl_config_id = config;
-    for (const auto& item : r->items) batch.latest[item.key] = {&item, r};
+    const int64_t run = by_id_.at(r->job_id)->run_id;
+    for (const auto& item : r->items) {
+      batch.latest[item.key] = {&item, r};
+      batch.per_run[{item.key, run}] = {&item, r};
+    }
   }
   std::vector<ItemBatch> out;
   for (auto& [config, batch] : by_config) {
@@ -124,27 +129,38 @@ std::vector<ItemBatch> CommitPlan::ItemBatches() const {
     }
     rows += ']';
     batch.rows = std::move(rows);
+    Json run_rows = Json::array();
+    for (const auto& [key_run, occurrence] : batch.per_run)
+      run_rows.push_back({{"k", key_run.first}, {"r", key_run.second}});
+    batch.run_rows = DumpStorableJson(run_rows);
     out.push_back(std::move(batch));
   }
   return out;
 }
 
-void CommitPlan::ItemStored(const ItemBatch& batch, const std::string& key, bool new_in_run,
+void CommitPlan::ItemStored(const ItemBatch& batch, const std::string& key,
+                            const std::set<std::pair<std::string, int64_t>>& new_in_run,
                             bool inserted, bool changed) {
-  const auto it = batch.latest.find(key);
-  if (it == batch.latest.end()) return;
-  const RequestResult* r = it->second.second;
-  CommitJob& j = *by_id_.at(r->job_id);
-  // Each item counts once per run: seen again in the same run (a listing repeated on two pages,
-  // a redelivered page), it is neither new, updated nor unchanged again.
-  if (!new_in_run) return;
-  page_has_new_in_run_[r] = true;
-  if (inserted) {
-    ++j.d_new;
-  } else if (changed) {
-    ++j.d_updated;
-  } else {
-    ++j.d_unchanged;
+  const auto written = batch.latest.find(key);
+  if (written == batch.latest.end()) return;
+  for (auto it = batch.per_run.lower_bound({key, std::numeric_limits<int64_t>::min()});
+       it != batch.per_run.end() && it->first.first == key; ++it) {
+    // Each item counts once per run: seen again in the same run (a listing repeated on two
+    // pages, a redelivered page), it is neither new, updated nor unchanged again.
+    if (!new_in_run.contains(it->first)) continue;
+    const auto [item, r] = it->second;
+    page_has_new_in_run_[r] = true;
+    CommitJob& j = *by_id_.at(r->job_id);
+    if (item != written->second.first) {
+      // Another run's occurrence was written: to this run the item is as it is stored now.
+      ++(item->content_hash == written->second.first->content_hash ? j.d_unchanged : j.d_updated);
+    } else if (inserted) {
+      ++j.d_new;
+    } else if (changed) {
+      ++j.d_updated;
+    } else {
+      ++j.d_unchanged;
+    }
   }
 }
 

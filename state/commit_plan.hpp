@@ -60,12 +60,17 @@ void AddCount(nlohmann::json& counts, const std::string& key, int64_t n);
 // URL, method, body or null, page type, depth, pagination index, is pagination).
 nlohmann::json FrontierRow(int64_t job_id, const RequestSpec& spec, const std::string& fp);
 
-// The items of one crawl config in a round: the last occurrence of each key wins; keys sorted,
-// so that concurrent writers lock them in one order.
+// The items of one crawl config in a round. extracted_items holds one row per key: the last
+// occurrence of a key is written (keys sorted, so that concurrent writers lock them in one
+// order). Each run that saw the key counts it, though: two runs of one config may both have it
+// in one batch.
 struct ItemBatch {
+  using Occurrence = std::pair<const Item*, const RequestResult*>;
   int64_t crawl_config_id = 0;
-  std::map<std::string, std::pair<const Item*, const RequestResult*>> latest;
-  std::string rows;  // JSON array of {k, h, u, r, d}: key, content hash, URL, run id, data
+  std::map<std::string, Occurrence> latest;
+  std::map<std::pair<std::string, int64_t>, Occurrence> per_run;  // (key, run) -> its last
+  std::string rows;      // JSON array of {k, h, u, r, d}: key, content hash, URL, run id, data
+  std::string run_rows;  // JSON array of {k, r}: each (key, run) for crawl_run_items
 };
 
 // New requests of one pass (0: links, 1: pagination).
@@ -110,10 +115,12 @@ class CommitPlan {
   // The ids whose lease was still ours (the close statement's answer).
   void Owned(const std::vector<int64_t>& ids);
 
-  // 2. The round's items per crawl config, and what the upsert said of one key: whether the
-  //    run had not seen it yet, whether it was inserted, whether its hash changed.
+  // 2. The round's items per crawl config, and what the upsert said of one key: which runs had
+  //    not seen it yet (crawl_run_items' answer), whether it was inserted, whether its hash
+  //    changed.
   std::vector<ItemBatch> ItemBatches() const;
-  void ItemStored(const ItemBatch& batch, const std::string& key, bool new_in_run, bool inserted,
+  void ItemStored(const ItemBatch& batch, const std::string& key,
+                  const std::set<std::pair<std::string, int64_t>>& new_in_run, bool inserted,
                   bool changed);
 
   // 3. The new requests of pass 0 (links) then pass 1 (pagination), and what their insert made.

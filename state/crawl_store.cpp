@@ -290,14 +290,14 @@ std::vector<int64_t> CloseRequests(pqxx::transaction_base& tx, const std::string
 // (inserted), updated (its hash changed: updated_at moved to now()), or unchanged;
 // crawl_run_items says whether this run saw it before (for stop_when_no_new_items).
 void StoreItems(pqxx::transaction_base& tx, const ItemBatch& batch, CommitPlan& plan) {
-  std::unordered_set<std::string> new_in_run;
+  std::set<std::pair<std::string, int64_t>> new_in_run;  // (key, run)
   for (const auto& row : ExecPrepared(
            tx, "celeriac_run_items",
            "INSERT INTO crawl_run_items (run_id, crawl_config_id, item_key) "
            "SELECT x.r, $1, x.k FROM jsonb_to_recordset($2::jsonb) AS x(k text, r bigint) "
-           "ORDER BY x.r, x.k ON CONFLICT DO NOTHING RETURNING item_key",
-           batch.crawl_config_id, batch.rows))
-    new_in_run.insert(row[0].as<std::string>());
+           "ORDER BY x.r, x.k ON CONFLICT DO NOTHING RETURNING item_key, run_id",
+           batch.crawl_config_id, batch.run_rows))
+    new_in_run.emplace(row[0].as<std::string>(), row[1].as<int64_t>());
   for (const auto& row : ExecPrepared(
            tx, "celeriac_upsert_items",
            "INSERT INTO extracted_items AS e (crawl_config_id, item_key, data, content_hash, "
@@ -316,7 +316,7 @@ void StoreItems(pqxx::transaction_base& tx, const ItemBatch& batch, CommitPlan& 
            "RETURNING e.item_key, e.xmax = 0, e.updated_at = now()",
            batch.crawl_config_id, batch.rows)) {
     const std::string key = row[0].as<std::string>();
-    plan.ItemStored(batch, key, new_in_run.contains(key), row[1].as<bool>(), row[2].as<bool>());
+    plan.ItemStored(batch, key, new_in_run, row[1].as<bool>(), row[2].as<bool>());
   }
 }
 

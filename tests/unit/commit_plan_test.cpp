@@ -72,6 +72,13 @@ InsertOutcome AllNew(const RequestBatch& batch, int64_t& next_id) {
   return made;
 }
 
+// crawl_run_items' answer when no run has seen any of the batch's items before.
+std::set<std::pair<std::string, int64_t>> AllNewToTheirRuns(const ItemBatch& batch) {
+  std::set<std::pair<std::string, int64_t>> out;
+  for (const auto& [key_run, occurrence] : batch.per_run) out.insert(key_run);
+  return out;
+}
+
 // Runs a whole commit against an imaginary database where every lease is still ours, every
 // item is new to the run and every request is new.
 CommitReport CommitAll(CommitPlan& plan, int64_t first_new_id = 1000) {
@@ -80,7 +87,8 @@ CommitReport CommitAll(CommitPlan& plan, int64_t first_new_id = 1000) {
     plan.CloseMarks();
     plan.Owned(plan.RoundIds());
     for (const auto& batch : plan.ItemBatches())
-      for (const auto& [key, entry] : batch.latest) plan.ItemStored(batch, key, true, true, false);
+      for (const auto& [key, entry] : batch.latest)
+        plan.ItemStored(batch, key, AllNewToTheirRuns(batch), true, false);
     for (int pass = 0; pass < 2; ++pass) {
       auto batch = plan.NewRequests(pass);
       auto made = AllNew(batch, next_id);
@@ -157,12 +165,33 @@ TEST(CommitPlanTest, AnItemCountsOncePerRunAndTheLastOccurrenceWins) {
   ASSERT_EQ(rows.size(), 3u);
   EXPECT_EQ(rows[0]["k"], "changed") << "keys in order, so writers lock in one order";
   EXPECT_EQ(rows[0]["r"], 101);
-  plan.ItemStored(batches[0], "same", true, true, false);      // new
-  plan.ItemStored(batches[0], "changed", true, false, true);   // updated
-  plan.ItemStored(batches[0], "seen", false, false, false);    // the run saw it before
+  const std::set<std::pair<std::string, int64_t>> new_to_run{{"same", 101}, {"changed", 101}};
+  plan.ItemStored(batches[0], "same", new_to_run, true, false);     // new
+  plan.ItemStored(batches[0], "changed", new_to_run, false, true);  // updated
+  plan.ItemStored(batches[0], "seen", new_to_run, false, false);    // the run saw it before
   EXPECT_EQ(plan.jobs()[0].d_new, 1);
   EXPECT_EQ(plan.jobs()[0].d_updated, 1);
   EXPECT_EQ(plan.jobs()[0].d_unchanged, 0);
+}
+
+TEST(CommitPlanTest, TwoRunsOfOneConfigInOneBatchEachCountTheItem) {
+  // Jobs 1 and 2 are of two runs (101, 102) of config 7; both pages hold item "x", the later
+  // one with other data. The row is written once (the last occurrence), both runs count it.
+  std::vector<RequestResult> results{Page(1, 1), Page(2, 2)};
+  results[0].items = {MakeItem("x", "old")};
+  results[1].items = {MakeItem("x", "new")};
+  const std::map<int64_t, JobLimits> limits;
+  CommitPlan plan({Job(1), Job(2)}, results, limits, 0);
+  plan.CloseMarks();
+  plan.Owned(plan.RoundIds());
+  const auto batches = plan.ItemBatches();
+  ASSERT_EQ(batches.size(), 1u);
+  EXPECT_EQ(nlohmann::json::parse(batches[0].rows).size(), 1u);
+  EXPECT_EQ(nlohmann::json::parse(batches[0].run_rows).size(), 2u);
+  plan.ItemStored(batches[0], "x", AllNewToTheirRuns(batches[0]), true, false);
+  EXPECT_EQ(plan.jobs()[1].d_new, 1) << "run 102's occurrence was written: new";
+  EXPECT_EQ(plan.jobs()[0].d_updated, 1) << "run 101 saw other data than what is stored now";
+  EXPECT_EQ(plan.jobs()[0].d_new + plan.jobs()[0].d_unchanged, 0);
 }
 
 TEST(CommitPlanTest, NewRequestsAreDedupedAndBoundedByDepthAndJobState) {
@@ -197,7 +226,8 @@ TEST(CommitPlanTest, PaginationStopsOnAPageThatBroughtNothingNew) {
   CommitPlan plan({Job(1, 3)}, results, limits, 0);
   plan.CloseMarks();
   plan.Owned(plan.RoundIds());
-  for (const auto& b : plan.ItemBatches()) plan.ItemStored(b, "fresh", true, true, false);
+  for (const auto& b : plan.ItemBatches())
+    plan.ItemStored(b, "fresh", AllNewToTheirRuns(b), true, false);
   int64_t next_id = 50;
   auto links = plan.NewRequests(0);
   plan.Inserted(links, AllNew(links, next_id));
