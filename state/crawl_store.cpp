@@ -241,6 +241,15 @@ InsertOutcome InsertRequests(pqxx::transaction_base& tx, Json& rows, size_t leas
   return out;
 }
 
+// One job, locked; kNotFound if it does not exist.
+Result<CommitJob> LockJob(pqxx::transaction_base& tx, int64_t job_id) {
+  auto jobs = LockJobs(tx, {job_id});
+  if (jobs.empty())
+    return Error(ErrorCode::kNotFound, fmt::format("extraction job {} does not exist", job_id),
+                 false);
+  return std::move(jobs[0]);
+}
+
 // A job and its crawl config, as ClaimJob and LoadJob return them.
 Result<JobInfo> ReadJobInfo(pqxx::transaction_base& tx, int64_t job_id) {
   const auto row = tx.exec_params(
@@ -467,11 +476,9 @@ Result<std::optional<FinishedJob>> CrawlStore::StartJob(int64_t job_id,
                                                         std::chrono::milliseconds watchdog) {
   using Out = std::optional<FinishedJob>;
   return pool_.Transact<Out>([&](pqxx::transaction_base& tx) -> Result<Out> {
-    auto jobs = LockJobs(tx, {job_id});
-    if (jobs.empty())
-      return Error(ErrorCode::kNotFound, fmt::format("extraction job {} does not exist", job_id),
-                   false);
-    CommitJob& j = jobs[0];
+    auto locked = LockJob(tx, job_id);
+    if (!locked.ok()) return locked.error();
+    CommitJob& j = *locked;
     if (j.status != "pending") return Out{};  // a redelivered message: already under way or done
     Json rows = Json::array();
     std::unordered_set<std::string> seen;
@@ -502,13 +509,12 @@ Result<std::optional<FinishedJob>> CrawlStore::FailJob(int64_t job_id,
                                                        const std::string& reply_to) {
   using Out = std::optional<FinishedJob>;
   return pool_.Transact<Out>([&](pqxx::transaction_base& tx) -> Result<Out> {
-    auto jobs = LockJobs(tx, {job_id});
-    if (jobs.empty())
-      return Error(ErrorCode::kNotFound, fmt::format("extraction job {} does not exist", job_id),
-                   false);
-    CommitJob& j = jobs[0];
+    auto locked = LockJob(tx, job_id);
+    if (!locked.ok()) return locked.error();
+    CommitJob& j = *locked;
     if (j.status != "pending" && j.status != "running") return Out{};
-    const auto skipped = static_cast<int64_t>(SkipPending(tx, job_id, "job failed: " + reason, true).size());
+    const auto skipped =
+        static_cast<int64_t>(SkipPending(tx, job_id, "job failed: " + reason, true).size());
     j.requests_open = std::max<int64_t>(0, j.requests_open - skipped);
     j.status = "failed";
     j.reason = reason;

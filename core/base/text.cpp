@@ -120,18 +120,7 @@ void AppendUtf8(std::string* out, uint32_t cp) {
 }
 
 bool IsStorableText(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c == 0) return false;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    const size_t n = Utf8SequenceAt(s, i);
-    if (n == 0) return false;
-    i += n;
-  }
-  return true;
+  return s.find('\0') == std::string_view::npos && IsValidUtf8(s);
 }
 
 std::string EscapeToStorableText(std::string_view s) {
