@@ -22,6 +22,7 @@ import http.server
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -92,7 +93,7 @@ class OutageCase(unittest.TestCase):
             code = p.stop(timeout=60)
             if code != 0:
                 failures.append("%s exited %s on SIGTERM:\n%s" % (p.name, code, p.output()[-4000:]))
-            elif cls.failed:
+            elif cls.failed or os.environ.get("OUTAGES_KEEP_LOGS") == "1":
                 log("%s log kept: %s" % (p.name, p.log.name))
             else:
                 p.discard_log()
@@ -118,14 +119,20 @@ class OutageCase(unittest.TestCase):
         return outcome
 
     @classmethod
-    def start_worker(cls, queue, name, concurrency=2, env=None):
-        """An orchestrator worker on `queue`, ready once it answered a ping."""
+    def start_worker(cls, queue, name, concurrency=2, env=None, ready_by_log=False):
+        """An orchestrator worker on `queue`, ready once it answered a ping (or, with another
+        worker on the queue, once it says it consumes)."""
         p = Process([os.path.join(BIN, "orchestrator"), "worker", "-Q", queue, "-c",
                      str(concurrency), "-n", "%s@outages" % name], dict(cls.env, **(env or {})),
                     name)
         cls.procs.append(p)
         if queue not in cls.queues:
             cls.queues.append(queue)
+        if ready_by_log:
+            if not wait_until(lambda: "consuming queue" in p.output() or
+                              p.proc.poll() is not None, 60) or p.proc.poll() is not None:
+                raise RuntimeError("%s did not start:\n%s" % (name, p.output()))
+            return p
         pub = Publisher(STACK.broker_url, queue, reply_to=cls.collector.queue)
         deadline = time.time() + 60
         try:
@@ -169,16 +176,15 @@ class RabbitRestartDuringTaskStream(OutageCase):
     SLOW_TASKS = 4      # and these, started just before the restart, answer after SLOW_S
     SLOW_S = 8
     CONCURRENCY = 8
-    WORKERS = 1
 
     def test_each_task_has_one_side_effect_and_one_terminal_state(self):
         queue = "outages-restart-" + uuid.uuid4().hex[:8]
         discovery = Discovery(latency=self.LATENCY)
         self.addCleanup(discovery.shutdown)
-        for n in range(1, self.WORKERS + 1):
-            self.start_worker(queue, "restart-%d" % n, concurrency=self.CONCURRENCY, env={
-                "CELERIAC_DISCOVERY_URL": discovery.url,
-                "CELERIAC_TASKS_SITE_ANALYSIS_RETRY_DELAY_S": str(self.RETRY_DELAY_S)})
+        self.worker_env = {"CELERIAC_DISCOVERY_URL": discovery.url,
+                           "CELERIAC_TASKS_SITE_ANALYSIS_RETRY_DELAY_S": str(self.RETRY_DELAY_S)}
+        self.worker = self.start_worker(queue, "restart-1", concurrency=self.CONCURRENCY,
+                                        env=self.worker_env)
         coll = self.collector
 
         tasks = {}          # task id -> (data_source_id, theme, kind, due time)
@@ -233,12 +239,14 @@ class RabbitRestartDuringTaskStream(OutageCase):
         open_tasks = [t for t in snapshot if not coll.terminal(t)]
         held = [t for t in open_tasks if snapshot[t][2] == "countdown" and snapshot[t][3] > now]
         retrying = [t for t in open_tasks if snapshot[t][2] == "retry" and coll.statuses(t)]
+        self.before_restart(queue)
         t_stop = time.time()
         STACK.rabbitmqctl("stop_app")
         down_at = time.time()
         STACK.rabbitmqctl("start_app")
         STACK.wait_amqp()
         up_at = time.time()
+        self.after_restart()
         log("RabbitMQ stop_app at %.1f s (took %.1f s), listening again %.1f s later; in flight "
             "then: %d tasks open, %d countdowns not yet due, %d retries under way" % (
                 t_stop - started, down_at - t_stop, up_at - down_at, len(open_tasks), len(held),
@@ -296,13 +304,34 @@ class RabbitRestartDuringTaskStream(OutageCase):
         self.assertEqual(left, (0, 0), "messages left in %s (ready, unacked)" % queue)
 
 
-class RabbitRestartTwoWorkers(RabbitRestartDuringTaskStream):
-    """The same with two worker processes on the queue (SPEC section 8: many workers at once,
-    nothing duplicated). The message of a task still running in one worker when the broker
-    comes back is redelivered to either worker; the other one must not run it again."""
+    def before_restart(self, queue):
+        pass
 
-    WORKERS = 2
-    SLOW_TASKS = 8
+    def after_restart(self):
+        pass
+
+
+class RabbitRestartTwoWorkers(RabbitRestartDuringTaskStream):
+    """The same with a second worker process on the queue (SPEC section 8: many workers at once,
+    nothing duplicated). The message of a task still running in one worker when the broker comes
+    back may be redelivered to the other worker, which must not run it again.
+
+    Made deterministic: the second worker starts once the slow tasks run in the first, and the
+    first is paused (SIGSTOP, as a worker busy or slow to reconnect would be) from just before
+    the restart until the second has reconnected and taken the redeliveries."""
+
+    def before_restart(self, queue):
+        self.second = self.start_worker(queue, "restart-2", concurrency=self.CONCURRENCY,
+                                        env=self.worker_env, ready_by_log=True)
+        self.worker.proc.send_signal(signal.SIGSTOP)
+        self.addCleanup(self.worker.proc.send_signal, signal.SIGCONT)
+
+    def after_restart(self):
+        reconnected = wait_until(lambda: re.search(r"consumer connection to \S+ re-established",
+                                                   self.second.output()), 60)
+        time.sleep(2)   # it takes the redelivered messages and starts them
+        self.worker.proc.send_signal(signal.SIGCONT)
+        self.assertTrue(reconnected, "the second worker did not reconnect")
 
 
 # ---------------------------------------------------------------------------------------------
