@@ -200,7 +200,8 @@ class ReplyCollector(threading.Thread):
 
 class Discovery(http.server.ThreadingHTTPServer):
     """A Discovery stand-in. POST /discover answers by theme: 'flakyN-...' fails N times with
-    503 (per data source and theme) then accepts; anything else is accepted (202). Each answer
+    503 (per data source and theme) then accepts; 'refuse-...' is refused for good (422);
+    anything else is accepted (202). Each answer
     waits `latency` seconds first ('slowN-...': N seconds), so tasks are in the middle of their
     call when something breaks. Every POST is kept; accepted ones are counted raw (no dedup by
     Idempotency-Key: the worker itself must not call twice)."""
@@ -228,15 +229,24 @@ class Discovery(http.server.ThreadingHTTPServer):
         if theme.startswith("flaky"):
             failures = int(theme[5:].split("-")[0])
         status = 503 if n <= failures else 202
+        if theme.startswith("refuse"):
+            status = 422
         with self.lock:
             self.posts.append((time.time(), source, theme, key, status))
         if status == 503:
             return status, {"error": "try later"}
+        if status == 422:
+            return status, {"error": "unknown theme"}
         return status, {"analysis_id": "an-%s-%s" % (source, theme)}
 
     def accepted(self, source, theme):
         with self.lock:
             return sum(1 for p in self.posts if p[1] == source and p[2] == theme and p[4] == 202)
+
+    def calls(self, source, theme):
+        """Every POST answered for this data source and theme, whatever the answer."""
+        with self.lock:
+            return sum(1 for p in self.posts if p[1] == source and p[2] == theme)
 
     def calls_received(self, source, theme):
         with self.lock:

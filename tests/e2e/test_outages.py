@@ -638,7 +638,8 @@ class PostgresOutage(OutageCase):
         tasks[pub.publish(CRAWL, [2])] = (CRAWL, 2, None)
         k = 0
         while time.time() < stopped_at + self.STREAM_FOR_S:
-            for kind, countdown in (("ok", None), ("flaky2", None), ("later", 20)):
+            for kind, countdown in (("ok", None), ("flaky2", None), ("later", 20),
+                                    ("refuse", None)):
                 source, theme = 2000 + k, "%s-%d" % (kind, k)
                 tid = pub.publish(SITE_ANALYSIS, [source, theme], countdown=countdown)
                 tasks[tid] = (SITE_ANALYSIS, source, theme)
@@ -703,10 +704,13 @@ class PostgresOutage(OutageCase):
         def describe(t):
             name, source, theme = tasks[t]
             runs = self.query("SELECT id FROM crawl_runs WHERE celery_task_id = '%s'" % t)
-            return "%s %s(%s, %s): accepted POSTs %d, runs %d, replies %s, task_results %s" % (
-                t, name.rsplit(".", 1)[1], source, theme,
-                discovery.accepted(source, theme) if theme else 0, len(runs),
-                coll.statuses(t), states.get(t))
+            letters = self.query("SELECT id FROM dead_letters WHERE task_id = '%s'" % t)
+            return ("%s %s(%s, %s): POSTs %d (accepted %d), runs %d, dead letters %d, replies %s, "
+                    "task_results %s" % (
+                        t, name.rsplit(".", 1)[1], source, theme,
+                        discovery.calls(source, theme) if theme else 0,
+                        discovery.accepted(source, theme) if theme else 0, len(runs),
+                        len(letters), coll.statuses(t), states.get(t)))
 
         with self.subTest("tasks"):
             self.assertTrue(tasks_done, "tasks without a terminal reply:\n" + "\n".join(
@@ -714,8 +718,17 @@ class PostgresOutage(OutageCase):
             wrong = []
             for t, (name, source, theme) in tasks.items():
                 terminal = [s for _, s, _ in coll.terminal(t)]
-                if name == SITE_ANALYSIS:
-                    ok = terminal == ["SUCCESS"] and discovery.accepted(source, theme) == 1
+                if name == SITE_ANALYSIS and theme.startswith("refuse"):
+                    # Refused for good: one call, one FAILURE, one dead letter (written once
+                    # Postgres is back), not a call per attempt to write it.
+                    letters = self.query("SELECT id FROM dead_letters WHERE task_id = '%s'" % t)
+                    ok = (terminal == ["FAILURE"] and discovery.calls(source, theme) == 1 and
+                          len(letters) == 1)
+                elif name == SITE_ANALYSIS:
+                    # One accepted call; a retried one was refused twice first, nothing more.
+                    calls = 3 if theme.startswith("flaky2") else 1
+                    ok = (terminal == ["SUCCESS"] and discovery.accepted(source, theme) == 1 and
+                          discovery.calls(source, theme) == calls)
                 else:
                     # execute_crawl_task needs Postgres itself: it retries (5 times, backoff
                     # from 1 s), so one sent early in the outage may exhaust its retries and
