@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/support/amqp_test.hpp"
 #include "tests/support/paths.hpp"
 #include "tests/support/pg_test.hpp"
 #include "tests/support/process.hpp"
@@ -107,12 +108,29 @@ TEST_F(OrchestratorCliTest, NoFormOfBrokerPasswordIsEverPrinted) {
     EXPECT_EQ(shown.exit_code, 0) << shown.output;
     ExpectNoPassword(shown, "config show with " + url);
     for (const std::string command : {"worker", "beat", "send-task celeriac.ping"}) {
-      auto r = RunCommand(Orchestrator() + " " + command, env);
+      // beat waits for a broker it cannot reach yet (see below): stopped after 5 s (exit 124).
+      auto r = RunCommand((command == "beat" ? "timeout 5 " : "") + Orchestrator() + " " + command,
+                          env);
       EXPECT_NE(r.exit_code, 0) << command << " with " << url << ": " << r.output;
       EXPECT_NE(r.output.find("broker"), std::string::npos)
           << command << " with " << url << " should say the broker failed: " << r.output;
       ExpectNoPassword(r, command + " with " + url);
     }
+  }
+}
+
+// A beat (re)started while RabbitMQ or Postgres is down waits for them, as it rides out any
+// outage, instead of exiting for its supervisor to restart it in a loop (tests/chaos restarts
+// beats during outages and checks that they fire again).
+TEST_F(OrchestratorCliTest, BeatStartedDuringAnOutageWaitsForTheServices) {
+  for (const auto& [database, broker] :
+       {std::pair<std::string, std::string>{SchemaUrl(), "amqp://guest:Sekr1tPw@127.0.0.1:1//"},
+        {"postgresql://celeriac:Sekr1tPw@127.0.0.1:1/celeriac", testing::BrokerUrl()}}) {
+    auto r = RunCommand("timeout 4 " + Orchestrator() + " beat",
+                        {{"CELERIAC_DATABASE_URL", database}, {"CELERIAC_BROKER_URL", broker}});
+    EXPECT_EQ(r.exit_code, 124) << "beat should still run after 4 s: " << r.output;
+    EXPECT_NE(r.output.find("not reachable yet"), std::string::npos) << r.output;
+    ExpectNoPassword(r, "beat started during an outage");
   }
 }
 
