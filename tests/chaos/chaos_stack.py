@@ -212,9 +212,9 @@ def http_ok(url):
 
 class Supervisor:
     """Starts the processes of each kind, SIGKILLs them when told, and restarts them as a
-    supervisor (systemd, Kubernetes) would: a process that exits during start-up (Postgres or
-    RabbitMQ down at that moment: it exits 1 with a message) is started again a second later.
-    A process that exits on its own after it was ready is a failure of the product."""
+    supervisor (systemd, Kubernetes) would, a second later. A process that exits during start-up
+    is started again too, and recorded (the checks want none: a process started while a service
+    is down must wait for it). One that exits on its own after it was ready is a failure."""
 
     RESTART_DELAY_S = 1.0
     START_DEADLINE_S = 90
@@ -274,8 +274,8 @@ class Supervisor:
             code = p.popen.returncode
             if not p.ready:
                 self.start_failures.append((t, p.name, code))
-                self.say("%s exited %s during start-up (a service is down?); restarting it in "
-                         "%.0f s" % (p.name, code, self.RESTART_DELAY_S))
+                self.say("%s exited %s during start-up; restarting it in %.0f s"
+                         % (p.name, code, self.RESTART_DELAY_S))
                 self.pending[key] = now + self.RESTART_DELAY_S
             else:
                 self.unexpected.append((t, p.name, "exited %s" % code, p.output()[-3000:]))

@@ -75,8 +75,8 @@ SLOW_MS = 100               # every demo-site answer takes this long: pages are 
 RETRY_DELAY_S = 2           # trigger_site_analysis retry delay (the seed's is 60 s)
 MAX_RETRIES = 3             # trigger_site_analysis, as the seed
 LEASE_MS = 5000             # extractor leases: a killed extractor's pages return within 5 s
-BEAT_RECOVERY_S = 12        # beat's reconnect backoff is capped at 10 s (orchestrator/beat)
 QUIESCE_S = 180             # the longest wait for everything to finish after the window
+STUCK_S = 60                # ... and for tasks that no longer change while nothing else runs
 FINAL = ("succeeded", "failed", "aborted")
 
 
@@ -474,8 +474,15 @@ class Chaos:
         while self.r.t() < self.window or pending:
             t = self.r.t()
             while pending and pending[0][0] <= t:
-                _, kind, index = pending.pop(0)
-                self.kill(kind, index, t)
+                at, kind, index = pending.pop(0)
+                if t > self.window + 60:
+                    self.say("KILL %s%d given up: none of its kind came up" % (kind, index))
+                    continue
+                if not self.kill(kind, index, t):
+                    # None of its kind is up (all restarting while a service is down): later.
+                    pending.append((t + 1, kind, index))
+                    pending.sort()
+                    break
             self.sup.poll(t)
             time.sleep(0.05)
         self.say("chaos window ends; waiting for the BFF, the outages and the restarts")
@@ -491,11 +498,11 @@ class Chaos:
         if p is None or not p.alive() or not p.ready:
             live = [q for q in self.sup.live(kind) if q.ready]
             if not live:
-                self.say("KILL %s%d skipped: no %s is running" % (kind, index, kind))
-                return
+                return False
             p = live[0]
         self.sup.kill(p, t)
         self.say("KILL -9 %s (pid %d)" % (p.name, p.pid))
+        return True
 
     def api_run_now(self, task_id):
         return api_call("http://127.0.0.1:%d" % self.api_port, self.api_token, "POST",
@@ -511,6 +518,7 @@ class Chaos:
                                  [self.first_due]) for s in BEATS}
         deadline = time.time() + QUIESCE_S
         last_print = 0
+        stuck_since, last_open = time.time(), None
         while True:
             try:
                 states = {r["task_id"]: r["status"] for r in self.db.rows(
@@ -538,8 +546,16 @@ class Chaos:
                          "behind: %s" % (len(open_tasks), len(open_runs),
                                          [(r["id"], r["status"], r["pages"])
                                           for r in open_runs[:5]], behind))
-            if time.time() > deadline:
-                self.say("NOT QUIET after %d s" % QUIESCE_S)
+            # Tasks alone still open, none of them moving for STUCK_S (longer than any
+            # countdown or retry delay here): they will not end; no use waiting longer.
+            if open_runs or behind or open_tasks != last_open:
+                stuck_since, last_open = time.time(), open_tasks
+            stuck = time.time() - stuck_since > STUCK_S
+            if time.time() > deadline or stuck:
+                self.say("NOT QUIET after %.0f s%s" % (
+                    time.time() - self.t_end,
+                    " (the same %d tasks without a terminal state for %d s)" % (
+                        len(open_tasks), STUCK_S) if stuck else ""))
                 self.not_quiet = (open_tasks, open_runs, behind)
                 return False
             self.sup.poll(self.r.t())
@@ -558,11 +574,10 @@ class Chaos:
     # ---------------------------------------------------------------- checks
 
     def outage_windows(self):
-        """(begin, end) in epoch seconds of each outage, extended by how long beats may take to
-        notice the service is back (their reconnect backoff is capped at 10 s)."""
+        """(begin, end) in epoch seconds of each outage: from its stop to the service's
+        readiness."""
         t0 = self.r.t0
-        return [(t0 + o["start"] - 1, t0 + o.get("ready", self.r.t()) + BEAT_RECOVERY_S)
-                for o in self.outages]
+        return [(t0 + o["start"], t0 + o.get("ready", self.r.t())) for o in self.outages]
 
     def check_processes(self):
         c = self.r.check
@@ -571,6 +586,17 @@ class Chaos:
           "; ".join("%s at %.1fs: %s" % (n, t, why) for t, n, why, _ in unexpected))
         for t, n, why, tail in unexpected:
             print("----- %s (%s), end of its log -----\n%s" % (n, why, tail))
+        # A process started while RabbitMQ or Postgres is down must wait for them, as it rides
+        # out any later outage (and as Celery's worker waits for its broker): one that exits
+        # instead is restarted here every second, but a real supervisor gives up (systemd
+        # after five starts in ten seconds) and the process stays down after the outage.
+        gave_up = {}
+        for _, name, code in self.sup.start_failures:
+            kind = re.match(r"[a-z]+", name).group()
+            gave_up[kind] = gave_up.get(kind, 0) + 1
+        c("no process exited at start-up because RabbitMQ or Postgres was down",
+          not self.sup.start_failures, "exits during start-up, by kind: %s (last: %s)" % (
+              gave_up, self.sup.start_failures[-1][1:] if self.sup.start_failures else None))
         c("every planned outage happened (RabbitMQ twice, Postgres once)",
           len(self.outages) == 3 and all("ready" in o for o in self.outages),
           "; ".join("%s: %s" % (o["kind"], o.get("error", "ok")) for o in self.outages))
@@ -775,7 +801,8 @@ class Chaos:
         for s in BEATS:
             fires = self.db.rows(
                 "SELECT extract(epoch FROM due_at)::bigint AS due, "
-                "extract(epoch FROM missed_since)::bigint AS missed_since, celery_task_id, beat "
+                "extract(epoch FROM missed_since)::bigint AS missed_since, "
+                "extract(epoch FROM fired_at)::float8 AS fired_at, celery_task_id, beat "
                 "FROM beat_fires WHERE crawl_task_id = %s ORDER BY due_at", (s.id,))
             last = max([f["due"] for f in fires] or [0])
             expected = self.due_times(s, self.first_due, last)
@@ -786,7 +813,7 @@ class Chaos:
                 span = self.due_times(s, f["missed_since"] or f["due"], f["due"])
                 for d in span:
                     covered[d] = covered.get(d, 0) + 1
-                folded += [d for d in span if d != f["due"]]
+                folded += [(d, f["fired_at"]) for d in span if d != f["due"]]
             dup = [iso(d) for d, n in covered.items() if n > 1]
             missing = [iso(d) for d in expected if d not in covered]
             by_beat = {}
@@ -799,10 +826,14 @@ class Chaos:
               fires and not dup and not missing and not invalid and last >= self.cutoff[s.id],
               "twice %s, never %s, not a due time %s, last %s < cutoff %s" % (
                   dup[:5], missing[:5], invalid[:5], iso(last), iso(self.cutoff[s.id])))
-            outside = [iso(d) for d in folded
-                       if not any(a <= self.real(d) <= b for a, b in windows)]
-            c("%s: due times folded into a later firing only while RabbitMQ or Postgres was down"
-              % s.name, not outside, "folded outside an outage (scaled clock): %s" % outside[:6])
+            # A due time may be folded into a later firing only when it could not be fired in
+            # time: RabbitMQ or Postgres was down at some moment between it and that firing.
+            outside = [(iso(d), iso(fired)) for d, fired in folded
+                       if not any(a <= self.real(fired) and self.real(d) <= b
+                                  for a, b in windows)]
+            c("%s: due times folded into a later firing only across an outage of RabbitMQ or "
+              "Postgres" % s.name, not outside,
+              "(due, fired) on the beats' clock, no outage in between: %s" % outside[:6])
             runs = self.run_rows("crawl_task_id = %s", (s.id,))
             by_tid = {r["celery_task_id"]: r for r in runs}
             bad = [(f["celery_task_id"][:8], iso(f["due"])) for f in fires
