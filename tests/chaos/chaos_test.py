@@ -180,20 +180,30 @@ class Report:
         self.t0 = None            # start of the chaos window
         self.checks = []          # (ok, name, detail)
         self.lock = threading.Lock()
+        os.makedirs(LOG_DIR, exist_ok=True)
+        self.file = open(os.path.join(LOG_DIR, "chaos.log"), "w")
 
     def t(self):
         return time.time() - (self.t0 or self.t_start)
 
+    def out(self, text):
+        """stdout, and build/chaos/chaos.log to follow a run under ctest (which shows the output
+        only at the end)."""
+        print(text, flush=True)
+        if self.file:
+            self.file.write(text + "\n")
+            self.file.flush()
+
     def say(self, message):
         with self.lock:
-            print("[%7.1fs] %s" % (self.t(), message), flush=True)
+            self.out("[%7.1fs] %s" % (self.t(), message))
 
     def check(self, name, ok, detail=""):
         """Records a check; its detail (what went wrong) is shown when it fails."""
         self.checks.append((bool(ok), name, detail))
         with self.lock:
-            print("  %s  %s%s" % ("PASS" if ok else "FAIL", name,
-                                  (": " + detail) if detail and not ok else ""), flush=True)
+            self.out("  %s  %s%s" % ("PASS" if ok else "FAIL", name,
+                                     (": " + detail) if detail and not ok else ""))
         return ok
 
 
@@ -427,6 +437,7 @@ class Chaos:
                 time.sleep(0.1)
             o = {"kind": kind, "start": self.r.t(), "down_s": down_s}
             self.outages.append(o)
+            service = "postgres" if kind == "postgres" else "rabbitmq"
             try:
                 if kind == "rabbitmq-kill":
                     pid = self.stack.kill_rabbit()
@@ -439,15 +450,21 @@ class Chaos:
                     self.stack.down("postgres")
                 o["down"] = self.r.t()
                 time.sleep(down_s)
+            except Exception as e:  # noqa: BLE001 - recorded (the checks fail on it); go on
+                o["error"] = "stopping: %s: %s" % (type(e).__name__, e)
+                self.say("OUTAGE %s: %s" % (kind, o["error"]))
+            # Whatever happened, the service must come back for the rest of the run.
+            for attempt in (1, 2, 3):
                 o["up_begin"] = self.r.t()
-                service = "postgres" if kind == "postgres" else "rabbitmq"
-                self.stack.up(service)
-                o["ready"] = self.r.t()
-                self.say("%s is back (down %.1f s, %.1f s to start)" % (
-                    service, o["up_begin"] - o["start"], o["ready"] - o["up_begin"]))
-            except Exception as e:  # noqa: BLE001 - recorded; the checks fail on it
-                o["error"] = "%s: %s" % (type(e).__name__, e)
-                self.say("OUTAGE %s failed: %s" % (kind, o["error"]))
+                try:
+                    self.stack.up(service)
+                    o["ready"] = self.r.t()
+                    self.say("%s is back (down %.1f s, %.1f s to start)" % (
+                        service, o["up_begin"] - o["start"], o["ready"] - o["up_begin"]))
+                    break
+                except Exception as e:  # noqa: BLE001 - recorded; tried again
+                    o["error"] = o.get("error", "") + " starting (%d): %s" % (attempt, e)
+                    self.say("OUTAGE %s: starting %s failed: %s" % (kind, service, e))
 
     def chaos(self):
         kills, outages, tasks = self.plan()
@@ -486,9 +503,9 @@ class Chaos:
             self.sup.poll(t)
             time.sleep(0.05)
         self.say("chaos window ends; waiting for the BFF, the outages and the restarts")
-        self.bff.join(timeout=180)
-        outage_thread.join(timeout=240)
-        if not self.sup.settle(120, self.r.t):
+        self.bff.join(timeout=90)
+        outage_thread.join(timeout=150)
+        if not self.sup.settle(90, self.r.t):
             self.say("some processes are still not ready: %s" % [
                 p.name for p in self.sup.current.values() if not p.ready])
         self.t_end = time.time()
@@ -585,7 +602,7 @@ class Chaos:
         c("no process exited on its own or failed to start", not unexpected,
           "; ".join("%s at %.1fs: %s" % (n, t, why) for t, n, why, _ in unexpected))
         for t, n, why, tail in unexpected:
-            print("----- %s (%s), end of its log -----\n%s" % (n, why, tail))
+            self.r.out("----- %s (%s), end of its log -----\n%s" % (n, why, tail))
         # A process started while RabbitMQ or Postgres is down must wait for them, as it rides
         # out any later outage (and as Celery's worker waits for its broker): one that exits
         # instead is restarted here every second, but a real supervisor gives up (systemd
@@ -597,8 +614,9 @@ class Chaos:
         c("no process exited at start-up because RabbitMQ or Postgres was down",
           not self.sup.start_failures, "exits during start-up, by kind: %s (last: %s)" % (
               gave_up, self.sup.start_failures[-1][1:] if self.sup.start_failures else None))
-        c("every planned outage happened (RabbitMQ twice, Postgres once)",
-          len(self.outages) == 3 and all("ready" in o for o in self.outages),
+        c("every planned outage happened as planned (RabbitMQ twice, Postgres once)",
+          len(self.outages) == 3 and all("ready" in o and "error" not in o
+                                         for o in self.outages),
           "; ".join("%s: %s" % (o["kind"], o.get("error", "ok")) for o in self.outages))
         kinds = {}
         for _, name, _ in self.sup.kills:
@@ -973,7 +991,7 @@ class Chaos:
 
     def check_all(self, quiet):
         self.refetches = {}
-        print("\n==== checks ====", flush=True)
+        self.r.out("\n==== checks ====")
         self.r.check("everything finished within %d s of the window's end" % QUIESCE_S, quiet,
                      "" if quiet else "open tasks %d %s, open runs %s, beats behind %s" % (
                          len(self.not_quiet[0]), self.not_quiet[0][:5],
@@ -987,7 +1005,7 @@ class Chaos:
         self.check_big()
         self.check_beats()
         self.check_states()
-        print("\n==== still serving ====", flush=True)
+        self.r.out("\n==== still serving ====")
         self.liveness()
 
     def diagnose_open(self):
@@ -1033,40 +1051,40 @@ class Chaos:
         return codes
 
     def summary(self, codes):
-        print("\n==== what happened (seed %d) ====" % self.seed)
+        self.r.out("\n==== what happened (seed %d) ====" % self.seed)
         for t, name, pid in self.sup.kills if self.sup else []:
-            print("  %7.1fs  SIGKILL %s (pid %d)" % (t, name, pid))
+            self.r.out("  %7.1fs  SIGKILL %s (pid %d)" % (t, name, pid))
         for o in self.outages:
-            print("  %7.1fs  %s: down at %.1fs, start at %.1fs, ready at %.1fs" % (
+            self.r.out("  %7.1fs  %s: down at %.1fs, start at %.1fs, ready at %.1fs" % (
                 o["start"], o["kind"], o.get("down", -1), o.get("up_begin", -1),
                 o.get("ready", -1)))
         if self.sup:
             for t, name, code in self.sup.start_failures:
-                print("  %7.1fs  %s exited %s during start-up and was started again"
+                self.r.out("  %7.1fs  %s exited %s during start-up and was started again"
                       % (t, name, code))
         if self.bff:
             kinds = {}
             for s in self.bff.sent:
                 kinds[s[1].split(".")[-1]] = kinds.get(s[1].split(".")[-1], 0) + 1
             resent = sum(1 for s in self.bff.sent if s[5] > 1)
-            print("  BFF: %s sent (%d needed more than one attempt), %d with a countdown; "
+            self.r.out("  BFF: %s sent (%d needed more than one attempt), %d with a countdown; "
                   "run-now: %d accepted, %d refused" % (
                       kinds, resent, sum(1 for s in self.bff.sent if s[3]),
                       sum(1 for a in self.bff.api_runs if a[1] == 202),
                       sum(1 for a in self.bff.api_runs if a[1] != 202)))
         if getattr(self, "refetches", None):
-            print("  refetches (server-side fetches beyond one per page per run): %s"
+            self.r.out("  refetches (server-side fetches beyond one per page per run): %s"
                   % self.refetches)
         if codes:
             self.r.check("every process exits 0 on SIGTERM", all(c == 0 for c in codes.values()),
                          str({n: c for n, c in codes.items() if c != 0}))
         failed = [ch for ch in self.r.checks if not ch[0]]
-        print("\n==== %d checks, %d failed; %.0f s in all; seed %d (CHAOS_SEED=%d replays the "
+        self.r.out("\n==== %d checks, %d failed; %.0f s in all; seed %d (CHAOS_SEED=%d replays the "
               "plan); logs in %s ====" % (len(self.r.checks), len(failed),
                                           time.time() - self.r.t_start, self.seed, self.seed,
                                           self.log_dir))
         for _, name, detail in failed:
-            print("  FAILED: %s: %s" % (name, detail[:300]))
+            self.r.out("  FAILED: %s: %s" % (name, detail[:300]))
         return not failed
 
 
