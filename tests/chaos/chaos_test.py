@@ -542,8 +542,9 @@ class Chaos:
                     "SELECT task_id, status FROM task_results WHERE task_id = ANY(%s)", (sent,))}
                 open_tasks = [t for t in sent if states.get(t) not in ("SUCCESS", "FAILURE",
                                                                        "REVOKED")]
-                open_runs = self.db.rows("SELECT id, crawl_task_id, status, pages FROM crawl_runs"
-                                         " WHERE status NOT IN ('succeeded','failed','aborted')")
+                open_runs = self.db.rows("SELECT id, crawl_task_id, trigger, status, pages "
+                                         "FROM crawl_runs WHERE status NOT IN "
+                                         "('succeeded','failed','aborted')")
                 fired = {r["crawl_task_id"]: r["last"] for r in self.db.rows(
                     "SELECT crawl_task_id, extract(epoch FROM max(due_at))::bigint AS last "
                     "FROM beat_fires GROUP BY 1")}
@@ -565,7 +566,9 @@ class Chaos:
                                           for r in open_runs[:5]], behind))
             # Tasks alone still open, none of them moving for STUCK_S (longer than any
             # countdown or retry delay here): they will not end; no use waiting longer.
-            if open_runs or behind or open_tasks != last_open:
+            # (The schedules still fire meanwhile: their runs come and go.)
+            if (any(r["trigger"] != "beat" for r in open_runs) or behind or
+                    open_tasks != last_open):
                 stuck_since, last_open = time.time(), open_tasks
             stuck = time.time() - stuck_since > STUCK_S
             if time.time() > deadline or stuck:
