@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <array>
+#include <limits>
+#include <map>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
@@ -681,10 +683,18 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
           by_config[jobs[r.job_id]->crawl_config_id].push_back(&r);
       }
       for (auto& [config_id, pages] : by_config) {
-        // Last occurrence of a key wins; keys sorted so concurrent writers lock in one order.
+        // extracted_items holds one row per key: the last occurrence of a key in the batch is
+        // written (keys sorted so concurrent writers lock in one order). Each run that saw the
+        // key counts it, though: two runs of one config may both have it in this batch.
         std::map<std::string, std::pair<const Item*, const RequestResult*>> latest;
-        for (const auto* r : pages)
-          for (const auto& item : r->items) latest[item.key] = {&item, r};
+        std::map<std::pair<std::string, int64_t>, std::pair<const Item*, const RequestResult*>>
+            per_run;  // (key, run) -> the run's last occurrence
+        for (const auto* r : pages) {
+          for (const auto& item : r->items) {
+            latest[item.key] = {&item, r};
+            per_run[{item.key, jobs[r->job_id]->run_id}] = {&item, r};
+          }
+        }
         std::string rows = "[";
         for (const auto& [key, entry] : latest) {
           if (rows.size() > 1) rows += ',';
@@ -698,15 +708,18 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
           rows += '}';
         }
         rows += ']';
-        // Which of these the run has not seen yet (a run's items are one per config and key).
-        std::unordered_set<std::string> new_in_run;
+        Json run_rows = Json::array();
+        for (const auto& [key_run, entry] : per_run)
+          run_rows.push_back({{"k", key_run.first}, {"r", key_run.second}});
+        // Which of these each run has not seen yet (a run's items are one per config and key).
+        std::set<std::pair<std::string, int64_t>> new_in_run;
         for (const auto& row : ExecPrepared(
                  tx, "celeriac_run_items",
                  "INSERT INTO crawl_run_items (run_id, crawl_config_id, item_key) "
                  "SELECT x.r, $1, x.k FROM jsonb_to_recordset($2::jsonb) AS x(k text, r bigint) "
-                 "ORDER BY x.r, x.k ON CONFLICT DO NOTHING RETURNING item_key",
-                 config_id, rows))
-          new_in_run.insert(row[0].as<std::string>());
+                 "ORDER BY x.r, x.k ON CONFLICT DO NOTHING RETURNING item_key, run_id",
+                 config_id, DumpStorableJson(run_rows)))
+          new_in_run.emplace(row[0].as<std::string>(), row[1].as<int64_t>());
         for (const auto& row : ExecPrepared(
                  tx, "celeriac_upsert_items",
                  "INSERT INTO extracted_items AS e (crawl_config_id, item_key, data, content_hash, "
@@ -725,19 +738,29 @@ Result<CommitReport> CrawlStore::Commit(const std::vector<RequestResult>& result
                  "RETURNING e.item_key, e.xmax = 0, e.updated_at = now()",
                  config_id, rows)) {
           const std::string key = row[0].as<std::string>();
-          const auto& entry = latest[key];
-          const auto* r = entry.second;
-          JobRow* j = jobs[r->job_id];
-          // Each item counts once per run: seen again in the same run (a listing repeated on
-          // two pages, a redelivered page), it is neither new, updated nor unchanged again.
-          if (!new_in_run.contains(key)) continue;
-          page_has_new_in_run[r] = true;
-          if (row[1].as<bool>()) {
-            ++j->d_new;
-          } else if (row[2].as<bool>()) {
-            ++j->d_updated;
-          } else {
-            ++j->d_unchanged;
+          const Item* written = latest[key].first;
+          for (auto it = per_run.lower_bound({key, std::numeric_limits<int64_t>::min()});
+               it != per_run.end() && it->first.first == key; ++it) {
+            // Each item counts once per run: seen again in the same run (a listing repeated on
+            // two pages, a redelivered page), it is neither new, updated nor unchanged again.
+            if (!new_in_run.contains(it->first)) continue;
+            const auto [item, r] = it->second;
+            page_has_new_in_run[r] = true;
+            JobRow* j = jobs[r->job_id];
+            if (item != written) {
+              // Another run's occurrence was written: to this run the item is as stored now.
+              if (item->content_hash == written->content_hash) {
+                ++j->d_unchanged;
+              } else {
+                ++j->d_updated;
+              }
+            } else if (row[1].as<bool>()) {
+              ++j->d_new;
+            } else if (row[2].as<bool>()) {
+              ++j->d_updated;
+            } else {
+              ++j->d_unchanged;
+            }
           }
         }
       }
