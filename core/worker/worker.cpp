@@ -900,35 +900,45 @@ void Worker::Fail(const std::shared_ptr<Job>& job, const celery::ExceptionInfo& 
                   "retrying",
                   job->msg.id, EscapeToStorableText(job->msg.task), error_class, message,
                   written.error().message());
-    WriteDeadLetterEventually(std::move(letter), 1);
+    WriteDeadLetterEventually(std::move(letter));
   }
   ReplyAndRecord(job, celery::State::kFailure, exc.ToJson(), traceback);
   Ack(job);
 }
 
-void Worker::WriteDeadLetterEventually(DeadLetter letter, int attempt) {
-  if (attempt == 1) ++pending_letters_;
+void Worker::WriteDeadLetterEventually(DeadLetter letter) {
+  const std::string task_id = letter.task_id.value_or("");
+  WriteEventually("dead letter of early-acked task " + task_id,
+                  [this, letter = std::move(letter), task_id]() -> Status {
+                    auto written = dead_letters_.Write(letter);
+                    if (!written) return written.error();
+                    ++stats_.dead_lettered;
+                    spdlog::info("dead letter of task {} written: {}", task_id, *written);
+                    return Ok();
+                  });
+}
+
+void Worker::WriteEventually(std::string what, std::function<Status()> write, int attempt) {
+  if (attempt == 1) ++pending_writes_;
   const auto pause = std::min(options_.dead_letter_retry_pause,
                               milliseconds(int64_t{100} << std::min(attempt, 10)));
-  loop_.Post([this, letter = std::move(letter), attempt, pause]() mutable {
-    loop_.AddTimer(pause, [this, letter = std::move(letter), attempt]() mutable {
-      side_->Post([this, letter = std::move(letter), attempt]() mutable {
-        auto written = dead_letters_.Write(letter);
-        if (written) {
-          ++stats_.dead_lettered;
-          --pending_letters_;
-          spdlog::info("dead letter of task {} written ({} attempts): {}",
-                       letter.task_id.value_or(""), attempt + 1, *written);
-          return;
-        }
-        if (finished_.load()) {
-          --pending_letters_;
-          spdlog::critical("dead letter of early-acked task {} is lost at shutdown: {}",
-                           letter.task_id.value_or(""), written.error().message());
-          return;
-        }
-        WriteDeadLetterEventually(std::move(letter), attempt + 1);
-      });
+  auto retry = [this, what = std::move(what), write = std::move(write), attempt]() mutable {
+    const Status st = write();
+    if (st.ok()) {
+      --pending_writes_;
+      if (attempt > 1) spdlog::info("{} written after {} attempts", what, attempt + 1);
+      return;
+    }
+    if (finished_.load()) {
+      --pending_writes_;
+      spdlog::critical("{} is lost at shutdown: {}", what, st.error().message());
+      return;
+    }
+    WriteEventually(std::move(what), std::move(write), attempt + 1);
+  };
+  loop_.Post([this, pause, retry = std::move(retry)]() mutable {
+    loop_.AddTimer(pause, [this, retry = std::move(retry)]() mutable {
+      side_->Post(std::move(retry));
     });
   });
 }
@@ -1015,9 +1025,20 @@ void Worker::Record(const std::shared_ptr<Job>& job, celery::State state, const 
     record.retries = job->msg.retries;
     record.queue = options_.queue;
     record.worker = options_.hostname;
-    if (auto st = states_->Record(record); !st)
-      spdlog::warn("cannot record state {} of task {}: {}", celery::ToString(state), job->msg.id,
-                   st.error().message());
+    if (auto st = states_->Record(record); !st) {
+      if (!st.error().retryable()) {
+        spdlog::warn("cannot record state {} of task {}: {}", celery::ToString(state),
+                     job->msg.id, st.error().message());
+        return;
+      }
+      // Postgres is down: the outcome is final (replied, acked next), so its record must not be
+      // lost with the outage. Written on the side thread once Postgres is back; the store keeps
+      // a later state when records arrive out of order.
+      spdlog::warn("cannot record state {} of task {} yet ({}); retrying in the background",
+                   celery::ToString(state), job->msg.id, st.error().message());
+      WriteEventually("state " + std::string(celery::ToString(state)) + " of task " + job->msg.id,
+                      [this, record = std::move(record)] { return states_->Record(record); });
+    }
   }
 }
 
@@ -1124,7 +1145,7 @@ void Worker::MaybeFinishShutdown() {
     {
       std::lock_guard lock(mutex_);
       if (!shutting_down_ || stats_.active.load() > 0 || !shutdown_done_) return;
-      if (side_->Backlog() > 0 || pending_letters_.load() > 0) {
+      if (side_->Backlog() > 0 || pending_writes_.load() > 0) {
         // Letters and results still being written (until the shutdown deadline): look again.
         loop_.AddTimer(milliseconds(20), [this] { MaybeFinishShutdown(); });
         return;

@@ -4,8 +4,8 @@
 // asynchronous tasks), so whatever a Celery worker does is written once.
 //
 // Delivery guarantee: at least once, as Celery. A task with acks_late is acked after its outcome
-// is durable (result stored, retry published or dead letter written), so a crash at any point
-// redelivers it; a task without acks_late is acked when it starts (Celery's default), so a crash
+// is durable (result sent, retry published or dead letter written; its state recorded, or
+// queued for recording while Postgres is down, see below), so a crash before that redelivers it; a task without acks_late is acked when it starts (Celery's default), so a crash
 // during the task loses that run. ("Starts": when a pool thread takes it, or, when a thread is
 // waiting for work, as it is handed to that thread, as Celery acks when a pool process
 // accepts the job.)
@@ -19,6 +19,11 @@
 // in Celery: its letter is written after, on the worker's side thread, retried with backoff
 // until the sink takes it; only a worker that exits (or is killed) before that loses it, and
 // logs so at shutdown.
+//
+// Task states: recorded in the TaskStateSink after the reply. A state the sink refuses for a
+// reason retrying can fix (Postgres down) is written the same way, on the side thread until the
+// sink takes it, and the message is acked meanwhile: holding the ack until Postgres is back
+// would only let a redelivery run the task a second time.
 //
 // Nothing runs twice because of the worker:
 //  - Connection loss: the broker puts every unacked delivery back in the queue, so the
@@ -172,7 +177,11 @@ class Worker {
   void Succeed(const std::shared_ptr<Job>& job, const Json& value);
   void Fail(const std::shared_ptr<Job>& job, const celery::ExceptionInfo& exc,
             const std::string& error_class);
-  void WriteDeadLetterEventually(DeadLetter letter, int attempt);
+  void WriteDeadLetterEventually(DeadLetter letter);
+  // Calls `write` on the side thread, after a pause (100 ms doubling, at most
+  // dead_letter_retry_pause), until it succeeds; warm shutdown waits for it until its deadline,
+  // after which `what` is logged as lost.
+  void WriteEventually(std::string what, std::function<Status()> write, int attempt = 1);
   bool Republish(const std::shared_ptr<Job>& job, std::chrono::milliseconds countdown);
   void Ack(const std::shared_ptr<Job>& job);
   void HandBack(const std::shared_ptr<Job>& job);
@@ -242,7 +251,7 @@ class Worker {
   std::atomic<bool> shutting_down_{false};
   std::atomic<bool> needs_restart_{false};
   std::atomic<bool> finished_{false};       // shutdown's `done` was called
-  std::atomic<int> pending_letters_{0};     // ack-early letters not written yet
+  std::atomic<int> pending_writes_{0};      // WriteEventually: letters, states not written yet
   std::function<void()> shutdown_done_;
   std::function<void()> on_needs_restart_;
   Loop::TimerId shutdown_timer_ = 0;

@@ -286,6 +286,36 @@ TEST_F(WorkerTest, DeadLetterStoreDownHandsTheMessageBackInsteadOfDroppingIt) {
   EXPECT_TRUE(Eventually([&] { return broker_.QueueDepth(kQueue) == 0; }));
 }
 
+// Postgres down when a task ends (the chaos suite stopped it): the outcome is replied and
+// acked, and its state is recorded once the store takes it again, not dropped with a warning
+// (task_results then lacked a task that had run, and a redelivery could not see it had).
+TEST_F(WorkerTest, AStateTheStoreRefusesIsRecordedOnceItIsBack) {
+  TaskOptions late;
+  late.acks_late = true;
+  registry_.Register("test.ok_late", [](TaskContext&) -> TaskOutcome { return Json("done"); },
+                     late);
+  states_.FailNext(3);
+  StartWorker();
+  auto early = Task("celeriac.echo", json::array({1}));
+  auto m = Task("test.ok_late");
+  Send(early);
+  Send(m);
+  ASSERT_FALSE(WaitReply(early.id, "SUCCESS").is_null());
+  ASSERT_FALSE(WaitReply(m.id, "SUCCESS").is_null());
+  EXPECT_TRUE(Eventually([&] {
+    return broker_.QueueDepth(kQueue) == 0 && broker_.Unacked(kQueue) == 0;
+  })) << "acked without waiting for the store";
+  ASSERT_TRUE(Eventually([&] { return states_.records().size() == 2; }, 5s))
+      << states_.records().size() << " states recorded";
+  EXPECT_EQ(states_.failed(), 3);
+  for (const auto& id : {early.id, m.id}) {
+    auto stored = states_.Lookup(id);
+    ASSERT_TRUE(stored.ok() && stored->has_value()) << id;
+    EXPECT_EQ((*stored)->state, celery::State::kSuccess) << id;
+  }
+  EXPECT_EQ(Statuses(m.id), std::vector<std::string>{"SUCCESS"}) << "run once";
+}
+
 TEST_F(WorkerTest, PrefetchOneDrainsAFullQueue) {
   options_.concurrency = 1;
   options_.prefetch_multiplier = 1;
