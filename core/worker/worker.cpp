@@ -35,6 +35,11 @@ struct Worker::Job {
   std::atomic<bool> cancelled{false};
   std::atomic<int> phase{kQueued};
   std::atomic<bool> acked{false};
+  // The task function was called (its side effect may have happened): its message is not
+  // handed back to run again (Fail).
+  std::atomic<bool> ran{false};
+  // Failed, its message unacked until its dead letter is written (HoldUntilLettered).
+  std::atomic<bool> letter_pending{false};
   bool prepared = false;  // decoded (and past its ETA); only the pool thread running it reads it
   uint64_t epoch = 0;     // Worker::epoch_ when it was delivered
   Loop::TimerId soft_timer = 0;
@@ -60,6 +65,8 @@ struct Worker::Job {
     cancelled = false;
     phase = kQueued;
     acked = false;
+    ran = false;
+    letter_pending = false;
     prepared = false;
     epoch = 0;
     soft_timer = 0;
@@ -606,7 +613,7 @@ void Worker::AdjustPrefetch() {
   if (prefetch_dirty_.exchange(true)) return;
   side_->Post([this] {
     prefetch_dirty_ = false;
-    const int64_t held = stats_.held_eta;
+    const int64_t held = stats_.held_eta + letters_held_.load();
     const auto prefetch = static_cast<uint16_t>(std::min<int64_t>(base_prefetch_ + held, 65535));
     if (auto st = broker_.SetPrefetch(Consumer(), prefetch); !st)
       spdlog::warn("cannot change prefetch to {}: {}", prefetch, st.error().message());
@@ -719,6 +726,7 @@ void Worker::RunTask(const std::shared_ptr<Job>& job) {
     outcome = std::move(*bad);
   } else {
     TaskContext context(job->msg, job->cancelled, job->deadline);
+    job->ran = true;
     try {
       outcome = task->fn(context);
     } catch (const std::exception& e) {
@@ -746,6 +754,7 @@ void Worker::StartAsync(const std::shared_ptr<Job>& job,
     });
   };
   TaskContext context(job->msg, job->cancelled);
+  job->ran = true;
   try {
     task->async_fn(context, done);
   } catch (const std::exception& e) {
@@ -770,7 +779,8 @@ void Worker::Complete(const std::shared_ptr<Job>& job, TaskOutcome outcome) {
     });
   }
   Finish(job, outcome);
-  if (job->acks_late()) Untrack(job);
+  // One whose letter is pending stays tracked: a redelivery of its message is adopted by it.
+  if (job->acks_late() && !job->letter_pending.load()) Untrack(job);
   --stats_.active;
   if (shutting_down_.load()) MaybeFinishShutdown();
 }
@@ -880,6 +890,20 @@ void Worker::Fail(const std::shared_ptr<Job>& job, const celery::ExceptionInfo& 
   DeadLetter letter = MakeDeadLetter(*job, error_class, message);
   const auto traceback = exc.traceback.empty() ? std::nullopt : std::optional(exc.traceback);
   auto written = dead_letters_.Write(letter);
+  if (!written && !job->acked && job->ran.load()) {
+    // The task ran, so its side effect may have happened (a call Discovery refused for good):
+    // handing the message back would run it again, a call per attempt to write the letter. Its
+    // outcome is final: replied and recorded now; the message stays unacked until the letter
+    // is written, so neither is lost.
+    spdlog::error("task {} ({}) failed with {}: {}; its dead letter is not written yet ({}); "
+                  "its message stays unacked until it is",
+                  job->msg.id, EscapeToStorableText(job->msg.task), error_class, message,
+                  written.error().message());
+    ++stats_.failed;
+    HoldUntilLettered(job, std::move(letter));
+    ReplyAndRecord(job, celery::State::kFailure, exc.ToJson(), traceback);
+    return;
+  }
   if (!written && !job->acked) {
     spdlog::error("cannot write dead letter for task {} ({}); handing the message back in {} ms: "
                   "{}",
@@ -916,6 +940,28 @@ void Worker::WriteDeadLetterEventually(DeadLetter letter) {
                     spdlog::info("dead letter of task {} written: {}", task_id, *written);
                     return Ok();
                   });
+}
+
+void Worker::HoldUntilLettered(const std::shared_ptr<Job>& job, DeadLetter letter) {
+  job->letter_pending = true;
+  ++letters_held_;
+  AdjustPrefetch();  // its prefetch slot is given back, as for a held ETA message
+  const std::string task_id = job->msg.id;
+  WriteEventually(
+      "dead letter of task " + task_id + " (its message, unacked, goes back to the broker)",
+      [this, job, letter = std::move(letter), task_id]() -> Status {
+        auto written = dead_letters_.Write(letter);
+        if (!written) return written.error();
+        ++stats_.dead_lettered;
+        spdlog::info("dead letter of task {} written: {}; its message is acked", task_id,
+                     *written);
+        Ack(job);
+        job->letter_pending = false;
+        Untrack(job);
+        --letters_held_;
+        AdjustPrefetch();
+        return Ok();
+      });
 }
 
 void Worker::WriteEventually(std::string what, std::function<Status()> write, int attempt) {

@@ -14,8 +14,11 @@
 // headers, bad arguments, a non-retryable error, retries exhausted, hard time limit) is written
 // to the dead-letter sink, whatever bytes it holds (the sink stores a safe form of what the
 // database would refuse). For every message not acked yet (all but ack-early tasks that
-// started) the letter is durable before the ack; if the sink is down the message is handed back
-// to the broker after a pause, never dropped. An ack-early task was acked when it started, as
+// started) the letter is durable before the ack. If the sink is down, a message whose task never
+// ran (undecodable, unknown, bad arguments) is handed back to the broker after a pause, never
+// dropped; one whose task ran (an ack-late task that failed) is not run again: its FAILURE is
+// replied and recorded, and the message stays unacked (its prefetch slot given back, a
+// redelivery adopted) until the letter is written on the side thread, then acked. An ack-early task was acked when it started, as
 // in Celery: its letter is written after, on the worker's side thread, retried with backoff
 // until the sink takes it; only a worker that exits (or is killed) before that loses it, and
 // logs so at shutdown.
@@ -178,6 +181,9 @@ class Worker {
   void Fail(const std::shared_ptr<Job>& job, const celery::ExceptionInfo& exc,
             const std::string& error_class);
   void WriteDeadLetterEventually(DeadLetter letter);
+  // The message of a task that ran and failed, whose letter the sink refused: kept unacked (and
+  // tracked, so a redelivery is adopted) until WriteEventually has written the letter, then acked.
+  void HoldUntilLettered(const std::shared_ptr<Job>& job, DeadLetter letter);
   // Calls `write` on the side thread, after a pause (100 ms doubling, at most
   // dead_letter_retry_pause), until it succeeds; warm shutdown waits for it until its deadline,
   // after which `what` is logged as lost.
@@ -251,6 +257,7 @@ class Worker {
   std::atomic<bool> shutting_down_{false};
   std::atomic<bool> needs_restart_{false};
   std::atomic<bool> finished_{false};       // shutdown's `done` was called
+  std::atomic<int64_t> letters_held_{0};    // HoldUntilLettered: messages waiting for their letter
   std::atomic<int> pending_writes_{0};      // WriteEventually: letters, states not written yet
   std::function<void()> shutdown_done_;
   std::function<void()> on_needs_restart_;

@@ -1,6 +1,7 @@
 // The worker against the in-memory broker and fake sinks: results, retries, dead letters, ETA,
 // expiry, bad arguments, time limits and warm shutdown, as a Celery user relies on them.
 
+#include <atomic>
 #include <condition_variable>
 #include <future>
 #include <limits>
@@ -270,20 +271,46 @@ TEST_F(WorkerTest, WrongArgumentsFailWithTypeError) {
   EXPECT_FALSE(WaitReply(good.id, "SUCCESS").is_null());
 }
 
-TEST_F(WorkerTest, DeadLetterStoreDownHandsTheMessageBackInsteadOfDroppingIt) {
+// An ack-late task that ran and failed while the dead-letter store is down: its message is kept
+// unacked until the letter is written, and the task is not run again (the message used to be
+// handed back, and every redelivery ran the task again: the outage test saw a call Discovery
+// refused made 22 times during a two-minute Postgres outage).
+TEST_F(WorkerTest, DeadLetterStoreDownKeepsTheMessageUntilTheLetterIsWrittenAndRunsTheTaskOnce) {
   TaskOptions late;
   late.acks_late = true;
-  registry_.Register("test.fail_late", [](TaskContext&) -> TaskOutcome {
+  std::atomic<int> runs{0};
+  registry_.Register("test.fail_late", [&](TaskContext&) -> TaskOutcome {
+    ++runs;
     return TaskError::FromError(Error(ErrorCode::kInvalidArgument, "bad"));
   }, late);
-  dead_letters_.FailNext(2);
+  dead_letters_.FailNext(3);
   StartWorker();
   auto m = Task("test.fail_late");
   Send(m);
-  ASSERT_TRUE(Eventually([&] { return dead_letters_.letters().size() == 1; }, 5s));
   ASSERT_FALSE(WaitReply(m.id, "FAILURE").is_null());
+  EXPECT_EQ(broker_.Unacked(kQueue), 1u) << "acked before its dead letter was written";
+  ASSERT_TRUE(Eventually([&] { return dead_letters_.letters().size() == 1; }, 5s));
+  EXPECT_TRUE(Eventually([&] {
+    return broker_.QueueDepth(kQueue) == 0 && broker_.Unacked(kQueue) == 0;
+  })) << "acked once the letter is written";
+  EXPECT_EQ(runs.load(), 1) << "the task ran again while its letter could not be written";
   EXPECT_EQ(Statuses(m.id), std::vector<std::string>{"FAILURE"}) << "one final outcome only";
-  EXPECT_TRUE(Eventually([&] { return broker_.QueueDepth(kQueue) == 0; }));
+  EXPECT_EQ(worker_->stats().failed, 1u);
+}
+
+// A message whose task never ran (here, an unknown task) still goes back to the broker while
+// its letter cannot be written, and is dead-lettered once the store takes it.
+TEST_F(WorkerTest, DeadLetterStoreDownHandsBackAMessageWhoseTaskNeverRan) {
+  dead_letters_.FailNext(2);
+  StartWorker();
+  auto m = Task("test.no_such_task");
+  Send(m);
+  ASSERT_TRUE(Eventually([&] { return dead_letters_.letters().size() == 1; }, 5s));
+  EXPECT_EQ(dead_letters_.letters()[0].error_class, "NotRegistered");
+  EXPECT_TRUE(Eventually([&] {
+    return broker_.QueueDepth(kQueue) == 0 && broker_.Unacked(kQueue) == 0;
+  }));
+  EXPECT_FALSE(WaitReply(m.id, "FAILURE").is_null());
 }
 
 // Postgres down when a task ends (the chaos suite stopped it): the outcome is replied and
