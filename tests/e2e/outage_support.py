@@ -214,7 +214,7 @@ class Discovery(http.server.ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.posts = []   # (time answered, data_source_id, theme, idempotency_key, status)
         self.received = []  # (time received, data_source_id, theme)
-        self.calls = {}   # (data_source_id, theme) -> POSTs so far
+        self.counts = {}  # (data_source_id, theme) -> POSTs so far
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
     @property
@@ -224,7 +224,7 @@ class Discovery(http.server.ThreadingHTTPServer):
     def answer(self, body, key):
         source, theme = body.get("data_source_id"), body.get("theme_name", "")
         with self.lock:
-            n = self.calls[(source, theme)] = self.calls.get((source, theme), 0) + 1
+            n = self.counts[(source, theme)] = self.counts.get((source, theme), 0) + 1
         failures = 0
         if theme.startswith("flaky"):
             failures = int(theme[5:].split("-")[0])
