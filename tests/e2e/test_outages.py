@@ -286,10 +286,23 @@ class RabbitRestartDuringTaskStream(OutageCase):
 
         self.assertTrue(pending, "tasks without a terminal reply after 180 s:\n" +
                         "\n".join(describe(t) for t in missing[:20]))
-        twice = [t for t, n in side_effects.items() if n != 1]
+        # Tasks cut off in the middle of their Discovery call in a worker that could not reach
+        # the broker when it came back (RabbitRestartTwoWorkers; none with one worker): their
+        # messages went to the other worker, which ran them too. At least once across workers
+        # is what the worker promises (core/worker/worker.hpp); what keeps the side effect single
+        # is the Idempotency-Key the task sends (its task id), on which Discovery deduplicates.
+        cut_off = self.cut_off(tasks, coll, discovery)
+        for t in sorted(cut_off):
+            log("cut off mid-call in the paused worker, run by the other too: %s" % describe(t))
+            s, th, _, _ = tasks[t]
+            keys = discovery.accepted_keys(s, th)
+            self.assertTrue(1 <= len(keys) <= 2 and set(keys) == {t}, describe(t))
+            self.assertIn(terminals[t], (["SUCCESS"], ["SUCCESS", "SUCCESS"]), describe(t))
+            self.assertEqual(states.get(t), "SUCCESS", describe(t))
+        twice = [t for t, n in side_effects.items() if n != 1 and t not in cut_off]
         self.assertEqual(twice, [], "tasks whose side effect did not happen exactly once:\n" +
                          "\n".join(describe(t) for t in twice[:20]))
-        not_one = [t for t, s in terminals.items() if s != ["SUCCESS"]]
+        not_one = [t for t, s in terminals.items() if s != ["SUCCESS"] and t not in cut_off]
         self.assertEqual(not_one, [], "tasks without exactly one terminal reply (SUCCESS):\n" +
                          "\n".join(describe(t) for t in not_one[:20]))
         bad_state = [t for t, s in states.items() if s != "SUCCESS"]
@@ -310,6 +323,10 @@ class RabbitRestartDuringTaskStream(OutageCase):
     def after_restart(self):
         pass
 
+    def cut_off(self, tasks, coll, discovery):
+        """Task ids run twice by design of the scenario (see RabbitRestartTwoWorkers)."""
+        return set()
+
 
 class RabbitRestartTwoWorkers(RabbitRestartDuringTaskStream):
     """The same with a second worker process on the queue (SPEC section 8: many workers at once,
@@ -318,11 +335,18 @@ class RabbitRestartTwoWorkers(RabbitRestartDuringTaskStream):
 
     Made deterministic: the second worker starts once the slow tasks run in the first, and the
     first is paused (SIGSTOP, as a worker busy or slow to reconnect would be) from just before
-    the restart until the second has reconnected and taken the redeliveries."""
+    the restart until the second has reconnected and taken the redeliveries.
+
+    The tasks the paused worker was in the middle of (cut_off) then run in both workers: no
+    worker can tell that another one, cut off from the broker, still runs a task (that would
+    take a claim with a lease in Postgres, renewed while the task runs). They must call
+    Discovery with their task id as Idempotency-Key, so that one analysis starts; every other
+    task still runs exactly once."""
 
     def before_restart(self, queue):
         self.second = self.start_worker(queue, "restart-2", concurrency=self.CONCURRENCY,
                                         env=self.worker_env, ready_by_log=True)
+        self.paused_at = time.time()
         self.worker.proc.send_signal(signal.SIGSTOP)
         self.addCleanup(self.worker.proc.send_signal, signal.SIGCONT)
 
@@ -332,6 +356,20 @@ class RabbitRestartTwoWorkers(RabbitRestartDuringTaskStream):
         time.sleep(2)   # it takes the redelivered messages and starts them
         self.worker.proc.send_signal(signal.SIGCONT)
         self.assertTrue(reconnected, "the second worker did not reconnect")
+
+    def cut_off(self, tasks, coll, discovery):
+        """Tasks the paused worker was in the middle of calling Discovery for: a POST received
+        before the pause, and no reply for the task between that POST and the pause. Nothing
+        else may run twice."""
+        out = set()
+        for t, (s, th, _, _) in tasks.items():
+            before = [r for r in discovery.calls_received(s, th) if r < self.paused_at]
+            if not before:
+                continue
+            replied = [rt for rt, _, _ in coll.replies.get(t, []) if before[-1] <= rt < self.paused_at]
+            if not replied:
+                out.add(t)
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
