@@ -40,6 +40,7 @@ struct Worker::Job {
   std::atomic<bool> ran{false};
   // Failed, its message unacked until its dead letter is written (HoldUntilLettered).
   std::atomic<bool> letter_pending{false};
+  bool tracked = false;  // in running_ / running_ids_ (TrackOrAdopt)
   bool prepared = false;  // decoded (and past its ETA); only the pool thread running it reads it
   uint64_t epoch = 0;     // Worker::epoch_ when it was delivered
   Loop::TimerId soft_timer = 0;
@@ -67,6 +68,7 @@ struct Worker::Job {
     acked = false;
     ran = false;
     letter_pending = false;
+    tracked = false;
     prepared = false;
     epoch = 0;
     soft_timer = 0;
@@ -478,21 +480,10 @@ bool Worker::AlreadyDone(const std::shared_ptr<Job>& job) {
       std::lock_guard lock(mutex_);
       if (auto it = running_ids_.find(job->msg.id); it != running_ids_.end()) running = it->second;
     }
-    if (running != nullptr && running != job) {
+    if (running != nullptr && running != job && running->msg.retries == job->msg.retries) {
       // Its first delivery died with its connection while it ran: the running task settles
       // this delivery when it ends.
-      bool settled;
-      {
-        std::lock_guard lock(running->adopted_mutex);
-        settled = running->acked.load();
-        if (!settled) running->adopted.push_back(job->delivery.delivery_tag);
-      }
-      job->phase = kFinished;
-      if (settled) Ack(job);  // it ended in between: its outcome is recorded
-      job->acked = true;
-      ++stats_.deduplicated;
-      spdlog::info("task {} redelivered while it runs here; the running task settles it",
-                   job->msg.id);
+      Adopt(running, job);
       return true;
     }
   }
@@ -500,7 +491,8 @@ bool Worker::AlreadyDone(const std::shared_ptr<Job>& job) {
   if (states_ == nullptr || job->msg.custom_headers.contains(celery::kDeadLetterIdHeader)) return false;
   auto stored = states_->Lookup(job->msg.id);
   if (!stored) {
-    spdlog::warn("task {} redelivered; cannot check whether it already ran ({}); running it",
+    spdlog::warn("task {} may have run already (redelivered, or a retry); cannot check ({}); "
+                 "running it",
                  job->msg.id, stored.error().message());
     return false;
   }
@@ -512,11 +504,47 @@ bool Worker::AlreadyDone(const std::shared_ptr<Job>& job) {
   if (!done) return false;
   job->phase = kFinished;
   ++stats_.deduplicated;
-  spdlog::info("task {} redelivered after its outcome ({}, retries {}) was recorded; acked "
-               "without running it again",
+  spdlog::info("task {} has its outcome ({}, retries {}) recorded already: this copy of its "
+               "message (redelivered, or published twice) is acked without running it again",
                job->msg.id, celery::ToString(st.state), st.retries);
   Ack(job);
   return true;
+}
+
+void Worker::Adopt(const std::shared_ptr<Job>& running, const std::shared_ptr<Job>& job) {
+  bool settled;
+  {
+    std::lock_guard lock(running->adopted_mutex);
+    settled = running->acked.load();
+    if (!settled) running->adopted.push_back(job->delivery.delivery_tag);
+  }
+  job->phase = kFinished;
+  if (settled) Ack(job);  // it ended in between: its outcome is recorded
+  job->acked = true;
+  ++stats_.deduplicated;
+  spdlog::info("task {} is running here already; that run settles this copy of its message",
+               job->msg.id);
+}
+
+bool Worker::TrackOrAdopt(const std::shared_ptr<Job>& job) {
+  std::shared_ptr<Job> running;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = running_ids_.find(job->msg.id);
+    if (it != running_ids_.end() && it->second != job &&
+        it->second->msg.retries == job->msg.retries) {
+      running = it->second;
+    } else {
+      // (A running earlier attempt, with fewer retries, is this one's predecessor finishing:
+      // both run, and its entry gives way to this one.)
+      running_[job.get()] = job;
+      running_ids_[job->msg.id] = job;
+      job->tracked = true;
+    }
+  }
+  if (running == nullptr) return true;
+  Adopt(running, job);
+  return false;
 }
 
 bool Worker::Hold(const std::shared_ptr<Job>& job) {
@@ -622,12 +650,6 @@ void Worker::AdjustPrefetch() {
 
 void Worker::Dispatch(std::shared_ptr<Job> job) { pool_->Submit(std::move(job)); }
 
-void Worker::Track(const std::shared_ptr<Job>& job) {
-  std::lock_guard lock(mutex_);
-  running_[job.get()] = job;
-  running_ids_[job->msg.id] = job;
-}
-
 void Worker::Untrack(const std::shared_ptr<Job>& job) {
   std::lock_guard lock(mutex_);
   running_.erase(job.get());
@@ -688,6 +710,15 @@ void Worker::Run(const std::shared_ptr<Job>& job) {
     Ack(job);
     return leave();
   }
+  // A message may come twice: redelivered, or published twice (a publisher re-sends what the
+  // broker had not confirmed when its connection died, so a retry can reach the queue twice).
+  // Checked here, as it is about to run, not only on receipt: the other copy may have run
+  // meanwhile (both held for the same ETA, say). A copy that finds its task running here is
+  // adopted by that run (atomically with registering the run, so two copies never both run).
+  if ((job->delivery.redelivered || job->msg.retries > 0) && AlreadyDone(job)) return leave();
+  // Ack-early tasks are tracked only when a copy is possible (acked already, a copy is skipped).
+  const bool may_be_copy = job->delivery.redelivered || job->msg.retries > 0;
+  if ((job->acks_late() || may_be_copy) && !TrackOrAdopt(job)) return leave();
   RunTask(job);
 }
 
@@ -714,8 +745,7 @@ std::optional<TaskOutcome> Worker::CheckArguments(const Job& job) {
 }
 
 void Worker::RunTask(const std::shared_ptr<Job>& job) {
-  const bool tracked = job->acks_late();
-  if (tracked) Track(job);
+  // An ack-late job is tracked already (TrackOrAdopt).
   // Held here, so that a thread abandoned in this task keeps its function alive.
   const std::shared_ptr<const RegisteredTask> task = job->task;
   if (task->async_fn) return StartAsync(job, task);
@@ -780,7 +810,7 @@ void Worker::Complete(const std::shared_ptr<Job>& job, TaskOutcome outcome) {
   }
   Finish(job, outcome);
   // One whose letter is pending stays tracked: a redelivery of its message is adopted by it.
-  if (job->acks_late() && !job->letter_pending.load()) Untrack(job);
+  if (job->tracked && !job->letter_pending.load()) Untrack(job);
   --stats_.active;
   if (shutting_down_.load()) MaybeFinishShutdown();
 }
@@ -816,7 +846,7 @@ void Worker::OnHardTimeLimit(const std::shared_ptr<Job>& job) {
   spdlog::error("task {} passed its hard time limit ({} s); abandoning its thread", job->msg.id,
                 limit);
   pool_->ReplaceAbandoned();
-  if (job->acks_late()) Untrack(job);
+  if (job->tracked) Untrack(job);
   --stats_.active;
   // The dead letter and the result are blocking work: not on this thread.
   side_->Post([this, job, limit] {

@@ -34,11 +34,14 @@
 //    (as Celery drops its reserved and timer-held requests); they come again, redelivered.
 //    Tasks already started run on (an ack-late one's ack then fails and the server redelivers
 //    it, see next).
-//  - Redelivery: a redelivered message whose task id this worker is running now (an ack-late
-//    task whose connection died) is adopted by the running task, whose outcome settles it too.
-//    A redelivered message whose task already has a recorded outcome at or past this message's
-//    retries (SUCCESS, FAILURE, REVOKED, or a RETRY that was published) is acked without
-//    running again (Celery's worker_deduplicate_successful_tasks, for every outcome).
+//  - Redelivery and duplicates: a message may come twice, redelivered or published twice (a
+//    publisher re-sends what was not confirmed when its connection died: a retry may reach the
+//    queue twice). A copy whose task id and retries this worker is running now (an ack-late
+//    task) is adopted by the running task, whose outcome settles it too. A copy, redelivered or
+//    a retry, whose task already has a recorded outcome at or past this message's retries
+//    (SUCCESS, FAILURE, REVOKED, or a RETRY that was published) is acked without running again
+//    (Celery's worker_deduplicate_successful_tasks, for every outcome); checked on receipt and
+//    again as it is about to run.
 //
 // ETA/countdown messages are held unacked until due. The consumer's prefetch is channel-wide
 // (it counts the held messages) and is raised by one per held message, as Celery does, so they
@@ -201,7 +204,12 @@ class Worker {
   bool Ignored(const Job& job, celery::State state) const;
   void StartTimeLimits(const std::shared_ptr<Job>& job);
   void OnHardTimeLimit(const std::shared_ptr<Job>& job);
-  void Track(const std::shared_ptr<Job>& job);
+  // Registers a job about to run (ack-late, or redelivered or a retry: maybe a copy), unless a
+  // copy of its message (same task id and retries) runs here already: then that run adopts
+  // this delivery, and false is returned.
+  bool TrackOrAdopt(const std::shared_ptr<Job>& job);
+  // `job`'s delivery is settled with `running`'s.
+  void Adopt(const std::shared_ptr<Job>& running, const std::shared_ptr<Job>& job);
   void Untrack(const std::shared_ptr<Job>& job);
   // Base prefetch plus one per held ETA message, applied on the side thread.
   void AdjustPrefetch();

@@ -519,6 +519,74 @@ TEST_F(WorkerTest, ARedeliveryOfARunningAckLateTaskIsAdoptedNotRunAgain) {
   EXPECT_EQ(Statuses(m.id), std::vector<std::string>{"SUCCESS"});
 }
 
+// A retry published twice (the worker's publisher re-sends a message whose confirm was lost
+// when RabbitMQ restarted, and the first send had reached the queue): the two copies, neither
+// of them redelivered, arrive together. One runs; the other is settled by it. (Both ran, and
+// the outage test counted two calls to Discovery and two SUCCESS replies for one task.)
+TEST_F(WorkerTest, TwoCopiesOfARetryArrivingTogetherRunOnce) {
+  struct Gate {
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool open = false;
+    std::atomic<int> runs{0};
+  };
+  std::map<bool, Gate> gates;  // by acks_late
+  for (const bool late : {true, false}) {
+    TaskOptions options;
+    options.acks_late = late;
+    Gate& gate = gates[late];
+    registry_.Register(late ? "test.gated_late" : "test.gated_early",
+                       [&gate](TaskContext&) -> TaskOutcome {
+                         ++gate.runs;
+                         std::unique_lock lock(gate.mutex);
+                         gate.cv.wait_for(lock, 5s, [&] { return gate.open; });
+                         return Json("done");
+                       },
+                       options);
+  }
+  StartWorker();
+  for (const bool late : {true, false}) {
+    SCOPED_TRACE(late ? "acks_late" : "ack early");
+    Gate& gate = gates[late];
+    auto m = Task(late ? "test.gated_late" : "test.gated_early");
+    m.retries = 1;
+    Send(m);
+    Send(m);
+    ASSERT_TRUE(Eventually([&] { return broker_.QueueDepth(kQueue) == 0; }));
+    ASSERT_TRUE(Eventually([&] { return gate.runs.load() == 1; }));
+    std::this_thread::sleep_for(50ms);  // the other copy, if it ran, would have started by now
+    {
+      std::lock_guard lock(gate.mutex);
+      gate.open = true;
+    }
+    gate.cv.notify_all();
+    ASSERT_FALSE(WaitReply(m.id, "SUCCESS").is_null());
+    EXPECT_TRUE(Eventually([&] { return broker_.Unacked(kQueue) == 0; }))
+        << "both copies are acked";
+    EXPECT_EQ(gate.runs.load(), 1);
+    EXPECT_EQ(Statuses(m.id), std::vector<std::string>{"SUCCESS"});
+  }
+}
+
+// The same, one copy after the other: the second finds the outcome of the first recorded.
+TEST_F(WorkerTest, ASecondCopyOfARetryAfterTheFirstRanIsNotRunAgain) {
+  SideEffects effects;
+  TaskOptions late;
+  late.acks_late = true;
+  effects.Register(registry_, "test.count", late);
+  StartWorker();
+  auto m = Task("test.count");
+  m.retries = 2;
+  Send(m);
+  ASSERT_FALSE(WaitReply(m.id, "SUCCESS").is_null());
+  ASSERT_TRUE(Eventually([&] { return states_.records().size() == 1; }));
+  Send(m);
+  ASSERT_TRUE(Eventually([&] { return worker_->stats().deduplicated == 1; }));
+  EXPECT_TRUE(Eventually([&] { return broker_.QueueDepth(kQueue) == 0 && broker_.Unacked(kQueue) == 0; }));
+  EXPECT_EQ(effects.Count(m.id), 1);
+  EXPECT_EQ(Statuses(m.id), std::vector<std::string>{"SUCCESS"});
+}
+
 TEST_F(WorkerTest, ARedeliveredMessageWhoseOutcomeIsRecordedIsNotRunAgain) {
   SideEffects effects;
   TaskOptions late;
