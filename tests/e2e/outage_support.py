@@ -204,7 +204,8 @@ class Discovery(http.server.ThreadingHTTPServer):
     anything else is accepted (202). Each answer
     waits `latency` seconds first ('slowN-...': N seconds), so tasks are in the middle of their
     call when something breaks. Every POST is kept; accepted ones are counted raw (no dedup by
-    Idempotency-Key: the worker itself must not call twice)."""
+    Idempotency-Key: the worker itself must not call twice). A worker given the URL
+    `<url>/<tag>` posts to /<tag>/discover, so each POST says which worker made it."""
 
     daemon_threads = True
 
@@ -212,7 +213,8 @@ class Discovery(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _DiscoveryHandler)
         self.latency = latency
         self.lock = threading.Lock()
-        self.posts = []   # (time answered, data_source_id, theme, idempotency_key, status)
+        # (time answered, data_source_id, theme, idempotency_key, status, tag, time received)
+        self.posts = []
         self.received = []  # (time received, data_source_id, theme)
         self.counts = {}  # (data_source_id, theme) -> POSTs so far
         threading.Thread(target=self.serve_forever, daemon=True).start()
@@ -221,7 +223,7 @@ class Discovery(http.server.ThreadingHTTPServer):
     def url(self):
         return "http://127.0.0.1:%d" % self.server_port
 
-    def answer(self, body, key):
+    def answer(self, body, key, tag="", received=None):
         source, theme = body.get("data_source_id"), body.get("theme_name", "")
         with self.lock:
             n = self.counts[(source, theme)] = self.counts.get((source, theme), 0) + 1
@@ -232,7 +234,7 @@ class Discovery(http.server.ThreadingHTTPServer):
         if theme.startswith("refuse"):
             status = 422
         with self.lock:
-            self.posts.append((time.time(), source, theme, key, status))
+            self.posts.append((time.time(), source, theme, key, status, tag, received))
         if status == 503:
             return status, {"error": "try later"}
         if status == 422:
@@ -252,6 +254,13 @@ class Discovery(http.server.ThreadingHTTPServer):
         with self.lock:
             return [t for t, s, th in self.received if s == source and th == theme]
 
+    def posts_by(self, source, theme):
+        """(time received, time answered, status, tag) of every POST for this data source and
+        theme."""
+        with self.lock:
+            return [(p[6], p[0], p[4], p[5]) for p in self.posts
+                    if p[1] == source and p[2] == theme]
+
     def accepted_keys(self, source, theme):
         with self.lock:
             return [p[3] for p in self.posts if p[1] == source and p[2] == theme and p[4] == 202]
@@ -264,14 +273,17 @@ class _DiscoveryHandler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", 0))
         body = json.loads(self.rfile.read(length) or b"{}")
         theme = str(body.get("theme_name", ""))
+        received = time.time()
         with self.server.lock:
-            self.server.received.append((time.time(), body.get("data_source_id"), theme))
+            self.server.received.append((received, body.get("data_source_id"), theme))
         latency = self.server.latency
         if theme.startswith("slow"):
             latency = float(theme[4:].split("-")[0])
         time.sleep(latency)
-        if self.path == "/discover":
-            status, answer = self.server.answer(body, self.headers.get("Idempotency-Key"))
+        if self.path.endswith("/discover") and self.path.count("/") <= 2:
+            tag = self.path[1:-len("/discover")]
+            status, answer = self.server.answer(body, self.headers.get("Idempotency-Key"), tag,
+                                                received)
         else:
             status, answer = 404, {}
         data = json.dumps(answer).encode()

@@ -181,7 +181,8 @@ class RabbitRestartDuringTaskStream(OutageCase):
         queue = "outages-restart-" + uuid.uuid4().hex[:8]
         discovery = Discovery(latency=self.LATENCY)
         self.addCleanup(discovery.shutdown)
-        self.worker_env = {"CELERIAC_DISCOVERY_URL": discovery.url,
+        self.discovery_url = discovery.url
+        self.worker_env = {"CELERIAC_DISCOVERY_URL": discovery.url + "/w1",
                            "CELERIAC_TASKS_SITE_ANALYSIS_RETRY_DELAY_S": str(self.RETRY_DELAY_S)}
         self.worker = self.start_worker(queue, "restart-1", concurrency=self.CONCURRENCY,
                                         env=self.worker_env)
@@ -331,21 +332,23 @@ class RabbitRestartDuringTaskStream(OutageCase):
 class RabbitRestartTwoWorkers(RabbitRestartDuringTaskStream):
     """The same with a second worker process on the queue (SPEC section 8: many workers at once,
     nothing duplicated). The message of a task still running in one worker when the broker comes
-    back may be redelivered to the other worker, which must not run it again.
+    back is redelivered to the other worker.
 
     Made deterministic: the second worker starts once the slow tasks run in the first, and the
     first is paused (SIGSTOP, as a worker busy or slow to reconnect would be) from just before
     the restart until the second has reconnected and taken the redeliveries.
 
-    The tasks the paused worker was in the middle of (cut_off) then run in both workers: no
-    worker can tell that another one, cut off from the broker, still runs a task (that would
-    take a claim with a lease in Postgres, renewed while the task runs). They must call
-    Discovery with their task id as Idempotency-Key, so that one analysis starts; every other
-    task still runs exactly once."""
+    The tasks the paused worker had taken and was still working on (cut_off) then run in both
+    workers: no worker can tell that another one, cut off from the broker, still runs a task
+    (that would take a claim with a lease in Postgres, renewed while the task runs). They must
+    call Discovery with their task id as Idempotency-Key, so that one analysis starts; every
+    other task still runs exactly once."""
 
     def before_restart(self, queue):
         self.second = self.start_worker(queue, "restart-2", concurrency=self.CONCURRENCY,
-                                        env=self.worker_env, ready_by_log=True)
+                                        env=dict(self.worker_env,
+                                                 CELERIAC_DISCOVERY_URL=self.discovery_url + "/w2"),
+                                        ready_by_log=True)
         self.paused_at = time.time()
         self.worker.proc.send_signal(signal.SIGSTOP)
         self.addCleanup(self.worker.proc.send_signal, signal.SIGCONT)
@@ -354,20 +357,21 @@ class RabbitRestartTwoWorkers(RabbitRestartDuringTaskStream):
         reconnected = wait_until(lambda: re.search(r"consumer connection to \S+ re-established",
                                                    self.second.output()), 60)
         time.sleep(2)   # it takes the redelivered messages and starts them
+        self.resumed_at = time.time()
         self.worker.proc.send_signal(signal.SIGCONT)
         self.assertTrue(reconnected, "the second worker did not reconnect")
 
     def cut_off(self, tasks, coll, discovery):
-        """Tasks the paused worker was in the middle of calling Discovery for: a POST received
-        before the pause, and no reply for the task between that POST and the pause. Nothing
-        else may run twice."""
+        """Tasks the paused worker had taken before the restart and was working on when its
+        connection went (a call of its answered after the pause, and made before it ran again,
+        or in the second after: one it was about to make), which the other worker ran too.
+        Nothing else may run twice."""
         out = set()
         for t, (s, th, _, _) in tasks.items():
-            before = [r for r in discovery.calls_received(s, th) if r < self.paused_at]
-            if not before:
-                continue
-            replied = [rt for rt, _, _ in coll.replies.get(t, []) if before[-1] <= rt < self.paused_at]
-            if not replied:
+            posts = discovery.posts_by(s, th)
+            cut = [p for p in posts if p[3] == "w1" and p[1] >= self.paused_at and
+                   p[0] <= self.resumed_at + 1.0]
+            if cut and any(p[3] == "w2" for p in posts):
                 out.add(t)
         return out
 
