@@ -85,8 +85,13 @@ int RunWorker(const std::optional<std::string>& config_path) {
     std::cerr << "extractor: " << settings.error().message() << "\n";
     return 2;
   }
+  // Started while Postgres or RabbitMQ is down (an outage, a host booting), it waits for them
+  // (app::WaitForService); SIGTERM meanwhile ends it with 0.
   pg::Pool pool(app::PoolOptionsFrom(*settings, 2));
-  if (auto st = pool.Ping(); !st) {
+  if (auto st = app::WaitForService("database", settings->database.url,
+                                    [&] { return pool.Ping(); });
+      !st) {
+    if (app::ShutdownRequested()) return 0;
     std::cerr << "extractor: database: "
               << MaskSecrets(st.error().message(), settings->database.url) << "\n";
     return 1;
@@ -97,7 +102,10 @@ int RunWorker(const std::optional<std::string>& config_path) {
               << MaskSecrets(broker.error().message(), settings->broker.url) << "\n";
     return 2;
   }
-  if (auto st = (*broker)->Connect(); !st) {
+  if (auto st = app::WaitForService("broker", settings->broker.url,
+                                    [&] { return (*broker)->Connect(); });
+      !st) {
+    if (app::ShutdownRequested()) return 0;
     std::cerr << "extractor: broker: " << MaskSecrets(st.error().message(), settings->broker.url)
               << "\n";
     return 1;
@@ -114,9 +122,12 @@ int RunWorker(const std::optional<std::string>& config_path) {
   state::PgTaskStateStore states(pool);
   worker::Worker worker(**broker, registry, dead_letters, &states, SystemClock::Instance(), loop,
                         WorkerOptionsFrom(*settings, store.owner()));
-  if (auto st = worker.Start(); !st) {
+  if (auto st = app::WaitForService("broker", settings->broker.url,
+                                    [&] { return worker.Start(); });
+      !st) {
+    if (app::ShutdownRequested()) return 0;
     std::cerr << "extractor: consuming " << settings->extractor.queue << ": "
-              << st.error().message() << "\n";
+              << MaskSecrets(st.error().message(), settings->broker.url) << "\n";
     return 1;
   }
   engine.Start();
@@ -129,6 +140,7 @@ int RunWorker(const std::optional<std::string>& config_path) {
   };
   loop.HandleShutdownSignals([&](int) { stop(); });
   worker.OnNeedsRestart(stop);
+  if (app::ShutdownRequested()) stop();
   spdlog::info("extractor {} consuming {} ({} requests in flight at most)", store.owner(),
                settings->extractor.queue, settings->extractor.concurrency);
   loop.Run();

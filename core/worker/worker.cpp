@@ -35,6 +35,12 @@ struct Worker::Job {
   std::atomic<bool> cancelled{false};
   std::atomic<int> phase{kQueued};
   std::atomic<bool> acked{false};
+  // The task function was called (its side effect may have happened): its message is not
+  // handed back to run again (Fail).
+  std::atomic<bool> ran{false};
+  // Failed, its message unacked until its dead letter is written (HoldUntilLettered).
+  std::atomic<bool> letter_pending{false};
+  bool tracked = false;  // in running_ / running_ids_ (TrackOrAdopt)
   bool prepared = false;  // decoded (and past its ETA); only the pool thread running it reads it
   uint64_t epoch = 0;     // Worker::epoch_ when it was delivered
   Loop::TimerId soft_timer = 0;
@@ -60,6 +66,9 @@ struct Worker::Job {
     cancelled = false;
     phase = kQueued;
     acked = false;
+    ran = false;
+    letter_pending = false;
+    tracked = false;
     prepared = false;
     epoch = 0;
     soft_timer = 0;
@@ -471,21 +480,10 @@ bool Worker::AlreadyDone(const std::shared_ptr<Job>& job) {
       std::lock_guard lock(mutex_);
       if (auto it = running_ids_.find(job->msg.id); it != running_ids_.end()) running = it->second;
     }
-    if (running != nullptr && running != job) {
+    if (running != nullptr && running != job && running->msg.retries == job->msg.retries) {
       // Its first delivery died with its connection while it ran: the running task settles
       // this delivery when it ends.
-      bool settled;
-      {
-        std::lock_guard lock(running->adopted_mutex);
-        settled = running->acked.load();
-        if (!settled) running->adopted.push_back(job->delivery.delivery_tag);
-      }
-      job->phase = kFinished;
-      if (settled) Ack(job);  // it ended in between: its outcome is recorded
-      job->acked = true;
-      ++stats_.deduplicated;
-      spdlog::info("task {} redelivered while it runs here; the running task settles it",
-                   job->msg.id);
+      Adopt(running, job);
       return true;
     }
   }
@@ -493,7 +491,8 @@ bool Worker::AlreadyDone(const std::shared_ptr<Job>& job) {
   if (states_ == nullptr || job->msg.custom_headers.contains(celery::kDeadLetterIdHeader)) return false;
   auto stored = states_->Lookup(job->msg.id);
   if (!stored) {
-    spdlog::warn("task {} redelivered; cannot check whether it already ran ({}); running it",
+    spdlog::warn("task {} may have run already (redelivered, or a retry); cannot check ({}); "
+                 "running it",
                  job->msg.id, stored.error().message());
     return false;
   }
@@ -505,11 +504,47 @@ bool Worker::AlreadyDone(const std::shared_ptr<Job>& job) {
   if (!done) return false;
   job->phase = kFinished;
   ++stats_.deduplicated;
-  spdlog::info("task {} redelivered after its outcome ({}, retries {}) was recorded; acked "
-               "without running it again",
+  spdlog::info("task {} has its outcome ({}, retries {}) recorded already: this copy of its "
+               "message (redelivered, or published twice) is acked without running it again",
                job->msg.id, celery::ToString(st.state), st.retries);
   Ack(job);
   return true;
+}
+
+void Worker::Adopt(const std::shared_ptr<Job>& running, const std::shared_ptr<Job>& job) {
+  bool settled;
+  {
+    std::lock_guard lock(running->adopted_mutex);
+    settled = running->acked.load();
+    if (!settled) running->adopted.push_back(job->delivery.delivery_tag);
+  }
+  job->phase = kFinished;
+  if (settled) Ack(job);  // it ended in between: its outcome is recorded
+  job->acked = true;
+  ++stats_.deduplicated;
+  spdlog::info("task {} is running here already; that run settles this copy of its message",
+               job->msg.id);
+}
+
+bool Worker::TrackOrAdopt(const std::shared_ptr<Job>& job) {
+  std::shared_ptr<Job> running;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = running_ids_.find(job->msg.id);
+    if (it != running_ids_.end() && it->second != job &&
+        it->second->msg.retries == job->msg.retries) {
+      running = it->second;
+    } else {
+      // (A running earlier attempt, with fewer retries, is this one's predecessor finishing:
+      // both run, and its entry gives way to this one.)
+      running_[job.get()] = job;
+      running_ids_[job->msg.id] = job;
+      job->tracked = true;
+    }
+  }
+  if (running == nullptr) return true;
+  Adopt(running, job);
+  return false;
 }
 
 bool Worker::Hold(const std::shared_ptr<Job>& job) {
@@ -606,7 +641,7 @@ void Worker::AdjustPrefetch() {
   if (prefetch_dirty_.exchange(true)) return;
   side_->Post([this] {
     prefetch_dirty_ = false;
-    const int64_t held = stats_.held_eta;
+    const int64_t held = stats_.held_eta + letters_held_.load();
     const auto prefetch = static_cast<uint16_t>(std::min<int64_t>(base_prefetch_ + held, 65535));
     if (auto st = broker_.SetPrefetch(Consumer(), prefetch); !st)
       spdlog::warn("cannot change prefetch to {}: {}", prefetch, st.error().message());
@@ -614,12 +649,6 @@ void Worker::AdjustPrefetch() {
 }
 
 void Worker::Dispatch(std::shared_ptr<Job> job) { pool_->Submit(std::move(job)); }
-
-void Worker::Track(const std::shared_ptr<Job>& job) {
-  std::lock_guard lock(mutex_);
-  running_[job.get()] = job;
-  running_ids_[job->msg.id] = job;
-}
 
 void Worker::Untrack(const std::shared_ptr<Job>& job) {
   std::lock_guard lock(mutex_);
@@ -681,6 +710,15 @@ void Worker::Run(const std::shared_ptr<Job>& job) {
     Ack(job);
     return leave();
   }
+  // A message may come twice: redelivered, or published twice (a publisher re-sends what the
+  // broker had not confirmed when its connection died, so a retry can reach the queue twice).
+  // Checked here, as it is about to run, not only on receipt: the other copy may have run
+  // meanwhile (both held for the same ETA, say). A copy that finds its task running here is
+  // adopted by that run (atomically with registering the run, so two copies never both run).
+  if ((job->delivery.redelivered || job->msg.retries > 0) && AlreadyDone(job)) return leave();
+  // Ack-early tasks are tracked only when a copy is possible (acked already, a copy is skipped).
+  const bool may_be_copy = job->delivery.redelivered || job->msg.retries > 0;
+  if ((job->acks_late() || may_be_copy) && !TrackOrAdopt(job)) return leave();
   RunTask(job);
 }
 
@@ -707,8 +745,7 @@ std::optional<TaskOutcome> Worker::CheckArguments(const Job& job) {
 }
 
 void Worker::RunTask(const std::shared_ptr<Job>& job) {
-  const bool tracked = job->acks_late();
-  if (tracked) Track(job);
+  // An ack-late job is tracked already (TrackOrAdopt).
   // Held here, so that a thread abandoned in this task keeps its function alive.
   const std::shared_ptr<const RegisteredTask> task = job->task;
   if (task->async_fn) return StartAsync(job, task);
@@ -719,6 +756,7 @@ void Worker::RunTask(const std::shared_ptr<Job>& job) {
     outcome = std::move(*bad);
   } else {
     TaskContext context(job->msg, job->cancelled, job->deadline);
+    job->ran = true;
     try {
       outcome = task->fn(context);
     } catch (const std::exception& e) {
@@ -746,6 +784,7 @@ void Worker::StartAsync(const std::shared_ptr<Job>& job,
     });
   };
   TaskContext context(job->msg, job->cancelled);
+  job->ran = true;
   try {
     task->async_fn(context, done);
   } catch (const std::exception& e) {
@@ -770,7 +809,8 @@ void Worker::Complete(const std::shared_ptr<Job>& job, TaskOutcome outcome) {
     });
   }
   Finish(job, outcome);
-  if (job->acks_late()) Untrack(job);
+  // One whose letter is pending stays tracked: a redelivery of its message is adopted by it.
+  if (job->tracked && !job->letter_pending.load()) Untrack(job);
   --stats_.active;
   if (shutting_down_.load()) MaybeFinishShutdown();
 }
@@ -806,7 +846,7 @@ void Worker::OnHardTimeLimit(const std::shared_ptr<Job>& job) {
   spdlog::error("task {} passed its hard time limit ({} s); abandoning its thread", job->msg.id,
                 limit);
   pool_->ReplaceAbandoned();
-  if (job->acks_late()) Untrack(job);
+  if (job->tracked) Untrack(job);
   --stats_.active;
   // The dead letter and the result are blocking work: not on this thread.
   side_->Post([this, job, limit] {
@@ -880,6 +920,20 @@ void Worker::Fail(const std::shared_ptr<Job>& job, const celery::ExceptionInfo& 
   DeadLetter letter = MakeDeadLetter(*job, error_class, message);
   const auto traceback = exc.traceback.empty() ? std::nullopt : std::optional(exc.traceback);
   auto written = dead_letters_.Write(letter);
+  if (!written && !job->acked && job->ran.load()) {
+    // The task ran, so its side effect may have happened (a call Discovery refused for good):
+    // handing the message back would run it again, a call per attempt to write the letter. Its
+    // outcome is final: replied and recorded now; the message stays unacked until the letter
+    // is written, so neither is lost.
+    spdlog::error("task {} ({}) failed with {}: {}; its dead letter is not written yet ({}); "
+                  "its message stays unacked until it is",
+                  job->msg.id, EscapeToStorableText(job->msg.task), error_class, message,
+                  written.error().message());
+    ++stats_.failed;
+    HoldUntilLettered(job, std::move(letter));
+    ReplyAndRecord(job, celery::State::kFailure, exc.ToJson(), traceback);
+    return;
+  }
   if (!written && !job->acked) {
     spdlog::error("cannot write dead letter for task {} ({}); handing the message back in {} ms: "
                   "{}",
@@ -900,35 +954,67 @@ void Worker::Fail(const std::shared_ptr<Job>& job, const celery::ExceptionInfo& 
                   "retrying",
                   job->msg.id, EscapeToStorableText(job->msg.task), error_class, message,
                   written.error().message());
-    WriteDeadLetterEventually(std::move(letter), 1);
+    WriteDeadLetterEventually(std::move(letter));
   }
   ReplyAndRecord(job, celery::State::kFailure, exc.ToJson(), traceback);
   Ack(job);
 }
 
-void Worker::WriteDeadLetterEventually(DeadLetter letter, int attempt) {
-  if (attempt == 1) ++pending_letters_;
+void Worker::WriteDeadLetterEventually(DeadLetter letter) {
+  const std::string task_id = letter.task_id.value_or("");
+  WriteEventually("dead letter of early-acked task " + task_id,
+                  [this, letter = std::move(letter), task_id]() -> Status {
+                    auto written = dead_letters_.Write(letter);
+                    if (!written) return written.error();
+                    ++stats_.dead_lettered;
+                    spdlog::info("dead letter of task {} written: {}", task_id, *written);
+                    return Ok();
+                  });
+}
+
+void Worker::HoldUntilLettered(const std::shared_ptr<Job>& job, DeadLetter letter) {
+  job->letter_pending = true;
+  ++letters_held_;
+  AdjustPrefetch();  // its prefetch slot is given back, as for a held ETA message
+  const std::string task_id = job->msg.id;
+  WriteEventually(
+      "dead letter of task " + task_id + " (its message, unacked, goes back to the broker)",
+      [this, job, letter = std::move(letter), task_id]() -> Status {
+        auto written = dead_letters_.Write(letter);
+        if (!written) return written.error();
+        ++stats_.dead_lettered;
+        spdlog::info("dead letter of task {} written: {}; its message is acked", task_id,
+                     *written);
+        Ack(job);
+        job->letter_pending = false;
+        Untrack(job);
+        --letters_held_;
+        AdjustPrefetch();
+        return Ok();
+      });
+}
+
+void Worker::WriteEventually(std::string what, std::function<Status()> write, int attempt) {
+  if (attempt == 1) ++pending_writes_;
   const auto pause = std::min(options_.dead_letter_retry_pause,
                               milliseconds(int64_t{100} << std::min(attempt, 10)));
-  loop_.Post([this, letter = std::move(letter), attempt, pause]() mutable {
-    loop_.AddTimer(pause, [this, letter = std::move(letter), attempt]() mutable {
-      side_->Post([this, letter = std::move(letter), attempt]() mutable {
-        auto written = dead_letters_.Write(letter);
-        if (written) {
-          ++stats_.dead_lettered;
-          --pending_letters_;
-          spdlog::info("dead letter of task {} written ({} attempts): {}",
-                       letter.task_id.value_or(""), attempt + 1, *written);
-          return;
-        }
-        if (finished_.load()) {
-          --pending_letters_;
-          spdlog::critical("dead letter of early-acked task {} is lost at shutdown: {}",
-                           letter.task_id.value_or(""), written.error().message());
-          return;
-        }
-        WriteDeadLetterEventually(std::move(letter), attempt + 1);
-      });
+  auto retry = [this, what = std::move(what), write = std::move(write), attempt]() mutable {
+    const Status st = write();
+    if (st.ok()) {
+      --pending_writes_;
+      if (attempt > 1) spdlog::info("{} written after {} attempts", what, attempt + 1);
+      return;
+    }
+    if (finished_.load()) {
+      --pending_writes_;
+      spdlog::critical("{} is lost at shutdown: {}", what, st.error().message());
+      return;
+    }
+    WriteEventually(std::move(what), std::move(write), attempt + 1);
+  };
+  loop_.Post([this, pause, retry = std::move(retry)]() mutable {
+    loop_.AddTimer(pause, [this, retry = std::move(retry)]() mutable {
+      side_->Post(std::move(retry));
     });
   });
 }
@@ -1015,9 +1101,20 @@ void Worker::Record(const std::shared_ptr<Job>& job, celery::State state, const 
     record.retries = job->msg.retries;
     record.queue = options_.queue;
     record.worker = options_.hostname;
-    if (auto st = states_->Record(record); !st)
-      spdlog::warn("cannot record state {} of task {}: {}", celery::ToString(state), job->msg.id,
-                   st.error().message());
+    if (auto st = states_->Record(record); !st) {
+      if (!st.error().retryable()) {
+        spdlog::warn("cannot record state {} of task {}: {}", celery::ToString(state),
+                     job->msg.id, st.error().message());
+        return;
+      }
+      // Postgres is down: the outcome is final (replied, acked next), so its record must not be
+      // lost with the outage. Written on the side thread once Postgres is back; the store keeps
+      // a later state when records arrive out of order.
+      spdlog::warn("cannot record state {} of task {} yet ({}); retrying in the background",
+                   celery::ToString(state), job->msg.id, st.error().message());
+      WriteEventually("state " + std::string(celery::ToString(state)) + " of task " + job->msg.id,
+                      [this, record = std::move(record)] { return states_->Record(record); });
+    }
   }
 }
 
@@ -1124,7 +1221,7 @@ void Worker::MaybeFinishShutdown() {
     {
       std::lock_guard lock(mutex_);
       if (!shutting_down_ || stats_.active.load() > 0 || !shutdown_done_) return;
-      if (side_->Backlog() > 0 || pending_letters_.load() > 0) {
+      if (side_->Backlog() > 0 || pending_writes_.load() > 0) {
         // Letters and results still being written (until the shutdown deadline): look again.
         loop_.AddTimer(milliseconds(20), [this] { MaybeFinishShutdown(); });
         return;

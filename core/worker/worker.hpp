@@ -4,8 +4,8 @@
 // asynchronous tasks), so whatever a Celery worker does is written once.
 //
 // Delivery guarantee: at least once, as Celery. A task with acks_late is acked after its outcome
-// is durable (result stored, retry published or dead letter written), so a crash at any point
-// redelivers it; a task without acks_late is acked when it starts (Celery's default), so a crash
+// is durable (result sent, retry published or dead letter written; its state recorded, or
+// queued for recording while Postgres is down, see below), so a crash before that redelivers it; a task without acks_late is acked when it starts (Celery's default), so a crash
 // during the task loses that run. ("Starts": when a pool thread takes it, or, when a thread is
 // waiting for work, as it is handed to that thread, as Celery acks when a pool process
 // accepts the job.)
@@ -14,11 +14,19 @@
 // headers, bad arguments, a non-retryable error, retries exhausted, hard time limit) is written
 // to the dead-letter sink, whatever bytes it holds (the sink stores a safe form of what the
 // database would refuse). For every message not acked yet (all but ack-early tasks that
-// started) the letter is durable before the ack; if the sink is down the message is handed back
-// to the broker after a pause, never dropped. An ack-early task was acked when it started, as
+// started) the letter is durable before the ack. If the sink is down, a message whose task never
+// ran (undecodable, unknown, bad arguments) is handed back to the broker after a pause, never
+// dropped; one whose task ran (an ack-late task that failed) is not run again: its FAILURE is
+// replied and recorded, and the message stays unacked (its prefetch slot given back, a
+// redelivery adopted) until the letter is written on the side thread, then acked. An ack-early task was acked when it started, as
 // in Celery: its letter is written after, on the worker's side thread, retried with backoff
 // until the sink takes it; only a worker that exits (or is killed) before that loses it, and
 // logs so at shutdown.
+//
+// Task states: recorded in the TaskStateSink after the reply. A state the sink refuses for a
+// reason retrying can fix (Postgres down) is written the same way, on the side thread until the
+// sink takes it, and the message is acked meanwhile: holding the ack until Postgres is back
+// would only let a redelivery run the task a second time.
 //
 // Nothing runs twice because of the worker:
 //  - Connection loss: the broker puts every unacked delivery back in the queue, so the
@@ -26,11 +34,14 @@
 //    (as Celery drops its reserved and timer-held requests); they come again, redelivered.
 //    Tasks already started run on (an ack-late one's ack then fails and the server redelivers
 //    it, see next).
-//  - Redelivery: a redelivered message whose task id this worker is running now (an ack-late
-//    task whose connection died) is adopted by the running task, whose outcome settles it too.
-//    A redelivered message whose task already has a recorded outcome at or past this message's
-//    retries (SUCCESS, FAILURE, REVOKED, or a RETRY that was published) is acked without
-//    running again (Celery's worker_deduplicate_successful_tasks, for every outcome).
+//  - Redelivery and duplicates: a message may come twice, redelivered or published twice (a
+//    publisher re-sends what was not confirmed when its connection died: a retry may reach the
+//    queue twice). A copy whose task id and retries this worker is running now (an ack-late
+//    task) is adopted by the running task, whose outcome settles it too. A copy, redelivered or
+//    a retry, whose task already has a recorded outcome at or past this message's retries
+//    (SUCCESS, FAILURE, REVOKED, or a RETRY that was published) is acked without running again
+//    (Celery's worker_deduplicate_successful_tasks, for every outcome); checked on receipt and
+//    again as it is about to run.
 //
 // ETA/countdown messages are held unacked until due. The consumer's prefetch is channel-wide
 // (it counts the held messages) and is raised by one per held message, as Celery does, so they
@@ -172,7 +183,14 @@ class Worker {
   void Succeed(const std::shared_ptr<Job>& job, const Json& value);
   void Fail(const std::shared_ptr<Job>& job, const celery::ExceptionInfo& exc,
             const std::string& error_class);
-  void WriteDeadLetterEventually(DeadLetter letter, int attempt);
+  void WriteDeadLetterEventually(DeadLetter letter);
+  // The message of a task that ran and failed, whose letter the sink refused: kept unacked (and
+  // tracked, so a redelivery is adopted) until WriteEventually has written the letter, then acked.
+  void HoldUntilLettered(const std::shared_ptr<Job>& job, DeadLetter letter);
+  // Calls `write` on the side thread, after a pause (100 ms doubling, at most
+  // dead_letter_retry_pause), until it succeeds; warm shutdown waits for it until its deadline,
+  // after which `what` is logged as lost.
+  void WriteEventually(std::string what, std::function<Status()> write, int attempt = 1);
   bool Republish(const std::shared_ptr<Job>& job, std::chrono::milliseconds countdown);
   void Ack(const std::shared_ptr<Job>& job);
   void HandBack(const std::shared_ptr<Job>& job);
@@ -186,7 +204,12 @@ class Worker {
   bool Ignored(const Job& job, celery::State state) const;
   void StartTimeLimits(const std::shared_ptr<Job>& job);
   void OnHardTimeLimit(const std::shared_ptr<Job>& job);
-  void Track(const std::shared_ptr<Job>& job);
+  // Registers a job about to run (ack-late, or redelivered or a retry: maybe a copy), unless a
+  // copy of its message (same task id and retries) runs here already: then that run adopts
+  // this delivery, and false is returned.
+  bool TrackOrAdopt(const std::shared_ptr<Job>& job);
+  // `job`'s delivery is settled with `running`'s.
+  void Adopt(const std::shared_ptr<Job>& running, const std::shared_ptr<Job>& job);
   void Untrack(const std::shared_ptr<Job>& job);
   // Base prefetch plus one per held ETA message, applied on the side thread.
   void AdjustPrefetch();
@@ -242,7 +265,8 @@ class Worker {
   std::atomic<bool> shutting_down_{false};
   std::atomic<bool> needs_restart_{false};
   std::atomic<bool> finished_{false};       // shutdown's `done` was called
-  std::atomic<int> pending_letters_{0};     // ack-early letters not written yet
+  std::atomic<int64_t> letters_held_{0};    // HoldUntilLettered: messages waiting for their letter
+  std::atomic<int> pending_writes_{0};      // WriteEventually: letters, states not written yet
   std::function<void()> shutdown_done_;
   std::function<void()> on_needs_restart_;
   Loop::TimerId shutdown_timer_ = 0;

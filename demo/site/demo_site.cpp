@@ -1,7 +1,9 @@
 // demo-site: the bundled demo shop that `./dev demo` crawls, a small HTTP server on loopback.
 //
-//   demo-site [--host 127.0.0.1] [--port 18081] [--slow-ms N] [--quiet]
+//   demo-site [--host 127.0.0.1] [--port 18081] [--slow-ms N] [--quiet] [--threads N]
+//             [--catalogue NAME=N[:PER_PAGE]]...
 //   demo-site --print-expected 2|4 [--host H --port P]   (the items a full crawl must yield)
+//   demo-site --print-catalogue NAME --catalogue NAME=N[:PER_PAGE] [--host H --port P]
 //
 // Contract: everything it serves is generated in code and deterministic (the same bytes on every
 // start), and matches the crawl configs in demo/seed.sql:
@@ -13,6 +15,13 @@
 //                              past the last page it repeats the last page, as many shops do
 //   /retired/                  410 Gone (the retired catalogue's config is inactive)
 //   /_demo/hits                JSON {path: requests}, so a test can see what was fetched
+//   /_demo/agents              JSON {User-Agent: requests}, so a test can see who fetched
+// With --catalogue NAME=N[:PER_PAGE] (repeatable; tests/chaos uses it) a generated section of N
+// products per NAME, each URL a path of its own (so /_demo/hits counts fetches per URL):
+//   /c/NAME/page-K             listing: PER_PAGE (default 25) `article.product h2 a` links each,
+//                              `a[rel=next]` but on the last page
+//   /c/NAME/item-NNNNN         product: the same markup as /products/<slug> (no broken cases)
+// and `--print-catalogue NAME` prints the items a full crawl of it must yield.
 // The 50 listed products include the broken cases a crawl must survive, one each (kBroken...):
 // malformed HTML that still parses, a page without its required sku, a 503 on the first request
 // only (Retry-After: 1), a permanent 500, a dead link (404), and a page behind robots.txt.
@@ -275,6 +284,108 @@ std::string ClearancePage(int page) {
   return body + std::string(kFoot);
 }
 
+// --catalogue sections: generated shops of any size, deterministic, without broken cases.
+struct Catalogue {
+  std::string name;  // [a-z0-9-]+, the URL segment
+  int products = 0;
+  int per_page = 25;
+
+  int Pages() const { return (products + per_page - 1) / per_page; }
+  std::string ListingPath(int page) const { return fmt::format("/c/{}/page-{}", name, page); }
+  std::string ItemPath(int i) const { return fmt::format("/c/{}/item-{:05}", name, i); }
+};
+
+struct CatalogueItem {
+  std::string sku, name, price;
+  bool in_stock = true;
+  std::vector<std::string> tags;
+};
+
+CatalogueItem MakeCatalogueItem(const Catalogue& c, int i) {
+  CatalogueItem item;
+  std::string upper;
+  for (char ch : c.name) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  item.sku = fmt::format("{}-{:05}", upper, i);
+  item.name = fmt::format("{} {} No. {}", kAdjectives[i % 10], kNouns[(i / 10) % 25], i);
+  item.price = Money(199 + (i * 7919) % 9000);
+  item.in_stock = i % 4 != 3;
+  for (int k = 0; k <= i % 3; ++k) item.tags.emplace_back(kTags[(i + 3 * k) % 8]);
+  return item;
+}
+
+std::string CatalogueListing(const Catalogue& c, int page) {
+  std::string body = Head(fmt::format("Catalogue {}, page {}", c.name, page));
+  body += fmt::format("<main>\n<h1>Catalogue {}</h1>\n<p class=\"count\">Page {} of {}</p>\n",
+                      Escape(c.name), page, c.Pages());
+  const int first = (page - 1) * c.per_page + 1;
+  for (int i = first; i < first + c.per_page && i <= c.products; ++i) {
+    const CatalogueItem item = MakeCatalogueItem(c, i);
+    body += fmt::format(
+        "<article class=\"product\">\n  <h2><a href=\"{}\">{}</a></h2>\n"
+        "  <p class=\"teaser\">From {} EUR.</p>\n</article>\n",
+        c.ItemPath(i), Escape(item.name), item.price);
+  }
+  body += "<nav class=\"pagination\">";
+  if (page > 1) body += fmt::format("<a rel=\"prev\" href=\"{}\">Previous</a> ", c.ListingPath(page - 1));
+  if (page < c.Pages())
+    body += fmt::format("<a rel=\"next\" href=\"{}\">Next</a>", c.ListingPath(page + 1));
+  body += "</nav>\n</main>\n";
+  return body + std::string(kFoot);
+}
+
+std::string CatalogueProduct(const Catalogue& c, int i) {
+  const CatalogueItem item = MakeCatalogueItem(c, i);
+  std::string body = Head(item.name);
+  body += "<main itemscope itemtype=\"https://schema.org/Product\">\n";
+  body += fmt::format(
+      "<nav class=\"crumbs\"><a href=\"/\">Home</a> &gt; <a href=\"{}\">Catalogue</a></nav>\n",
+      c.ListingPath((i - 1) / c.per_page + 1));
+  body += fmt::format("<h1 itemprop=\"name\">\n  {}\n</h1>\n", Escape(item.name));
+  body += fmt::format("<p class=\"sku\">SKU: <span itemprop=\"sku\">\n  {}\n</span></p>\n",
+                      item.sku);
+  body += fmt::format(
+      "<p class=\"price\"><span itemprop=\"price\" content=\"{0}\">{0} EUR</span>"
+      "<meta itemprop=\"priceCurrency\" content=\"EUR\"></p>\n",
+      item.price);
+  body += fmt::format("<p class=\"availability\">{}</p>\n", item.in_stock ? "In stock" : "Sold out");
+  body += "<ul class=\"tags\">";
+  for (const auto& t : item.tags) body += fmt::format("<li> {} </li>", t);
+  body += "</ul>\n</main>\n";
+  return body + std::string(kFoot);
+}
+
+// "NAME=N" or "NAME=N:PER_PAGE"; nullopt when malformed.
+std::optional<Catalogue> ParseCatalogue(const std::string& spec) {
+  const auto eq = spec.find('=');
+  if (eq == 0 || eq == std::string::npos) return std::nullopt;
+  Catalogue c;
+  c.name = spec.substr(0, eq);
+  if (c.name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") != std::string::npos)
+    return std::nullopt;
+  const std::string rest = spec.substr(eq + 1);
+  const auto colon = rest.find(':');
+  const std::string count = rest.substr(0, colon);
+  const std::string per_page = colon == std::string::npos ? "25" : rest.substr(colon + 1);
+  for (const auto& digits : {count, per_page})
+    if (digits.empty() || digits.size() > 5 || digits.find_first_not_of("0123456789") != std::string::npos)
+      return std::nullopt;
+  c.products = std::stoi(count);
+  c.per_page = std::stoi(per_page);
+  if (c.products < 1 || c.products > 99999 || c.per_page < 1) return std::nullopt;
+  return c;
+}
+
+int PrintCatalogue(const Catalogue& c, const std::string& origin) {
+  for (int i = 1; i <= c.products; ++i) {
+    const CatalogueItem item = MakeCatalogueItem(c, i);
+    nlohmann::json out = {{"sku", item.sku},     {"name", item.name},
+                          {"price", item.price}, {"in_stock", item.in_stock},
+                          {"tags", item.tags},   {"url", origin + c.ItemPath(i)}};
+    std::cout << out.dump() << "\n";
+  }
+  return 0;
+}
+
 constexpr std::string_view kRobots =
     "# Celeriac demo shop\n"
     "User-agent: *\n"
@@ -330,11 +441,12 @@ std::string ErrorPage(int status, std::string_view message) {
 
 class Site {
  public:
-  explicit Site(int slow_ms, bool quiet) : slow_ms_(slow_ms), quiet_(quiet) {}
+  Site(int slow_ms, bool quiet, std::vector<Catalogue> catalogues)
+      : slow_ms_(slow_ms), quiet_(quiet), catalogues_(std::move(catalogues)) {}
 
   void Mount(httplib::Server& server) {
     server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response&) {
-      Hit(req.path);
+      Hit(req.path, req.get_header_value("User-Agent"));
       if (slow_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(slow_ms_));
       return httplib::Server::HandlerResponse::Unhandled;
     });
@@ -376,6 +488,14 @@ class Site {
       std::lock_guard lock(mu_);
       res.set_content(nlohmann::json(hits_).dump(), "application/json");
     });
+    server.Get("/_demo/agents", [this](const httplib::Request&, httplib::Response& res) {
+      std::lock_guard lock(mu_);
+      res.set_content(nlohmann::json(agents_).dump(), "application/json");
+    });
+    server.Get(R"(/c/([a-z0-9-]+)/(page|item)-(\d{1,5}))",
+               [this](const httplib::Request& req, httplib::Response& res) {
+                 ServeCatalogue(req, res);
+               });
     server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
       if (res.body.empty()) Html(res, res.status, ErrorPage(res.status, "Not found"));
     });
@@ -404,9 +524,26 @@ class Site {
     Html(res, 404, ErrorPage(404, "No such product"));
   }
 
-  void Hit(const std::string& path) {
+  void ServeCatalogue(const httplib::Request& req, httplib::Response& res) {
+    const std::string name = req.matches[1];
+    const bool listing = req.matches[2] == "page";
+    const int n = std::stoi(req.matches[3]);
+    for (const Catalogue& c : catalogues_) {
+      if (c.name != name) continue;
+      // Only the canonical spelling of each URL exists, so each page has exactly one URL.
+      if (listing && n >= 1 && n <= c.Pages() && req.path == c.ListingPath(n))
+        return Html(res, 200, CatalogueListing(c, n));
+      if (!listing && n >= 1 && n <= c.products && req.path == c.ItemPath(n))
+        return Html(res, 200, CatalogueProduct(c, n));
+      break;
+    }
+    Html(res, 404, ErrorPage(404, "No such page"));
+  }
+
+  void Hit(const std::string& path, const std::string& agent) {
     std::lock_guard lock(mu_);
     ++hits_[path];
+    ++agents_[agent];
   }
   int Hits(const std::string& path) {
     std::lock_guard lock(mu_);
@@ -415,8 +552,10 @@ class Site {
 
   const int slow_ms_;
   const bool quiet_;
+  const std::vector<Catalogue> catalogues_;
   std::mutex mu_;
   std::map<std::string, int> hits_;
+  std::map<std::string, int> agents_;
 };
 
 }  // namespace
@@ -439,11 +578,35 @@ int main(int argc, char** argv) {
   app.add_flag("--quiet", quiet, "do not log requests to stderr");
   app.add_option("--print-expected", expected,
                  "print the items a full crawl of demo config 2 or 4 must yield, and exit");
+  std::vector<std::string> catalogue_specs;
+  std::string print_catalogue;
+  int threads = 0;
+  app.add_option("--catalogue", catalogue_specs,
+                 "serve a generated section NAME=N[:PER_PAGE] under /c/NAME/ (repeatable)");
+  app.add_option("--print-catalogue", print_catalogue,
+                 "print the items a full crawl of catalogue NAME must yield, and exit");
+  app.add_option("--threads", threads, "requests served at once (default: httplib's pool size)")
+      ->check(CLI::Range(1, 1024));
   CLI11_PARSE(app, argc, argv);
 
-  if (expected != 0) {
-    // The URLs the crawl stores are those the listing links resolve to on this host and port.
-    return PrintExpected(expected, fmt::format("http://{}:{}", host, port == 0 ? 18081 : port));
+  std::vector<Catalogue> catalogues;
+  for (const auto& spec : catalogue_specs) {
+    auto c = ParseCatalogue(spec);
+    if (!c) {
+      std::cerr << "demo-site: --catalogue: \"" << spec
+                << "\" is not NAME=N[:PER_PAGE] (NAME in [a-z0-9-], 1 <= N <= 99999)\n";
+      return 2;
+    }
+    catalogues.push_back(*c);
+  }
+  // The URLs the crawl stores are those the listing links resolve to on this host and port.
+  const std::string origin = fmt::format("http://{}:{}", host, port == 0 ? 18081 : port);
+  if (expected != 0) return PrintExpected(expected, origin);
+  if (!print_catalogue.empty()) {
+    for (const auto& c : catalogues)
+      if (c.name == print_catalogue) return PrintCatalogue(c, origin);
+    std::cerr << "demo-site: --print-catalogue: no --catalogue named " << print_catalogue << "\n";
+    return 2;
   }
 
   // Signals are taken by a dedicated thread (httplib's stop() is not async-signal-safe).
@@ -454,7 +617,9 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   httplib::Server server;
-  Site site(slow_ms, quiet);
+  if (threads > 0)
+    server.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  Site site(slow_ms, quiet, std::move(catalogues));
   site.Mount(server);
   int bound = port;
   if (port == 0) {

@@ -62,11 +62,20 @@ int RunBeat(const CommonOptions& common, const BeatFlags& flags) {
                  flags.clock_origin);
   }
 
+  // Postgres or RabbitMQ down at start is an outage like any other: Run() retries both with
+  // backoff, so a beat (re)started during one fires as soon as they are back, as a Celery worker
+  // waits for its broker. (Exiting instead made a supervisor restart it in a loop, and systemd
+  // gives up after five starts in ten seconds.) An error retrying cannot fix stops it here.
   pg::Pool pool(app::PoolOptionsFrom(*settings, 3));
   if (auto st = pool.Ping(); !st) {
-    std::cerr << "orchestrator beat: database " << MaskSecrets(settings->database.url) << ": "
-              << MaskSecrets(st.error().message(), settings->database.url) << "\n";
-    return 1;
+    if (!st.error().retryable()) {
+      std::cerr << "orchestrator beat: database " << MaskSecrets(settings->database.url) << ": "
+                << MaskSecrets(st.error().message(), settings->database.url) << "\n";
+      return 1;
+    }
+    spdlog::warn("beat: database {} not reachable yet: {}; retrying",
+                 MaskSecrets(settings->database.url),
+                 MaskSecrets(st.error().message(), settings->database.url));
   }
   auto broker = broker::MakeBroker(settings->broker.url);
   if (!broker) {
@@ -75,9 +84,14 @@ int RunBeat(const CommonOptions& common, const BeatFlags& flags) {
     return 2;
   }
   if (auto st = (*broker)->Connect(); !st) {
-    std::cerr << "orchestrator beat: broker " << MaskSecrets(settings->broker.url) << ": "
-              << MaskSecrets(st.error().message(), settings->broker.url) << "\n";
-    return 1;
+    if (!st.error().retryable()) {
+      std::cerr << "orchestrator beat: broker " << MaskSecrets(settings->broker.url) << ": "
+                << MaskSecrets(st.error().message(), settings->broker.url) << "\n";
+      return 1;
+    }
+    spdlog::warn("beat: broker {} not reachable yet: {}; retrying",
+                 MaskSecrets(settings->broker.url),
+                 MaskSecrets(st.error().message(), settings->broker.url));
   }
 
   beat::Beat beat(pool, **broker, *clock, options);

@@ -54,8 +54,13 @@ int RunWorker(const CommonOptions& common, const WorkerFlags& flags) {
     return v ? v.value() : nullptr;
   };
 
+  // Started while Postgres or RabbitMQ is down (an outage, a host booting), it waits for them
+  // (app::WaitForService); SIGTERM meanwhile ends it with 0.
   pg::Pool pool(app::PoolOptionsFrom(*settings));
-  if (auto st = pool.Ping(); !st) {
+  if (auto st = app::WaitForService("database", settings->database.url,
+                                    [&] { return pool.Ping(); });
+      !st) {
+    if (app::ShutdownRequested()) return 0;
     std::cerr << "orchestrator worker: database " << MaskSecrets(settings->database.url)
               << ": " << MaskSecrets(st.error().message(), settings->database.url) << "\n";
     return 1;
@@ -69,7 +74,10 @@ int RunWorker(const CommonOptions& common, const WorkerFlags& flags) {
               << MaskSecrets(broker.error().message(), settings->broker.url) << "\n";
     return 2;
   }
-  if (auto st = (*broker)->Connect(); !st) {
+  if (auto st = app::WaitForService("broker", settings->broker.url,
+                                    [&] { return (*broker)->Connect(); });
+      !st) {
+    if (app::ShutdownRequested()) return 0;
     std::cerr << "orchestrator worker: broker " << MaskSecrets(settings->broker.url) << ": "
               << MaskSecrets(st.error().message(), settings->broker.url) << "\n";
     return 1;
@@ -94,12 +102,17 @@ int RunWorker(const CommonOptions& common, const WorkerFlags& flags) {
 
   Loop loop;
   worker::Worker worker(**broker, registry, dead_letters, &states, SystemClock::Instance(), loop, options);
-  if (auto st = worker.Start(); !st) {
-    std::cerr << "orchestrator worker: " << st.error().message() << "\n";
+  if (auto st = app::WaitForService("broker", settings->broker.url,
+                                    [&] { return worker.Start(); });
+      !st) {
+    if (app::ShutdownRequested()) return 0;
+    std::cerr << "orchestrator worker: "
+              << MaskSecrets(st.error().message(), settings->broker.url) << "\n";
     return 1;
   }
   loop.HandleShutdownSignals([&](int) { worker.BeginShutdown([&] { loop.Stop(); }); });
   worker.OnNeedsRestart([&] { worker.BeginShutdown([&] { loop.Stop(); }); });
+  if (app::ShutdownRequested()) worker.BeginShutdown([&] { loop.Stop(); });
   loop.Run();
   (*broker)->Close();
   const auto s = worker.stats();

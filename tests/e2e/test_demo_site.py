@@ -266,5 +266,90 @@ class DemoSite(unittest.TestCase):
         self.assertEqual(bodies[0], bodies[1])
 
 
+class Catalogue(unittest.TestCase):
+    """--catalogue sections (tests/chaos crawls them): generated pages, one URL each, whose full
+    crawl yields what --print-catalogue prints; fetches counted per path and per User-Agent."""
+
+    SPEC = "small=7:3"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.proc = subprocess.Popen([DEMO_SITE, "--port", "0", "--quiet", "--catalogue", cls.SPEC,
+                                     "--catalogue", "other=2"], stdout=subprocess.PIPE, text=True)
+        line = cls.proc.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        if not match:
+            cls.proc.kill()
+            raise RuntimeError("demo-site did not start: %r" % line)
+        cls.port = int(match.group(1))
+        cls.origin = "http://127.0.0.1:%d" % cls.port
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proc.terminate()
+        if cls.proc.wait(timeout=10) != 0:
+            raise RuntimeError("demo-site exited with an error on SIGTERM")
+
+    def get_json(self, path):
+        with urllib.request.urlopen(self.origin + path) as r:
+            return json.load(r)
+
+    def test_a_full_crawl_yields_the_printed_items_each_page_fetched_once(self):
+        # The shape of the configs tests/chaos writes for its sections.
+        config = {
+            "start_urls": [self.origin + "/c/small/page-1"], "start_page": "listing",
+            "pages": {
+                "listing": {"links": [{"css": "article.product h2 a", "route_to": "product"}],
+                            "pagination": {"next": {"css": "a[rel=next]", "attr": "href"}}},
+                "product": {"item": {"key": ["sku"], "fields": {
+                    "sku": {"css": "[itemprop=sku]", "required": True,
+                            "pipeline": [{"trim": True}]},
+                    "name": {"css": "h1", "text": "normalized", "required": True},
+                    "price": {"css": "[itemprop=price]", "attr": "content",
+                              "pipeline": [{"cast": "decimal"}]},
+                    "in_stock": {"css": ".availability", "pipeline": [
+                        {"lower": True}, {"map": {"in stock": True, "sold out": False}}]},
+                    "tags": {"css": "ul.tags li", "multiple": True, "pipeline": [{"trim": True}]},
+                    "url": {"url": "full"}}}}}}
+        crawl = Crawl(config, self.origin).run()
+        out = subprocess.run([DEMO_SITE, "--print-catalogue", "small", "--catalogue", self.SPEC,
+                              "--port", str(self.port)], check=True, capture_output=True,
+                             text=True).stdout
+        expected = [json.loads(line) for line in out.splitlines()]
+        self.assertEqual([i["sku"] for i in expected], ["SMALL-%05d" % i for i in range(1, 8)])
+        self.assertEqual(sorted(crawl.items.values(), key=lambda i: i["sku"]), expected)
+        self.assertFalse(crawl.failed)
+        pages = ["/c/small/page-%d" % k for k in (1, 2, 3)]
+        items = ["/c/small/item-%05d" % i for i in range(1, 8)]
+        self.assertEqual(sorted(urllib.parse.urlsplit(u).path for u in crawl.fetched),
+                         sorted(pages + items))
+        hits = self.get_json("/_demo/hits")
+        self.assertEqual({p: hits.get(p) for p in pages + items}, {p: 1 for p in pages + items})
+
+    def test_only_canonical_urls_in_range_exist(self):
+        for path in ("/c/small/page-4", "/c/small/page-0", "/c/small/item-00008",
+                     "/c/small/item-7", "/c/small/item-000007", "/c/none/page-1"):
+            with self.assertRaises(urllib.error.HTTPError) as caught:
+                urllib.request.urlopen(self.origin + path)
+            self.assertEqual(caught.exception.code, 404, path)
+        with urllib.request.urlopen(self.origin + "/c/other/item-00002") as r:
+            self.assertIn("OTHER-00002", r.read().decode())
+
+    def test_fetches_are_counted_per_user_agent(self):
+        before = self.get_json("/_demo/agents").get("catalogue-test/1", 0)
+        for _ in range(2):
+            req = urllib.request.Request(self.origin + "/c/other/page-1",
+                                         headers={"User-Agent": "catalogue-test/1"})
+            urllib.request.urlopen(req).close()
+        self.assertEqual(self.get_json("/_demo/agents")["catalogue-test/1"], before + 2)
+
+    def test_a_bad_catalogue_spec_is_refused(self):
+        for spec in ("small", "Big=3", "x=0", "x=3:0", "x=abc"):
+            out = subprocess.run([DEMO_SITE, "--port", "0", "--catalogue", spec],
+                                 capture_output=True, text=True, timeout=10)
+            self.assertEqual(out.returncode, 2, spec)
+            self.assertIn("--catalogue", out.stderr)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

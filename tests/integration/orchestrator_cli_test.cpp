@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/support/amqp_test.hpp"
 #include "tests/support/paths.hpp"
 #include "tests/support/pg_test.hpp"
 #include "tests/support/process.hpp"
@@ -76,13 +77,19 @@ TEST_F(OrchestratorCliTest, NoFormOfDatabasePasswordIsEverPrinted) {
     EXPECT_EQ(shown.exit_code, 0) << shown.output;
     EXPECT_NE(shown.output.find("database.url = "), std::string::npos) << shown.output;
     ExpectNoPassword(shown, "config show with " + url);
-    for (const std::string command : {"migrate", "runs", "dlq list", "worker"}) {
+    for (const std::string command : {"migrate", "runs", "dlq list"}) {
       auto r = RunCommand(Orchestrator() + " " + command, env);
       EXPECT_EQ(r.exit_code, 1) << command << " with " << url << ": " << r.output;
       EXPECT_NE(r.output.find("127.0.0.1"), std::string::npos)
           << command << " with " << url << " should say where it failed: " << r.output;
       ExpectNoPassword(r, command + " with " + url);
     }
+    // The worker waits for its database (see below), saying where it is, until SIGTERM.
+    auto worker = RunCommand("timeout --preserve-status 2 " + Orchestrator() + " worker", env);
+    EXPECT_EQ(worker.exit_code, 0) << "worker with " << url << ": " << worker.output;
+    EXPECT_NE(worker.output.find("not reachable yet"), std::string::npos) << worker.output;
+    EXPECT_NE(worker.output.find("127.0.0.1"), std::string::npos) << worker.output;
+    ExpectNoPassword(worker, "worker with " + url);
     // The API starts without its database and logs why; a listen address it cannot bind ends it.
     auto api = RunCommand(Orchestrator() + " api --listen 192.0.2.1:9", env);
     EXPECT_EQ(api.exit_code, 1) << api.output;
@@ -107,11 +114,51 @@ TEST_F(OrchestratorCliTest, NoFormOfBrokerPasswordIsEverPrinted) {
     EXPECT_EQ(shown.exit_code, 0) << shown.output;
     ExpectNoPassword(shown, "config show with " + url);
     for (const std::string command : {"worker", "beat", "send-task celeriac.ping"}) {
-      auto r = RunCommand(Orchestrator() + " " + command, env);
+      // worker and beat wait for a broker they cannot reach yet (see below): stopped after 3 s
+      // (exit 124).
+      const bool waits = command == "worker" || command == "beat";
+      auto r = RunCommand((waits ? "timeout 3 " : "") + Orchestrator() + " " + command, env);
       EXPECT_NE(r.exit_code, 0) << command << " with " << url << ": " << r.output;
       EXPECT_NE(r.output.find("broker"), std::string::npos)
           << command << " with " << url << " should say the broker failed: " << r.output;
       ExpectNoPassword(r, command + " with " + url);
+    }
+  }
+}
+
+// A beat (re)started while RabbitMQ or Postgres is down waits for them, as it rides out any
+// outage, instead of exiting for its supervisor to restart it in a loop (tests/chaos restarts
+// beats during outages and checks that they fire again).
+TEST_F(OrchestratorCliTest, BeatStartedDuringAnOutageWaitsForTheServices) {
+  for (const auto& [database, broker] :
+       {std::pair<std::string, std::string>{SchemaUrl(), "amqp://guest:Sekr1tPw@127.0.0.1:1//"},
+        {"postgresql://celeriac:Sekr1tPw@127.0.0.1:1/celeriac", testing::BrokerUrl()}}) {
+    auto r = RunCommand("timeout 4 " + Orchestrator() + " beat",
+                        {{"CELERIAC_DATABASE_URL", database}, {"CELERIAC_BROKER_URL", broker}});
+    EXPECT_EQ(r.exit_code, 124) << "beat should still run after 4 s: " << r.output;
+    EXPECT_NE(r.output.find("not reachable yet"), std::string::npos) << r.output;
+    ExpectNoPassword(r, "beat started during an outage");
+  }
+}
+
+// So do the workers (orchestrator and extractor): one started while Postgres or RabbitMQ is
+// down used to exit 1 at once, and a supervisor restarting it every second gives up (the chaos
+// suite saw workers exit at start during a RabbitMQ restart). SIGTERM while it waits ends it
+// with 0.
+TEST_F(OrchestratorCliTest, WorkersStartedDuringAnOutageWaitForTheServicesAndStopOnSigterm) {
+  const std::string extractor = ShellQuote((BinDir() / "extractor").string());
+  for (const std::string& command : {Orchestrator() + " worker", extractor + " worker"}) {
+    for (const auto& [database, broker] :
+         {std::pair<std::string, std::string>{SchemaUrl(), "amqp://guest:Sekr1tPw@127.0.0.1:1//"},
+          {"postgresql://celeriac:Sekr1tPw@127.0.0.1:1/celeriac", testing::BrokerUrl()}}) {
+      auto r = RunCommand("timeout --preserve-status 4 " + command,
+                          {{"CELERIAC_DATABASE_URL", database}, {"CELERIAC_BROKER_URL", broker},
+                           {"CELERIAC_DATABASE_MAX_ATTEMPTS", "1"},
+                           {"CELERIAC_DATABASE_CONNECT_TIMEOUT_S", "1"}});
+      EXPECT_EQ(r.exit_code, 0) << command << " should wait, then stop on SIGTERM: " << r.output;
+      EXPECT_NE(r.output.find("not reachable yet"), std::string::npos) << r.output;
+      EXPECT_EQ(r.output.find("consuming"), std::string::npos) << r.output;
+      ExpectNoPassword(r, command + " started during an outage");
     }
   }
 }

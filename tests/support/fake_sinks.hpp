@@ -38,8 +38,21 @@ class FakeTaskStateSink final : public worker::TaskStateSink {
  public:
   Status Record(const worker::TaskStateRecord& record) override {
     std::lock_guard lock(mutex_);
+    if (fail_next_ > 0) {
+      --fail_next_;
+      ++failed_;
+      return Error(ErrorCode::kUnavailable, "fake task-state store is down");
+    }
     records_.push_back(record);
     return Ok();
+  }
+  void FailNext(int n) {
+    std::lock_guard lock(mutex_);
+    fail_next_ = n;
+  }
+  int failed() const {
+    std::lock_guard lock(mutex_);
+    return failed_;
   }
   Result<std::optional<worker::StoredTaskState>> Lookup(const std::string& id) override {
     std::lock_guard lock(mutex_);
@@ -68,6 +81,8 @@ class FakeTaskStateSink final : public worker::TaskStateSink {
   mutable std::mutex mutex_;
   std::vector<worker::TaskStateRecord> records_;
   int lookups_ = 0;
+  int fail_next_ = 0;
+  int failed_ = 0;
 };
 
 }  // namespace celeriac::testing

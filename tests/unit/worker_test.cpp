@@ -1,6 +1,7 @@
 // The worker against the in-memory broker and fake sinks: results, retries, dead letters, ETA,
 // expiry, bad arguments, time limits and warm shutdown, as a Celery user relies on them.
 
+#include <atomic>
 #include <condition_variable>
 #include <future>
 #include <limits>
@@ -270,20 +271,76 @@ TEST_F(WorkerTest, WrongArgumentsFailWithTypeError) {
   EXPECT_FALSE(WaitReply(good.id, "SUCCESS").is_null());
 }
 
-TEST_F(WorkerTest, DeadLetterStoreDownHandsTheMessageBackInsteadOfDroppingIt) {
+// An ack-late task that ran and failed while the dead-letter store is down: its message is kept
+// unacked until the letter is written, and the task is not run again (the message used to be
+// handed back, and every redelivery ran the task again: the outage test saw a call Discovery
+// refused made 22 times during a two-minute Postgres outage).
+TEST_F(WorkerTest, DeadLetterStoreDownKeepsTheMessageUntilTheLetterIsWrittenAndRunsTheTaskOnce) {
   TaskOptions late;
   late.acks_late = true;
-  registry_.Register("test.fail_late", [](TaskContext&) -> TaskOutcome {
+  std::atomic<int> runs{0};
+  registry_.Register("test.fail_late", [&](TaskContext&) -> TaskOutcome {
+    ++runs;
     return TaskError::FromError(Error(ErrorCode::kInvalidArgument, "bad"));
   }, late);
-  dead_letters_.FailNext(2);
+  dead_letters_.FailNext(3);
   StartWorker();
   auto m = Task("test.fail_late");
   Send(m);
-  ASSERT_TRUE(Eventually([&] { return dead_letters_.letters().size() == 1; }, 5s));
   ASSERT_FALSE(WaitReply(m.id, "FAILURE").is_null());
+  EXPECT_EQ(broker_.Unacked(kQueue), 1u) << "acked before its dead letter was written";
+  ASSERT_TRUE(Eventually([&] { return dead_letters_.letters().size() == 1; }, 5s));
+  EXPECT_TRUE(Eventually([&] {
+    return broker_.QueueDepth(kQueue) == 0 && broker_.Unacked(kQueue) == 0;
+  })) << "acked once the letter is written";
+  EXPECT_EQ(runs.load(), 1) << "the task ran again while its letter could not be written";
   EXPECT_EQ(Statuses(m.id), std::vector<std::string>{"FAILURE"}) << "one final outcome only";
-  EXPECT_TRUE(Eventually([&] { return broker_.QueueDepth(kQueue) == 0; }));
+  EXPECT_EQ(worker_->stats().failed, 1u);
+}
+
+// A message whose task never ran (here, an unknown task) still goes back to the broker while
+// its letter cannot be written, and is dead-lettered once the store takes it.
+TEST_F(WorkerTest, DeadLetterStoreDownHandsBackAMessageWhoseTaskNeverRan) {
+  dead_letters_.FailNext(2);
+  StartWorker();
+  auto m = Task("test.no_such_task");
+  Send(m);
+  ASSERT_TRUE(Eventually([&] { return dead_letters_.letters().size() == 1; }, 5s));
+  EXPECT_EQ(dead_letters_.letters()[0].error_class, "NotRegistered");
+  EXPECT_TRUE(Eventually([&] {
+    return broker_.QueueDepth(kQueue) == 0 && broker_.Unacked(kQueue) == 0;
+  }));
+  EXPECT_FALSE(WaitReply(m.id, "FAILURE").is_null());
+}
+
+// Postgres down when a task ends (the chaos suite stopped it): the outcome is replied and
+// acked, and its state is recorded once the store takes it again, not dropped with a warning
+// (task_results then lacked a task that had run, and a redelivery could not see it had).
+TEST_F(WorkerTest, AStateTheStoreRefusesIsRecordedOnceItIsBack) {
+  TaskOptions late;
+  late.acks_late = true;
+  registry_.Register("test.ok_late", [](TaskContext&) -> TaskOutcome { return Json("done"); },
+                     late);
+  states_.FailNext(3);
+  StartWorker();
+  auto early = Task("celeriac.echo", json::array({1}));
+  auto m = Task("test.ok_late");
+  Send(early);
+  Send(m);
+  ASSERT_FALSE(WaitReply(early.id, "SUCCESS").is_null());
+  ASSERT_FALSE(WaitReply(m.id, "SUCCESS").is_null());
+  EXPECT_TRUE(Eventually([&] {
+    return broker_.QueueDepth(kQueue) == 0 && broker_.Unacked(kQueue) == 0;
+  })) << "acked without waiting for the store";
+  ASSERT_TRUE(Eventually([&] { return states_.records().size() == 2; }, 5s))
+      << states_.records().size() << " states recorded";
+  EXPECT_EQ(states_.failed(), 3);
+  for (const auto& id : {early.id, m.id}) {
+    auto stored = states_.Lookup(id);
+    ASSERT_TRUE(stored.ok() && stored->has_value()) << id;
+    EXPECT_EQ((*stored)->state, celery::State::kSuccess) << id;
+  }
+  EXPECT_EQ(Statuses(m.id), std::vector<std::string>{"SUCCESS"}) << "run once";
 }
 
 TEST_F(WorkerTest, PrefetchOneDrainsAFullQueue) {
@@ -459,6 +516,74 @@ TEST_F(WorkerTest, ARedeliveryOfARunningAckLateTaskIsAdoptedNotRunAgain) {
   EXPECT_TRUE(Eventually([&] { return broker_.QueueDepth(kQueue) == 0 && broker_.Unacked(kQueue) == 0; }))
       << "the running task acks the redelivery it adopted";
   EXPECT_EQ(runs.load(), 1);
+  EXPECT_EQ(Statuses(m.id), std::vector<std::string>{"SUCCESS"});
+}
+
+// A retry published twice (the worker's publisher re-sends a message whose confirm was lost
+// when RabbitMQ restarted, and the first send had reached the queue): the two copies, neither
+// of them redelivered, arrive together. One runs; the other is settled by it. (Both ran, and
+// the outage test counted two calls to Discovery and two SUCCESS replies for one task.)
+TEST_F(WorkerTest, TwoCopiesOfARetryArrivingTogetherRunOnce) {
+  struct Gate {
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool open = false;
+    std::atomic<int> runs{0};
+  };
+  std::map<bool, Gate> gates;  // by acks_late
+  for (const bool late : {true, false}) {
+    TaskOptions options;
+    options.acks_late = late;
+    Gate& gate = gates[late];
+    registry_.Register(late ? "test.gated_late" : "test.gated_early",
+                       [&gate](TaskContext&) -> TaskOutcome {
+                         ++gate.runs;
+                         std::unique_lock lock(gate.mutex);
+                         gate.cv.wait_for(lock, 5s, [&] { return gate.open; });
+                         return Json("done");
+                       },
+                       options);
+  }
+  StartWorker();
+  for (const bool late : {true, false}) {
+    SCOPED_TRACE(late ? "acks_late" : "ack early");
+    Gate& gate = gates[late];
+    auto m = Task(late ? "test.gated_late" : "test.gated_early");
+    m.retries = 1;
+    Send(m);
+    Send(m);
+    ASSERT_TRUE(Eventually([&] { return broker_.QueueDepth(kQueue) == 0; }));
+    ASSERT_TRUE(Eventually([&] { return gate.runs.load() == 1; }));
+    std::this_thread::sleep_for(50ms);  // the other copy, if it ran, would have started by now
+    {
+      std::lock_guard lock(gate.mutex);
+      gate.open = true;
+    }
+    gate.cv.notify_all();
+    ASSERT_FALSE(WaitReply(m.id, "SUCCESS").is_null());
+    EXPECT_TRUE(Eventually([&] { return broker_.Unacked(kQueue) == 0; }))
+        << "both copies are acked";
+    EXPECT_EQ(gate.runs.load(), 1);
+    EXPECT_EQ(Statuses(m.id), std::vector<std::string>{"SUCCESS"});
+  }
+}
+
+// The same, one copy after the other: the second finds the outcome of the first recorded.
+TEST_F(WorkerTest, ASecondCopyOfARetryAfterTheFirstRanIsNotRunAgain) {
+  SideEffects effects;
+  TaskOptions late;
+  late.acks_late = true;
+  effects.Register(registry_, "test.count", late);
+  StartWorker();
+  auto m = Task("test.count");
+  m.retries = 2;
+  Send(m);
+  ASSERT_FALSE(WaitReply(m.id, "SUCCESS").is_null());
+  ASSERT_TRUE(Eventually([&] { return states_.records().size() == 1; }));
+  Send(m);
+  ASSERT_TRUE(Eventually([&] { return worker_->stats().deduplicated == 1; }));
+  EXPECT_TRUE(Eventually([&] { return broker_.QueueDepth(kQueue) == 0 && broker_.Unacked(kQueue) == 0; }));
+  EXPECT_EQ(effects.Count(m.id), 1);
   EXPECT_EQ(Statuses(m.id), std::vector<std::string>{"SUCCESS"});
 }
 
