@@ -1,6 +1,6 @@
 #include "extractor/engine/work.hpp"
 
-#include <cctype>
+#include "core/base/text.hpp"
 
 namespace celeriac::extractor {
 
@@ -12,9 +12,7 @@ std::string OriginOf(const std::string& url) {
   if (end == std::string::npos) end = url.size();
   std::string host = url.substr(begin, end - begin);
   if (const auto at = host.rfind('@'); at != std::string::npos) host = host.substr(at + 1);
-  std::string origin = url.substr(0, s + 3) + host;
-  for (auto& c : origin) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return origin;
+  return AsciiLower(url.substr(0, s + 3) + host);
 }
 
 std::string HostKey(int64_t run_id, const std::string& url) {
