@@ -1,5 +1,5 @@
 // extractor: consumes extractor.tasks.extract from extraction_queue and runs the crawl pipeline
-// (extractor/pipeline/engine.hpp), or runs one crawl of a config file to its end (`crawl`).
+// (extractor/engine/engine.hpp), or runs one crawl of a config file to its end (`crawl`).
 
 #include <unistd.h>
 
@@ -21,7 +21,7 @@
 #include "core/pg/pool.hpp"
 #include "core/worker/worker.hpp"
 #include "extractor/parse/config_module.hpp"
-#include "extractor/pipeline/engine.hpp"
+#include "extractor/engine/engine.hpp"
 #include "extractor/pipeline/extract_tasks.hpp"
 #include "extractor/pipeline/http_fetcher.hpp"
 #include "schemas/schemas.hpp"
@@ -113,7 +113,7 @@ int RunWorker(const std::optional<std::string>& config_path) {
   Loop loop;
   HttpFetcher fetcher(loop, HttpOptionsFrom(*settings));
   CrawlStore store(pool, Owner(), settings->extractor.queue);
-  Engine engine(loop, fetcher, store, ConfigModules(), EngineOptionsFrom(*settings));
+  Engine engine(loop, fetcher, store, store, ConfigModules(), EngineOptionsFrom(*settings));
   ExtractTasks tasks(**broker, engine, store);
   engine.OnJobFinished([&](const FinishedJob& job) { tasks.PublishResult(job); });
   worker::TaskRegistry registry;
@@ -204,7 +204,7 @@ int RunCrawl(const std::optional<std::string>& config_path, const CrawlArgs& arg
   }
   auto options = EngineOptionsFrom(*settings);
   options.only_job = job->job_id;
-  Engine engine(loop, fetcher, store, ConfigModules(), options);
+  Engine engine(loop, fetcher, store, store, ConfigModules(), options);
   std::optional<FinishedJob> finished;
   engine.OnJobFinished([&](const FinishedJob& f) {
     if (f.job_id == job->job_id) loop.Post([&, f] {

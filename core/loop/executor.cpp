@@ -11,6 +11,12 @@ Executor::Executor(size_t threads, std::string name) : name_(std::move(name)) {
     threads_.emplace_back([this] { RunThread(); });
 }
 
+Executor::Executor(InlineTag, std::string name) : name_(std::move(name)), inline_(true) {}
+
+std::unique_ptr<Executor> Executor::Inline(std::string name) {
+  return std::unique_ptr<Executor>(new Executor(InlineTag{}, std::move(name)));
+}
+
 Executor::~Executor() {
   {
     std::lock_guard lock(mutex_);
@@ -21,6 +27,7 @@ Executor::~Executor() {
 }
 
 void Executor::Post(std::function<void()> fn, bool urgent) {
+  if (inline_) return RunOne(fn);
   {
     std::lock_guard lock(mutex_);
     if (urgent) {
@@ -48,15 +55,19 @@ void Executor::RunThread() {
       queue_.pop_front();
       ++running_;
     }
-    try {
-      fn();
-    } catch (const std::exception& e) {
-      spdlog::error("{} thread: unexpected exception: {}", name_, e.what());
-    } catch (...) {
-      spdlog::error("{} thread: unexpected exception", name_);
-    }
+    RunOne(fn);
     std::lock_guard lock(mutex_);
     --running_;
+  }
+}
+
+void Executor::RunOne(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    spdlog::error("{} thread: unexpected exception: {}", name_, e.what());
+  } catch (...) {
+    spdlog::error("{} thread: unexpected exception", name_);
   }
 }
 

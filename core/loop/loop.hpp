@@ -1,5 +1,6 @@
 #pragma once
-// Loop: the libuv event loop that each Celeriac process runs on one thread.
+// Loop: the libuv event loop that each Celeriac process runs on one thread; the real Scheduler
+// (core/loop/scheduler.hpp).
 //
 // Threading: Run() is called on one thread, the loop thread. Post() and Stop() may be called
 // from any thread; everything else (timers, signals) only from the loop thread, usually from
@@ -18,6 +19,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/loop/scheduler.hpp"
+
 struct uv_loop_s;
 struct uv_async_s;
 struct uv_timer_s;
@@ -25,9 +28,9 @@ struct uv_signal_s;
 
 namespace celeriac {
 
-class Loop {
+class Loop final : public Scheduler {
  public:
-  using TimerId = uint64_t;
+  using TimerId = Scheduler::TimerId;
 
   Loop();
   ~Loop();
@@ -39,13 +42,13 @@ class Loop {
   // Thread-safe. Run() returns once the loop thread sees it.
   void Stop();
   // Thread-safe. `fn` runs on the loop thread, in posting order.
-  void Post(std::function<void()> fn);
+  void Post(std::function<void()> fn) override;
 
   // Loop thread only. `fn` runs once after `delay`, then every `repeat` if non-zero.
   TimerId AddTimer(std::chrono::milliseconds delay, std::function<void()> fn,
-                   std::chrono::milliseconds repeat = std::chrono::milliseconds(0));
+                   std::chrono::milliseconds repeat = std::chrono::milliseconds(0)) override;
   // Loop thread only. Unknown or already-fired one-shot ids are ignored.
-  void CancelTimer(TimerId id);
+  void CancelTimer(TimerId id) override;
 
   // Loop thread only (or before Run). Calls `fn(signum)` on the loop thread for each delivery.
   void OnSignal(int signum, std::function<void(int)> fn);

@@ -25,9 +25,13 @@
 #include "core/broker/broker.hpp"
 #include "core/loop/executor.hpp"
 #include "core/worker/task_registry.hpp"
-#include "extractor/pipeline/engine.hpp"
+#include "extractor/engine/engine.hpp"
+#include "state/crawl_store.hpp"
 
 namespace celeriac::extractor {
+
+using state::CrawlStore;
+using state::kRefetchTask;
 
 inline constexpr const char* kExtractTask = "extractor.tasks.extract";
 

@@ -7,7 +7,7 @@
 #include <unordered_map>
 
 #include "core/http/client.hpp"
-#include "extractor/pipeline/fetcher.hpp"
+#include "extractor/engine/fetcher.hpp"
 
 namespace celeriac::extractor {
 

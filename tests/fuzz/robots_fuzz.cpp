@@ -1,4 +1,4 @@
-// robots: the robots.txt parser and matcher (extractor/pipeline/robots.hpp) on a site's file.
+// robots: the robots.txt parser and matcher (extractor/engine/robots.hpp) on a site's file.
 //
 // Input: a robots.txt body. The crawler asks as several user agents (fixed ones and each
 // user-agent value in the file) about fixed paths and about every rule value in the file (as a
@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "extractor/pipeline/robots.hpp"
+#include "extractor/engine/robots.hpp"
 #include "tests/fuzz/fuzz_support.hpp"
 
 namespace {

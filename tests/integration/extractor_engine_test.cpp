@@ -11,12 +11,17 @@
 
 #include <gtest/gtest.h>
 
-#include "extractor/pipeline/engine.hpp"
+#include "core/loop/loop.hpp"
+#include "extractor/engine/engine.hpp"
+#include "state/crawl_store.hpp"
 #include "tests/support/fake_crawl.hpp"
 #include "tests/support/pg_test.hpp"
 
 namespace celeriac::extractor {
 namespace {
+
+using state::CrawlStore;
+using state::kRefetchTask;
 
 using testing::FakeFetcher;
 using testing::FakeModule;
@@ -91,7 +96,7 @@ class ExtractorEngineTest : public testing::PgTest {
     FakeFetcher fetcher(loop, std::move(handler));
     if (out) *out = &fetcher;
     CrawlStore store(pool(), "test-" + std::to_string(config_id));
-    Engine engine(loop, fetcher, store, FakeModules(), Options("a"));
+    Engine engine(loop, fetcher, store, store, FakeModules(), Options("a"));
     const std::string id = message_id.empty() ? "msg-" + std::to_string(config_id) : message_id;
     const Status st = Submit(engine, config_id, id);
     EXPECT_TRUE(st.ok()) << (st.ok() ? "" : st.error().message());
@@ -272,7 +277,7 @@ TEST_F(ExtractorEngineTest, RunsOfOneConfigAtOnceEachCountEveryItem) {
   options.lease_batch = 32;
   options.commit_batch = 64;
   options.commit_interval = milliseconds(50);
-  Engine engine(loop, fetcher, store, FakeModules(), options);
+  Engine engine(loop, fetcher, store, store, FakeModules(), options);
   std::vector<int64_t> jobs;
   for (const std::string id : {"run-a", "run-b", "run-c"}) {
     ASSERT_TRUE(Submit(engine, 10, id).ok());
@@ -412,7 +417,7 @@ TEST_F(ExtractorEngineTest, AnInvalidConfigFailsItsJobWithAParseError) {
   Loop loop;
   FakeFetcher fetcher(loop, Tree(1));
   CrawlStore store(pool(), "test");
-  Engine engine(loop, fetcher, store, FakeModules(), Options("a"));
+  Engine engine(loop, fetcher, store, store, FakeModules(), Options("a"));
   ASSERT_TRUE(Submit(engine, 11, "bad-config").ok());
   const int64_t job = JobOf("bad-config");
   const Json j = Row(job);
@@ -431,7 +436,7 @@ TEST_F(ExtractorEngineTest, ARedeliveredExtractMessageStartsNothingTwice) {
   Loop loop;
   FakeFetcher fetcher(loop, Tree(5));
   CrawlStore store(pool(), "test");
-  Engine engine(loop, fetcher, store, FakeModules(), Options("a"));
+  Engine engine(loop, fetcher, store, store, FakeModules(), Options("a"));
   ASSERT_TRUE(Submit(engine, 10, "same-message").ok());
   EXPECT_EQ(Count("SELECT count(*) FROM crawl_runs"), 1);
   EXPECT_EQ(Count("SELECT count(*) FROM extraction_jobs"), 1);
@@ -471,7 +476,7 @@ TEST_F(ExtractorEngineTest, AJobSurvivesAnExtractorThatDiesHoldingLeases) {
     CrawlStore store(pool(), "extractor-a");
     auto options = Options("a");
     options.lease = milliseconds(600);
-    Engine engine(loop, sw, store, FakeModules(), options);
+    Engine engine(loop, sw, store, store, FakeModules(), options);
     ASSERT_TRUE(Submit(engine, 10, "shared").ok());
     engine.Start();
     loop.AddTimer(milliseconds(500), [&] { loop.Stop(); });
@@ -487,7 +492,7 @@ TEST_F(ExtractorEngineTest, AJobSurvivesAnExtractorThatDiesHoldingLeases) {
   Loop loop;
   FakeFetcher fetcher(loop, Tree(60));
   CrawlStore store(pool(), "extractor-b");
-  Engine engine(loop, fetcher, store, FakeModules(), Options("b"));
+  Engine engine(loop, fetcher, store, store, FakeModules(), Options("b"));
   RunUntilEnded(loop, engine, job);
   const Json j = Row(job);
   EXPECT_EQ(j["status"], "succeeded");
@@ -537,7 +542,7 @@ TEST_F(ExtractorEngineTest, AFailedRequestIsADeadLetterAndItsReplayFetchesItAgai
   EXPECT_EQ(*again, *replayed);
   Loop loop;
   FakeFetcher fetcher(loop, handler);
-  Engine engine(loop, fetcher, store, FakeModules(), Options("r"));
+  Engine engine(loop, fetcher, store, store, FakeModules(), Options("r"));
   RunUntilEnded(loop, engine, *replayed);
   const Json j = Row(*replayed);
   EXPECT_EQ(j["status"], "succeeded");
@@ -553,7 +558,7 @@ TEST_F(ExtractorEngineTest, TheWatchdogAbortsAJobThatMakesNoProgress) {
   Loop loop;
   BlackHoleFetcher hole;
   CrawlStore store(pool(), "stuck");
-  Engine engine(loop, hole, store, FakeModules(), Options("a"));
+  Engine engine(loop, hole, store, store, FakeModules(), Options("a"));
   ASSERT_TRUE(Submit(engine, 10, "stuck").ok());
   const auto started = std::chrono::steady_clock::now();
   RunUntilEnded(loop, engine, JobOf("stuck"));

@@ -22,13 +22,17 @@
 #include "core/http/client.hpp"
 #include "core/loop/loop.hpp"
 #include "extractor/parse/config_module.hpp"
-#include "extractor/pipeline/engine.hpp"
+#include "extractor/engine/engine.hpp"
+#include "state/crawl_store.hpp"
 #include "extractor/pipeline/http_fetcher.hpp"
 #include "tests/support/http_test_server.hpp"
 #include "tests/support/pg_test.hpp"
 
 namespace celeriac::extractor {
 namespace {
+
+using state::CrawlStore;
+using state::kRefetchTask;
 
 using Json = nlohmann::json;
 using std::chrono::milliseconds;
@@ -299,7 +303,8 @@ class ExtractorPolitenessTest : public testing::PgTest {
       HttpFetcher http(loop, o.client);
       GuardedFetcher fetcher(http);
       CrawlStore store(pool(), "polite-" + std::to_string(index));
-      auto engine = std::make_unique<Engine>(loop, fetcher, store, ConfigModules(), engine_options);
+      auto engine = std::make_unique<Engine>(loop, fetcher, store, store, ConfigModules(),
+                                             engine_options);
       if (index == 0 && o.submit) {
         std::promise<Status> durable;
         if (o.refetch) {

@@ -17,8 +17,8 @@
 #include <sstream>
 #include <string>
 
-#include "core/loop/loop.hpp"
-#include "extractor/pipeline/fetcher.hpp"
+#include "core/loop/scheduler.hpp"
+#include "extractor/engine/fetcher.hpp"
 #include "extractor/module/module.hpp"
 
 namespace celeriac::testing {
@@ -33,7 +33,7 @@ struct FakePage {
 class FakeFetcher final : public extractor::Fetcher {
  public:
   using Handler = std::function<FakePage(const extractor::FetchRequest&, int call)>;
-  FakeFetcher(Loop& loop, Handler handler) : loop_(loop), handler_(std::move(handler)) {}
+  FakeFetcher(Scheduler& loop, Handler handler) : loop_(loop), handler_(std::move(handler)) {}
 
   void Fetch(extractor::FetchRequest request, Done done) override {
     int call;
@@ -74,7 +74,7 @@ class FakeFetcher final : public extractor::Fetcher {
   }
 
  private:
-  Loop& loop_;
+  Scheduler& loop_;
   Handler handler_;
   std::mutex mutex_;
   std::map<std::string, int> calls_;

@@ -8,7 +8,7 @@
 #include <random>
 #include <string>
 
-#include "extractor/pipeline/robots.hpp"
+#include "extractor/engine/robots.hpp"
 
 namespace celeriac::extractor {
 namespace {

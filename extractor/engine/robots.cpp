@@ -1,4 +1,4 @@
-#include "extractor/pipeline/robots.hpp"
+#include "extractor/engine/robots.hpp"
 
 #include <algorithm>
 #include <charconv>
