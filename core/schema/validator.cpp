@@ -1,6 +1,8 @@
 #include "core/schema/validator.hpp"
 
 #include <algorithm>
+#include <initializer_list>
+#include <string_view>
 
 #include <fmt/format.h>
 #include <valijson/adapters/nlohmann_json_adapter.hpp>
@@ -54,6 +56,22 @@ std::string EscapeToken(std::string_view token) {
   return out;
 }
 
+// The property valijson's messages for `required` and `additionalProperties` name, quoted at
+// their end: "Missing required property 'css'.", "Object contains a property that could not be
+// validated using 'properties' or 'additionalProperties' constraints: 'colour'.".
+std::string NamedProperty(std::string_view message) {
+  for (const std::string_view prefix :
+       {std::string_view("Missing required property '"),
+        std::string_view("Object contains a property that could not be validated using "
+                         "'properties' or 'additionalProperties' constraints: '")}) {
+    if (message.size() >= prefix.size() + 2 && message.substr(0, prefix.size()) == prefix &&
+        message.substr(message.size() - 2) == "'.") {
+      return std::string(message.substr(prefix.size(), message.size() - prefix.size() - 2));
+    }
+  }
+  return "";
+}
+
 }  // namespace
 
 std::string ContextToPointer(const std::vector<std::string>& context,
@@ -89,12 +107,13 @@ std::vector<Violation> SchemaValidator::Check(const nlohmann::json& document) co
     if (validator.validate(impl_->schema, adapter, &results)) return out;
   } catch (const std::exception& e) {
     // valijson throws for what it cannot evaluate (a pattern std::regex refuses, say).
-    out.push_back({"", std::string("cannot be checked: ") + e.what()});
+    out.push_back({"", std::string("cannot be checked: ") + e.what(), ""});
     return out;
   }
   std::vector<std::pair<size_t, Violation>> ranked;
   for (const auto& e : results) {
-    ranked.push_back({e.context.size(), {ContextToPointer(e.context, document), e.description}});
+    ranked.push_back({e.context.size(), {ContextToPointer(e.context, document), e.description,
+                                         NamedProperty(e.description)}});
   }
   // Deepest first: a failure inside a property is more useful than "object is invalid".
   std::stable_sort(ranked.begin(), ranked.end(),

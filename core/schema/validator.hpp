@@ -19,6 +19,9 @@ namespace celeriac::schema {
 struct Violation {
   std::string pointer;  // "" is the document root
   std::string message;
+  // When the rule is about one property of the object at `pointer`, missing (required) or not
+  // allowed (additionalProperties): its name, so a caller can name the field itself.
+  std::string property;
 };
 
 class SchemaValidator {

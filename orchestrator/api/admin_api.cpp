@@ -4,12 +4,12 @@
 #include <atomic>
 #include <charconv>
 #include <initializer_list>
-#include <limits>
-#include <map>
 #include <optional>
+#include <stdexcept>
 #include <string_view>
 #include <thread>
 #include <utility>
+#include <variant>
 
 #include <httplib.h>
 #include <nlohmann/json.hpp>
@@ -23,6 +23,7 @@
 #include "orchestrator/api/api_metrics.hpp"
 #include "orchestrator/api/auth.hpp"
 #include "orchestrator/api/openapi.hpp"
+#include "orchestrator/api/request_validator.hpp"
 #include "orchestrator/ops/ops.hpp"
 
 namespace celeriac::orchestrator::api {
@@ -31,8 +32,6 @@ namespace {
 using Json = nlohmann::ordered_json;
 using std::chrono::steady_clock;
 
-constexpr size_t kMaxThemeNameChars = 200;  // as schemas/tasks/...trigger_site_analysis.body
-constexpr size_t kMaxFilterChars = 1000;
 constexpr const char* kRetryAfterSeconds = "5";
 
 // A 4xx/5xx answer. Handlers throw it from their checks; Dispatch turns it into
@@ -75,224 +74,31 @@ void SendJson(httplib::Response& res, int status, const Json& body) {
   res.set_content(Dump(body), "application/json");
 }
 
-std::optional<int64_t> ParsePositive(std::string_view text) {
-  int64_t v = 0;
-  const char* end = text.data() + text.size();
-  const auto [p, ec] = std::from_chars(text.data(), end, v);
-  if (text.empty() || ec != std::errc() || p != end || v <= 0) return std::nullopt;
-  return v;
-}
-
-size_t Utf8Chars(std::string_view s) {
-  return static_cast<size_t>(std::count_if(s.begin(), s.end(), [](char c) {
-    return (static_cast<unsigned char>(c) & 0xC0) != 0x80;
-  }));
-}
-
 bool Contains(std::initializer_list<std::string_view> names, std::string_view name) {
   return std::find(names.begin(), names.end(), name) != names.end();
 }
 
-// ---- input --------------------------------------------------------------------------------
+// ---- checked input ------------------------------------------------------------------------
 
-int HexDigit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
+// A handler's input has been checked against openapi.json (request_validator.hpp) before the
+// handler runs: types and ranges hold, so reading only fetches. Absent (or null) is nullopt.
+template <typename T>
+std::optional<T> Get(const nlohmann::json& object, const char* name) {
+  const auto it = object.find(name);
+  if (it == object.end() || it->is_null()) return std::nullopt;
+  return it->get<T>();
 }
 
-// Percent-decoding, '+' as a space (as HTML forms and httplib read query strings).
-std::string DecodeQueryPart(std::string_view text) {
-  std::string out;
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '+') {
-      out += ' ';
-    } else if (text[i] == '%' && i + 2 < text.size() && HexDigit(text[i + 1]) >= 0 &&
-               HexDigit(text[i + 2]) >= 0) {
-      out += static_cast<char>(HexDigit(text[i + 1]) * 16 + HexDigit(text[i + 2]));
-      i += 2;
-    } else {
-      out += text[i];
-    }
+// The schemas leave `format` unchecked (request_validator.hpp): an ISO-8601 time that does not
+// parse is refused here.
+std::optional<Clock::WallTime> GetTime(const nlohmann::json& object, const char* name) {
+  const auto text = Get<std::string>(object, name);
+  if (!text) return std::nullopt;
+  auto t = ParseIso8601(*text);
+  if (!t) {
+    Fail(400, std::string(name) + " must be an ISO-8601 time, e.g. 2026-01-31T12:00:00Z", name);
   }
-  return out;
-}
-
-// The query string of a request: unknown or repeated parameters are refused up front. Read
-// from the request target, not httplib's params, which also hold a form-encoded body's fields
-// (curl -d sends JSON as application/x-www-form-urlencoded).
-class Query {
- public:
-  Query(const httplib::Request& req, std::initializer_list<std::string_view> allowed) {
-    const auto question = req.target.find('?');
-    if (question == std::string::npos) return;
-    std::string_view query(req.target);
-    query.remove_prefix(question + 1);
-    while (!query.empty()) {
-      const auto amp = query.find('&');
-      const std::string_view pair = query.substr(0, amp);
-      query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-      if (pair.empty()) continue;
-      const auto eq = pair.find('=');
-      std::string name = DecodeQueryPart(pair.substr(0, eq));
-      std::string value =
-          eq == std::string_view::npos ? std::string() : DecodeQueryPart(pair.substr(eq + 1));
-      if (!Contains(allowed, name)) Fail(400, "unknown query parameter '" + name + "'", name);
-      if (params_.count(name) > 0) {
-        Fail(400, "query parameter '" + name + "' is given more than once", name);
-      }
-      params_.emplace(std::move(name), std::move(value));
-    }
-  }
-
-  std::optional<std::string> String(const std::string& name) const {
-    const auto it = params_.find(name);
-    if (it == params_.end()) return std::nullopt;
-    const std::string& v = it->second;
-    if (v.empty()) Fail(400, name + " must not be empty", name);
-    if (v.size() > kMaxFilterChars) Fail(400, name + " is too long", name);
-    return v;
-  }
-
-  std::optional<std::string> OneOf(const std::string& name,
-                                   std::initializer_list<std::string_view> values) const {
-    auto v = String(name);
-    if (v && !Contains(values, *v)) {
-      std::string list;
-      for (auto allowed : values) list += (list.empty() ? "" : ", ") + std::string(allowed);
-      Fail(400, name + " must be one of " + list, name);
-    }
-    return v;
-  }
-
-  std::optional<int64_t> PositiveInt(const std::string& name) const {
-    auto v = String(name);
-    if (!v) return std::nullopt;
-    auto n = ParsePositive(*v);
-    if (!n) Fail(400, name + " must be a positive integer", name);
-    return n;
-  }
-
-  int64_t Limit(int64_t default_limit, int64_t max_limit) const {
-    auto n = PositiveInt("limit");
-    if (!n) return default_limit;
-    if (*n > max_limit) Fail(400, "limit must be at most " + std::to_string(max_limit), "limit");
-    return *n;
-  }
-
-  std::optional<bool> Bool(const std::string& name) const {
-    auto v = String(name);
-    if (!v) return std::nullopt;
-    if (*v == "true" || *v == "1") return true;
-    if (*v == "false" || *v == "0") return false;
-    Fail(400, name + " must be true or false", name);
-  }
-
-  std::optional<Clock::WallTime> Time(const std::string& name) const {
-    auto v = String(name);
-    if (!v) return std::nullopt;
-    auto t = ParseIso8601(*v);
-    if (!t) Fail(400, name + " must be an ISO-8601 time, e.g. 2026-01-31T12:00:00Z", name);
-    return t;
-  }
-
- private:
-  std::map<std::string, std::string> params_;
-};
-
-// A JSON object body. Unknown fields are refused; a null field counts as absent.
-class Body {
- public:
-  Body(const httplib::Request& req, bool required, std::initializer_list<std::string_view> allowed) {
-    const bool blank = std::all_of(req.body.begin(), req.body.end(), [](char c) {
-      return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-    });
-    if (blank) {
-      if (required) Fail(400, "a JSON object body is required", "body");
-      json_ = Json::object();
-      return;
-    }
-    try {
-      json_ = Json::parse(req.body);
-    } catch (const Json::parse_error& e) {
-      Fail(400, std::string("body is not valid JSON: ") + e.what(), "body");
-    }
-    if (!json_.is_object()) Fail(400, "body must be a JSON object", "body");
-    for (const auto& [name, value] : json_.items()) {
-      if (!Contains(allowed, name)) Fail(400, "unknown field '" + name + "'", name);
-    }
-  }
-
-  const Json* Get(const std::string& name) const {
-    const auto it = json_.find(name);
-    return it == json_.end() || it->is_null() ? nullptr : &*it;
-  }
-
-  static int64_t Int(const Json& v, const std::string& field, int64_t min) {
-    if (!v.is_number_integer() ||
-        (v.is_number_unsigned() &&
-         v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))) {
-      Fail(400, field + " must be an integer", field);
-    }
-    const auto n = v.get<int64_t>();
-    if (n < min) Fail(400, field + " must be at least " + std::to_string(min), field);
-    return n;
-  }
-
-  std::optional<int64_t> Int(const std::string& name, int64_t min) const {
-    const Json* v = Get(name);
-    if (v == nullptr) return std::nullopt;
-    return Int(*v, name, min);
-  }
-
-  std::optional<std::string> String(const std::string& name, size_t max_chars) const {
-    const Json* v = Get(name);
-    if (v == nullptr) return std::nullopt;
-    if (!v->is_string()) Fail(400, name + " must be a string", name);
-    auto s = v->get<std::string>();
-    if (s.empty()) Fail(400, name + " must not be empty", name);
-    if (Utf8Chars(s) > max_chars) {
-      Fail(400, name + " must be at most " + std::to_string(max_chars) + " characters", name);
-    }
-    return s;
-  }
-
-  std::optional<bool> Bool(const std::string& name) const {
-    const Json* v = Get(name);
-    if (v == nullptr) return std::nullopt;
-    if (!v->is_boolean()) Fail(400, name + " must be true or false", name);
-    return v->get<bool>();
-  }
-
-  std::optional<Clock::WallTime> Time(const std::string& name) const {
-    auto s = String(name, 64);
-    if (!s) return std::nullopt;
-    auto t = ParseIso8601(*s);
-    if (!t) Fail(400, name + " must be an ISO-8601 time, e.g. 2026-01-31T12:00:00Z", name);
-    return t;
-  }
-
-  std::vector<int64_t> Ids(const std::string& name) const {
-    const Json* v = Get(name);
-    if (v == nullptr) return {};
-    if (!v->is_array()) Fail(400, name + " must be an array of dead letter ids", name);
-    std::vector<int64_t> ids;
-    for (const auto& item : *v) ids.push_back(Int(item, name, 1));
-    std::sort(ids.begin(), ids.end());
-    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-    return ids;
-  }
-
- private:
-  Json json_;
-};
-
-int64_t PathId(const httplib::Request& req) {
-  const std::string text = req.matches.size() > 1 ? req.matches[1].str() : "";
-  auto id = ParsePositive(text);
-  if (!id) Fail(400, "id must be a positive integer, not '" + text + "'", "id");
-  return *id;
+  return t;
 }
 
 void CheckTimeRange(const std::optional<Clock::WallTime>& since,
@@ -301,17 +107,19 @@ void CheckTimeRange(const std::optional<Clock::WallTime>& since,
 }
 
 // The rows a batch replay or purge touches: explicit ids, filters, or everything, never none.
-ops::DeadLetterFilter Selection(const Body& body) {
+ops::DeadLetterFilter Selection(const nlohmann::json& body) {
   ops::DeadLetterFilter f;
-  f.ids = body.Ids("ids");
-  f.queue = body.String("queue", kMaxFilterChars);
-  f.task_name = body.String("task", kMaxFilterChars);
-  f.error_class = body.String("error_class", kMaxFilterChars);
-  f.since = body.Time("since");
-  f.until = body.Time("until");
+  f.ids = Get<std::vector<int64_t>>(body, "ids").value_or(std::vector<int64_t>{});
+  std::sort(f.ids.begin(), f.ids.end());
+  f.ids.erase(std::unique(f.ids.begin(), f.ids.end()), f.ids.end());
+  f.queue = Get<std::string>(body, "queue");
+  f.task_name = Get<std::string>(body, "task");
+  f.error_class = Get<std::string>(body, "error_class");
+  f.since = GetTime(body, "since");
+  f.until = GetTime(body, "until");
   CheckTimeRange(f.since, f.until);
-  f.limit = body.Int("limit", 0).value_or(0);
-  const bool all = body.Bool("all").value_or(false);
+  f.limit = Get<int64_t>(body, "limit").value_or(0);
+  const bool all = Get<bool>(body, "all").value_or(false);
   const bool selective = !f.ids.empty() || f.queue || f.task_name || f.error_class || f.since ||
                          f.until;
   if (all && selective) Fail(400, "all cannot be combined with ids or filters", "all");
@@ -373,7 +181,9 @@ const char* ReasonFor(int status) {
 // ---- the server ---------------------------------------------------------------------------
 
 struct AdminApi::Impl {
-  using Handler = void (Impl::*)(const httplib::Request&, httplib::Response&);
+  // Handlers see the request's input only once checked (request_validator.hpp), never the raw
+  // request: what the document does not allow cannot reach them.
+  using Handler = void (Impl::*)(const RequestInput&, httplib::Response&);
   struct Route {
     const char* method;
     const char* path;     // as openapi.json names it
@@ -386,6 +196,7 @@ struct AdminApi::Impl {
   Impl(pg::Pool& pool, broker::Broker& broker, std::string token, AdminApiOptions options)
       : pool(pool), broker(broker), token(std::move(token)), options(std::move(options)),
         metrics(pool, SystemClock::Instance(), this->options.metrics), log(log::Get("api")),
+        validator(CompiledValidator()),
         server(this->options.limits),
         readiness(admin::ReadinessOptions{this->options.readiness_deadline,
                                           this->options.readiness_fresh_for}) {
@@ -399,25 +210,30 @@ struct AdminApi::Impl {
     readiness.Add("broker", [this] { return this->broker.Connect(); });
   }
 
+  // The admin API's request validator; throws if openapi.json cannot be compiled (a build
+  // with a broken document must not serve).
+  static std::shared_ptr<const RequestValidator> CompiledValidator();
+
   void Install();
-  void Dispatch(const Route& route, const httplib::Request& req, httplib::Response& res);
+  void Dispatch(const Route& route, const OperationValidator& input,
+                const httplib::Request& req, httplib::Response& res);
   void Finish(const httplib::Request& req, const httplib::Response& res);
   void Authorize(const httplib::Request& req) const;
 
-  void Healthz(const httplib::Request& req, httplib::Response& res);
-  void Readyz(const httplib::Request& req, httplib::Response& res);
-  void Metrics(const httplib::Request& req, httplib::Response& res);
-  void OpenApi(const httplib::Request& req, httplib::Response& res);
-  void RunNow(const httplib::Request& req, httplib::Response& res);
-  void SiteAnalysis(const httplib::Request& req, httplib::Response& res);
-  void ListRuns(const httplib::Request& req, httplib::Response& res);
-  void ShowRun(const httplib::Request& req, httplib::Response& res);
-  void ListDeadLetters(const httplib::Request& req, httplib::Response& res);
-  void ShowDeadLetter(const httplib::Request& req, httplib::Response& res);
-  void ReplayOne(const httplib::Request& req, httplib::Response& res);
-  void ReplayMany(const httplib::Request& req, httplib::Response& res);
-  void PurgeMany(const httplib::Request& req, httplib::Response& res);
-  void PurgeOne(const httplib::Request& req, httplib::Response& res);
+  void Healthz(const RequestInput& in, httplib::Response& res);
+  void Readyz(const RequestInput& in, httplib::Response& res);
+  void Metrics(const RequestInput& in, httplib::Response& res);
+  void OpenApi(const RequestInput& in, httplib::Response& res);
+  void RunNow(const RequestInput& in, httplib::Response& res);
+  void SiteAnalysis(const RequestInput& in, httplib::Response& res);
+  void ListRuns(const RequestInput& in, httplib::Response& res);
+  void ShowRun(const RequestInput& in, httplib::Response& res);
+  void ListDeadLetters(const RequestInput& in, httplib::Response& res);
+  void ShowDeadLetter(const RequestInput& in, httplib::Response& res);
+  void ReplayOne(const RequestInput& in, httplib::Response& res);
+  void ReplayMany(const RequestInput& in, httplib::Response& res);
+  void PurgeMany(const RequestInput& in, httplib::Response& res);
+  void PurgeOne(const RequestInput& in, httplib::Response& res);
 
   // The row, or 404.
   ops::DeadLetterRow FindDeadLetter(int64_t id);
@@ -428,6 +244,7 @@ struct AdminApi::Impl {
   const AdminApiOptions options;
   ApiMetrics metrics;
   std::shared_ptr<spdlog::logger> log;
+  const std::shared_ptr<const RequestValidator> validator;  // compiled once, at start-up
   HttpServer server;
   std::thread thread;
   steady_clock::time_point last_refusal_logged{};  // the accept thread's only
@@ -489,8 +306,14 @@ void AdminApi::Impl::Install() {
   });
 
   for (const Route& route : Table()) {
-    auto handler = [this, &route](const httplib::Request& req, httplib::Response& res) {
-      Dispatch(route, req, res);
+    // Every route is an operation of the document, so every route's input is checked.
+    const OperationValidator* input = validator->Find(route.method, route.path);
+    if (input == nullptr) {
+      throw std::logic_error(std::string("admin API: ") + route.method + " " + route.path +
+                             " is not in openapi.json");
+    }
+    auto handler = [this, &route, input](const httplib::Request& req, httplib::Response& res) {
+      Dispatch(route, *input, req, res);
     };
     const std::string method = route.method;
     if (method == "GET") server.Get(route.pattern, handler);
@@ -563,8 +386,14 @@ void AdminApi::Impl::Finish(const httplib::Request& req, const httplib::Response
            seconds * 1000.0);
 }
 
-void AdminApi::Impl::Dispatch(const Route& route, const httplib::Request& req,
-                              httplib::Response& res) {
+std::shared_ptr<const RequestValidator> AdminApi::Impl::CompiledValidator() {
+  auto compiled = RequestValidator::ForAdminApi();
+  if (!compiled) throw std::runtime_error("admin API: " + compiled.error().message());
+  return *compiled;
+}
+
+void AdminApi::Impl::Dispatch(const Route& route, const OperationValidator& input,
+                              const httplib::Request& req, httplib::Response& res) {
   RequestState& st = t_request;
   if (!st.active) st = RequestState{true, false, steady_clock::now(), RequestIdFor(req), ""};
   st.route = route.path;
@@ -572,7 +401,19 @@ void AdminApi::Impl::Dispatch(const Route& route, const httplib::Request& req,
   try {
     try {
       if (route.admin) Authorize(req);
-      (this->*route.handler)(req, res);
+      RawInput raw;
+      for (size_t i = 1; i < req.matches.size(); ++i) raw.path_values.push_back(req.matches[i].str());
+      if (const auto question = req.target.find('?'); question != std::string::npos) {
+        raw.query = std::string_view(req.target).substr(question + 1);
+      }
+      raw.body = req.body;
+      auto checked = input.Check(raw);
+      if (const auto* e = std::get_if<InputError>(&checked)) {
+        HttpError error{400, e->message, e->field, Json::object()};
+        if (!e->pointer.empty()) error.extra["pointer"] = e->pointer;
+        throw error;
+      }
+      (this->*route.handler)(std::get<RequestInput>(checked), res);
     } catch (const HttpError& e) {
       Json body = {{"error", e.message}};
       if (!e.field.empty()) body["field"] = e.field;
@@ -604,13 +445,11 @@ void AdminApi::Impl::Authorize(const httplib::Request& req) const {
 
 // ---- probes, metrics, document ---------------------------------------------------------------
 
-void AdminApi::Impl::Healthz(const httplib::Request& req, httplib::Response& res) {
-  Query(req, {});
+void AdminApi::Impl::Healthz(const RequestInput&, httplib::Response& res) {
   SendJson(res, 200, Json{{"status", "ok"}});
 }
 
-void AdminApi::Impl::Readyz(const httplib::Request& req, httplib::Response& res) {
-  Query(req, {});
+void AdminApi::Impl::Readyz(const RequestInput&, httplib::Response& res) {
   bool ready = true;
   Json body = {{"status", "ready"}};
   for (const auto& dependency : readiness.Check()) {
@@ -624,14 +463,12 @@ void AdminApi::Impl::Readyz(const httplib::Request& req, httplib::Response& res)
   SendJson(res, ready ? 200 : 503, body);
 }
 
-void AdminApi::Impl::Metrics(const httplib::Request& req, httplib::Response& res) {
-  Query(req, {});
+void AdminApi::Impl::Metrics(const RequestInput&, httplib::Response& res) {
   res.status = 200;
   res.set_content(metrics.Render(), "text/plain; version=0.0.4; charset=utf-8");
 }
 
-void AdminApi::Impl::OpenApi(const httplib::Request& req, httplib::Response& res) {
-  Query(req, {});
+void AdminApi::Impl::OpenApi(const RequestInput&, httplib::Response& res) {
   for (const auto& file : EmbeddedOpenApi()) {
     if (file.path == "api/openapi.json") {
       res.status = 200;
@@ -644,10 +481,8 @@ void AdminApi::Impl::OpenApi(const httplib::Request& req, httplib::Response& res
 
 // ---- run-now, site analysis ---------------------------------------------------------------
 
-void AdminApi::Impl::RunNow(const httplib::Request& req, httplib::Response& res) {
-  const int64_t id = PathId(req);
-  Query(req, {});
-  Body(req, false, {});
+void AdminApi::Impl::RunNow(const RequestInput& in, httplib::Response& res) {
+  const int64_t id = in.path["id"].get<int64_t>();
   auto r = ops::RunNow(pool, broker, id, ops::RunNowOptions{options.worker_queue});
   if (!r) {
     if (r.error().code() == ErrorCode::kNotFound) Fail(404, r.error().message());
@@ -660,30 +495,26 @@ void AdminApi::Impl::RunNow(const httplib::Request& req, httplib::Response& res)
   SendJson(res, 202, Json{{"task_id", r->task_id}, {"run_id", r->run_id}});
 }
 
-void AdminApi::Impl::SiteAnalysis(const httplib::Request& req, httplib::Response& res) {
-  Query(req, {});
-  const Body body(req, true, {"data_source_id", "theme_name"});
-  const auto data_source_id = body.Int("data_source_id", 1);
-  if (!data_source_id) Fail(400, "data_source_id is required", "data_source_id");
-  const auto theme_name = body.String("theme_name", kMaxThemeNameChars);
-  if (!theme_name) Fail(400, "theme_name is required", "theme_name");
-  auto r = ops::TriggerSiteAnalysis(broker, *data_source_id, *theme_name,
+void AdminApi::Impl::SiteAnalysis(const RequestInput& in, httplib::Response& res) {
+  // Both required by SiteAnalysisRequest.
+  const auto data_source_id = in.body["data_source_id"].get<int64_t>();
+  const auto theme_name = in.body["theme_name"].get<std::string>();
+  auto r = ops::TriggerSiteAnalysis(broker, data_source_id, theme_name,
                                     ops::RunNowOptions{options.worker_queue});
   if (!r) FailWith(r.error());
-  log->info("site analysis: data source {} -> task {}", *data_source_id, *r);
+  log->info("site analysis: data source {} -> task {}", data_source_id, *r);
   SendJson(res, 202, Json{{"task_id", *r}});
 }
 
 // ---- runs ----------------------------------------------------------------------------------
 
-void AdminApi::Impl::ListRuns(const httplib::Request& req, httplib::Response& res) {
-  const Query q(req, {"crawl_task_id", "status", "trigger", "limit", "before_id"});
+void AdminApi::Impl::ListRuns(const RequestInput& in, httplib::Response& res) {
   ops::RunFilter f;
-  f.crawl_task_id = q.PositiveInt("crawl_task_id");
-  f.status = q.OneOf("status", {"pending", "running", "succeeded", "failed", "aborted"});
-  f.trigger = q.OneOf("trigger", {"beat", "run-now", "bff"});
-  f.limit = q.Limit(50, options.max_list_limit);
-  f.before_id = q.PositiveInt("before_id");
+  f.crawl_task_id = Get<int64_t>(in.query, "crawl_task_id");
+  f.status = Get<std::string>(in.query, "status");
+  f.trigger = Get<std::string>(in.query, "trigger");
+  f.limit = Get<int64_t>(in.query, "limit").value_or(50);
+  f.before_id = Get<int64_t>(in.query, "before_id");
   auto runs = ops::ListRuns(pool, f);
   if (!runs) FailWith(runs.error());
   Json out = Json::array();
@@ -696,9 +527,8 @@ void AdminApi::Impl::ListRuns(const httplib::Request& req, httplib::Response& re
   SendJson(res, 200, body);
 }
 
-void AdminApi::Impl::ShowRun(const httplib::Request& req, httplib::Response& res) {
-  const int64_t id = PathId(req);
-  Query(req, {});
+void AdminApi::Impl::ShowRun(const RequestInput& in, httplib::Response& res) {
+  const int64_t id = in.path["id"].get<int64_t>();
   auto run = ops::ShowRun(pool, id);
   if (!run) FailWith(run.error());
   if (!run->has_value()) Fail(404, "no run " + std::to_string(id));
@@ -714,19 +544,17 @@ ops::DeadLetterRow AdminApi::Impl::FindDeadLetter(int64_t id) {
   return std::move(**row);
 }
 
-void AdminApi::Impl::ListDeadLetters(const httplib::Request& req, httplib::Response& res) {
-  const Query q(req, {"queue", "task", "error_class", "since", "until", "limit",
-                      "include_purged", "include_replayed"});
+void AdminApi::Impl::ListDeadLetters(const RequestInput& in, httplib::Response& res) {
   ops::DeadLetterFilter f;
-  f.queue = q.String("queue");
-  f.task_name = q.String("task");
-  f.error_class = q.String("error_class");
-  f.since = q.Time("since");
-  f.until = q.Time("until");
+  f.queue = Get<std::string>(in.query, "queue");
+  f.task_name = Get<std::string>(in.query, "task");
+  f.error_class = Get<std::string>(in.query, "error_class");
+  f.since = GetTime(in.query, "since");
+  f.until = GetTime(in.query, "until");
   CheckTimeRange(f.since, f.until);
-  f.limit = q.Limit(100, options.max_list_limit);
-  f.include_purged = q.Bool("include_purged").value_or(false);
-  f.include_replayed = q.Bool("include_replayed").value_or(true);
+  f.limit = Get<int64_t>(in.query, "limit").value_or(100);
+  f.include_purged = Get<bool>(in.query, "include_purged").value_or(false);
+  f.include_replayed = Get<bool>(in.query, "include_replayed").value_or(true);
   auto rows = ops::ListDeadLetters(pool, f);
   if (!rows) FailWith(rows.error());
   Json out = Json::array();
@@ -734,19 +562,16 @@ void AdminApi::Impl::ListDeadLetters(const httplib::Request& req, httplib::Respo
   SendJson(res, 200, Json{{"dead_letters", std::move(out)}});
 }
 
-void AdminApi::Impl::ShowDeadLetter(const httplib::Request& req, httplib::Response& res) {
-  const int64_t id = PathId(req);
-  Query(req, {});
+void AdminApi::Impl::ShowDeadLetter(const RequestInput& in, httplib::Response& res) {
+  const int64_t id = in.path["id"].get<int64_t>();
   SendJson(res, 200, FindDeadLetter(id).ToJson(/*with_message=*/true));
 }
 
-void AdminApi::Impl::ReplayOne(const httplib::Request& req, httplib::Response& res) {
-  const int64_t id = PathId(req);
-  Query(req, {});
-  const Body body(req, false, {"force", "dry_run"});
+void AdminApi::Impl::ReplayOne(const RequestInput& in, httplib::Response& res) {
+  const int64_t id = in.path["id"].get<int64_t>();
   ops::ReplayOptions options;
-  options.force = body.Bool("force").value_or(false);
-  options.dry_run = body.Bool("dry_run").value_or(false);
+  options.force = Get<bool>(in.body, "force").value_or(false);
+  options.dry_run = Get<bool>(in.body, "dry_run").value_or(false);
   // ops reports a row named by id whatever its state: replayed, refused, purged or unknown.
   ops::DeadLetterFilter f;
   f.ids = {id};
@@ -770,14 +595,11 @@ void AdminApi::Impl::ReplayOne(const httplib::Request& req, httplib::Response& r
   throw error;
 }
 
-void AdminApi::Impl::ReplayMany(const httplib::Request& req, httplib::Response& res) {
-  Query(req, {});
-  const Body body(req, true, {"ids", "queue", "task", "error_class", "since", "until", "all",
-                              "limit", "dry_run", "force"});
-  ops::DeadLetterFilter f = Selection(body);
+void AdminApi::Impl::ReplayMany(const RequestInput& in, httplib::Response& res) {
+  ops::DeadLetterFilter f = Selection(in.body);
   ops::ReplayOptions options;
-  options.force = body.Bool("force").value_or(false);
-  options.dry_run = body.Bool("dry_run").value_or(false);
+  options.force = Get<bool>(in.body, "force").value_or(false);
+  options.dry_run = Get<bool>(in.body, "dry_run").value_or(false);
   auto outcomes = ops::ReplayDeadLetters(pool, broker, f, options);
   if (!outcomes) FailWith(outcomes.error());
   Json results = Json::array();
@@ -797,22 +619,18 @@ Json PurgeJson(const ops::PurgeResult& r) {
 }
 }  // namespace
 
-void AdminApi::Impl::PurgeMany(const httplib::Request& req, httplib::Response& res) {
-  Query(req, {});
-  const Body body(req, true, {"ids", "queue", "task", "error_class", "since", "until", "all",
-                              "limit", "dry_run"});
-  const ops::DeadLetterFilter f = Selection(body);
-  const bool dry_run = body.Bool("dry_run").value_or(false);
+void AdminApi::Impl::PurgeMany(const RequestInput& in, httplib::Response& res) {
+  const ops::DeadLetterFilter f = Selection(in.body);
+  const bool dry_run = Get<bool>(in.body, "dry_run").value_or(false);
   auto r = ops::PurgeDeadLetters(pool, f, dry_run);
   if (!r) FailWith(r.error());
   log->info("dead letters purge: {} rows{}", r->count, dry_run ? " (dry run)" : "");
   SendJson(res, 200, PurgeJson(*r));
 }
 
-void AdminApi::Impl::PurgeOne(const httplib::Request& req, httplib::Response& res) {
-  const int64_t id = PathId(req);
-  const Query q(req, {"dry_run"});
-  const bool dry_run = q.Bool("dry_run").value_or(false);
+void AdminApi::Impl::PurgeOne(const RequestInput& in, httplib::Response& res) {
+  const int64_t id = in.path["id"].get<int64_t>();
+  const bool dry_run = Get<bool>(in.query, "dry_run").value_or(false);
   FindDeadLetter(id);
   ops::DeadLetterFilter f;
   f.ids = {id};

@@ -11,14 +11,19 @@
 //
 // The routes, their parameters and answers are described in openapi.json next to this file;
 // Routes() lists what is implemented so a test holds the two together. What each admin route
-// does is orchestrator/ops' job; this layer parses, checks, authenticates and maps errors:
+// does is orchestrator/ops' job; this layer authenticates, checks, and maps errors:
 //
 //   - Admin routes need `Authorization: Bearer <token>`, compared in constant time; a missing
 //     or wrong token gets 401 with `WWW-Authenticate: Bearer`. An empty token refuses everyone.
-//   - Bad input gets 4xx {"error": "...", "field": "<name>"}; unknown query parameters and body
-//     fields are rejected (400 naming them) rather than ignored, so a misspelt filter never
-//     widens a replay or a purge. Bodies are read as JSON whatever their Content-Type (curl -d
-//     sends a form type).
+//   - Then every route's input (path and query parameters, body) is checked against
+//     openapi.json's own schemas (request_validator.hpp, compiled once when the AdminApi is
+//     made; a route the document lacks, or a document that cannot be compiled, throws there)
+//     before its handler runs, which sees only the checked input. Bad input gets 400
+//     {"error": "...", "field": "<name>"} (and "pointer": the JSON Pointer of a body's value);
+//     unknown query parameters and body fields are rejected rather than ignored, so a misspelt
+//     filter never widens a replay or a purge. What a schema cannot say (times that parse,
+//     since <= until, a replay's or purge's selection) the handlers check, in the same shape.
+//     Bodies are read as JSON whatever their Content-Type (curl -d sends a form type).
 //   - Postgres or broker outages get 503 {"error": ...}; nothing a handler throws escapes it.
 //   - GET /readyz answers within AdminApiOptions::readiness_deadline (1.5 s) in any outage:
 //     200 {"status":"ready","postgres":"ok","broker":"ok"} or 503 {"status":"unavailable",
@@ -61,7 +66,6 @@ struct AdminApiOptions {
   // (core/admin/readiness.hpp); a check younger than readiness_fresh_for is reused.
   std::chrono::milliseconds readiness_deadline{1500};
   std::chrono::milliseconds readiness_fresh_for{1000};
-  int64_t max_list_limit = 1000;    // `limit` of list routes
   ApiMetricsOptions metrics;        // what GET /metrics reads from Postgres, and how often
 };
 

@@ -1152,6 +1152,122 @@ TEST_F(AdminApiTest, MetricsReadPostgresAtMostOncePerTtlAndBoundTheirSeries) {
       << "no running run, no requests:\n" << later;
 }
 
+// Every operation of openapi.json that takes input (parameters or a body) refuses input its
+// schemas do not allow with 400 naming the field (and, in a body, its JSON Pointer) before
+// anything runs, and takes input they allow. The table must cover the document: an operation
+// added with input fails here until it has its cases.
+TEST_F(AdminApiTest, EveryOperationWithInputRefusesWhatItsSchemasDoNotAllow) {
+  const auto a = AddDeadLetter("celery", "orchestrator.tasks.nope", "NotRegistered");
+  const auto b = AddDeadLetter("celery", "orchestrator.tasks.nope", "NotRegistered");
+  const std::string dl = "/api/v1/dead-letters/";
+  struct Bad {
+    std::string url;
+    std::optional<std::string> body;
+    std::string field;
+    std::string pointer;  // "" for a parameter
+  };
+  struct Case {
+    std::string method;
+    std::string path;  // as the document names it
+    std::vector<Bad> bad;
+    std::string good_url;
+    std::optional<std::string> good_body;
+    int good_status;
+  };
+  std::vector<Case> cases = {
+      {"POST", "/api/v1/crawl-tasks/{id}/run-now",
+       {{"/api/v1/crawl-tasks/0/run-now", std::nullopt, "id", ""},
+        {"/api/v1/crawl-tasks/1/run-now?wait=1", std::nullopt, "wait", ""},
+        {"/api/v1/crawl-tasks/1/run-now", R"({"wait": true})", "wait", "/wait"}},
+       "/api/v1/crawl-tasks/1/run-now", "{}", 202},
+      {"POST", "/api/v1/site-analysis",
+       {{"/api/v1/site-analysis", R"({"data_source_id": 1, "theme_name": ""})", "theme_name",
+         "/theme_name"},
+        {"/api/v1/site-analysis", R"({"data_source_id": 1.0, "theme_name": "t"})",
+         "data_source_id", "/data_source_id"}},
+       "/api/v1/site-analysis", R"({"data_source_id": 1, "theme_name": "pricing"})", 202},
+      {"GET", "/api/v1/runs",
+       {{"/api/v1/runs?trigger=cron", std::nullopt, "trigger", ""},
+        {"/api/v1/runs?before_id=0", std::nullopt, "before_id", ""}},
+       "/api/v1/runs?crawl_task_id=1&status=pending&trigger=run-now&limit=1000&before_id=99",
+       std::nullopt, 200},
+      {"GET", "/api/v1/runs/{id}",
+       {{"/api/v1/runs/abc", std::nullopt, "id", ""},
+        {"/api/v1/runs/1?jobs=false", std::nullopt, "jobs", ""}},
+       "/api/v1/runs/999999", std::nullopt, 404},  // valid, and no such run
+      {"GET", "/api/v1/dead-letters",
+       {{"/api/v1/dead-letters?limit=1001", std::nullopt, "limit", ""},
+        {"/api/v1/dead-letters?task=", std::nullopt, "task", ""}},
+       "/api/v1/dead-letters?queue=celery&task=orchestrator.tasks.nope&error_class=NotRegistered"
+       "&since=2000-01-01T00:00:00Z&until=2100-01-01&limit=1000&include_purged=0"
+       "&include_replayed=true",
+       std::nullopt, 200},
+      {"GET", "/api/v1/dead-letters/{id}",
+       {{dl + "0", std::nullopt, "id", ""}},
+       dl + std::to_string(a), std::nullopt, 200},
+      {"DELETE", "/api/v1/dead-letters/{id}",
+       {{dl + std::to_string(b) + "?dry_run=yes", std::nullopt, "dry_run", ""},
+        {dl + "x?dry_run=true", std::nullopt, "id", ""}},
+       dl + std::to_string(b) + "?dry_run=1", std::nullopt, 200},
+      {"POST", "/api/v1/dead-letters/{id}/replay",
+       {{dl + std::to_string(a) + "/replay", R"({"dry_run": 1})", "dry_run", "/dry_run"},
+        {dl + "-3/replay", std::nullopt, "id", ""}},
+       dl + std::to_string(a) + "/replay", R"({"dry_run": true})", 200},
+      {"POST", "/api/v1/dead-letters/replay",
+       {{dl + "replay", Json{{"ids", {a, -2}}}.dump(), "ids", "/ids/1"},
+        {dl + "replay", R"({"limit": -1, "all": true})", "limit", "/limit"}},
+       dl + "replay", Json{{"ids", {a}}, {"dry_run", true}}.dump(), 200},
+      {"POST", "/api/v1/dead-letters/purge",
+       {{dl + "purge", R"({"queue": ""})", "queue", "/queue"},
+        {dl + "purge", R"({"until": 5})", "until", "/until"},
+        {dl + "purge", "", "body", ""}},
+       dl + "purge", Json{{"ids", {b}}, {"dry_run", true}}.dump(), 200},
+  };
+
+  for (const Case& c : cases) {
+    for (const Bad& bad : c.bad) {
+      SCOPED_TRACE(c.method + " " + bad.url + " " + bad.body.value_or(""));
+      const auto r = Call(c.method, bad.url, bad.body);
+      ExpectFieldError(r, 400, bad.field);
+      EXPECT_NE(r.body.value("error", "").find(bad.field == "body" ? "body" : bad.field),
+                std::string::npos)
+          << "the message names the field: " << Describe(r);
+      if (bad.pointer.empty()) {
+        EXPECT_FALSE(r.body.contains("pointer")) << Describe(r);
+      } else {
+        EXPECT_EQ(r.body.value("pointer", ""), bad.pointer) << Describe(r);
+      }
+    }
+  }
+  EXPECT_EQ(broker_.QueueDepth("celery"), 0u) << "refused requests publish nothing";
+  EXPECT_EQ(Count("SELECT count(*) FROM crawl_runs"), 0);
+  EXPECT_EQ(Count("SELECT count(*) FROM dead_letters WHERE purged_at IS NOT NULL OR "
+                  "replay_count > 0"),
+            0);
+
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.method + " " + c.good_url);
+    const auto r = Call(c.method, c.good_url, c.good_body);
+    EXPECT_EQ(r.status, c.good_status) << Describe(r);
+  }
+
+  // The table covers every operation of the document that takes input.
+  const auto doc = Call("GET", "/openapi.json", std::nullopt, std::nullopt);
+  ASSERT_EQ(doc.status, 200);
+  for (const auto& [path, item] : doc.body["paths"].items()) {
+    for (const auto& [method, op] : item.items()) {
+      const bool input = op.contains("parameters") || op.contains("requestBody") ||
+                         item.contains("parameters");
+      if (!input) continue;
+      std::string upper = method;
+      std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
+      EXPECT_TRUE(std::any_of(cases.begin(), cases.end(),
+                              [&](const Case& c) { return c.method == upper && c.path == path; }))
+          << upper << " " << path << " takes input but has no case here";
+    }
+  }
+}
+
 TEST_F(AdminApiTest, OpenApiDocumentParsesAndDescribesEveryRoute) {
   const auto r = Call("GET", "/openapi.json", std::nullopt, std::nullopt);
   ASSERT_EQ(r.status, 200) << Describe(r);

@@ -109,6 +109,27 @@ TEST(ContextToPointer, TellsIndexesFromNumericKeysAndEscapes) {
             "/pages/0/a~1b/2/x~0y");
 }
 
+TEST(SchemaValidator, NamesTheMissingOrUnknownProperty) {
+  auto v = schema::SchemaValidator::Compile(
+      json::parse(R"({"type": "object", "required": ["css"], "additionalProperties": false,
+                      "properties": {"css": {"type": "string"}, "o": {"type": "object",
+                      "properties": {}, "additionalProperties": false}}})"),
+      "props");
+  ASSERT_TRUE(v.ok()) << v.error().message();
+  auto missing = (*v)->Check(json::object());
+  ASSERT_EQ(missing.size(), 1u);
+  EXPECT_EQ(missing[0].pointer, "");
+  EXPECT_EQ(missing[0].property, "css");
+  auto unknown = (*v)->Check(json{{"css", "a"}, {"o", {{"it's", 1}}}});
+  ASSERT_FALSE(unknown.empty());
+  EXPECT_EQ(unknown[0].pointer, "/o");
+  EXPECT_EQ(unknown[0].property, "it's");
+  auto typed = (*v)->Check(json{{"css", 1}});
+  ASSERT_FALSE(typed.empty());
+  EXPECT_EQ(typed[0].pointer, "/css");
+  EXPECT_EQ(typed[0].property, "") << "a rule about the value itself names no property";
+}
+
 TEST(SchemaValidator, RefusesABrokenSchema) {
   auto v = schema::SchemaValidator::Compile(json{{"type", 42}}, "broken");
   EXPECT_FALSE(v.ok());
