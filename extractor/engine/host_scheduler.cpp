@@ -139,13 +139,17 @@ void HostScheduler::Reserve(Host& host, milliseconds min_delay) {
   const std::string origin = host.origin;
   host_thread_.Post([this, run_id, origin, min_delay] {
     auto slot = ledger_.ReserveSlot(run_id, origin, min_delay);
-    loop_.Post([this, key = HostKey(run_id, origin), min_delay, slot = std::move(slot)] {
+    // The wait counts from when the ledger answered (never before its clock read it, so never
+    // early), not from when the answer reaches a busy loop: that delay would push this slot
+    // into the next one, another process's perhaps.
+    const auto answered = clock_.Monotonic();
+    loop_.Post([this, key = HostKey(run_id, origin), min_delay, answered, slot = std::move(slot)] {
       auto it = hosts_.find(key);
       if (it == hosts_.end()) return;
       Host& h = it->second;
       const auto now = clock_.Monotonic();
       if (slot) {
-        h.pace.Reserved(slot->wait, slot->delay, now);
+        h.pace.Reserved(slot->wait, slot->delay, answered);
       } else {
         spdlog::warn("reserving a request slot on {} failed: {}", h.origin,
                      slot.error().message());

@@ -34,7 +34,10 @@ HostPace::Verdict HostPace::TryStart(milliseconds base, Clock::MonoTime now) {
   if (base.count() > 0) shared_ = true;
   if (shared_) {
     if (!reserved_start_) return {reserving_ ? Kind::kReserving : Kind::kReserve, {}};
-    if (*reserved_start_ > now) return {Kind::kWait, *reserved_start_};
+    // The ledger's slot, and never sooner after this process's last start than the gap: a
+    // start that came late (a busy loop) does not bring the next one forward.
+    const auto at = std::max(*reserved_start_, next_start_);
+    if (at > now) return {Kind::kWait, at};
     reserved_start_.reset();
   } else if (next_start_ > now) {
     return {Kind::kWait, next_start_};
@@ -43,9 +46,9 @@ HostPace::Verdict HostPace::TryStart(milliseconds base, Clock::MonoTime now) {
   return {Kind::kGo, {}};
 }
 
-void HostPace::Reserved(milliseconds wait, milliseconds delay, Clock::MonoTime now) {
+void HostPace::Reserved(milliseconds wait, milliseconds delay, Clock::MonoTime answered) {
   reserving_ = false;
-  reserved_start_ = now + wait;
+  reserved_start_ = answered + wait;
   delay_ = delay;
 }
 

@@ -43,10 +43,11 @@ class HostPace {
   // May a request start now, given the gap `base`? On kGo the start is taken.
   Verdict TryStart(std::chrono::milliseconds base, Clock::MonoTime now);
 
-  // The ledger's reservation: a start at now + wait, with the host's current gap.
   void Reserving() { reserving_ = true; }
+  // The ledger's reservation: a start `wait` after `answered` (when the ledger's answer came),
+  // with the host's current gap.
   void Reserved(std::chrono::milliseconds wait, std::chrono::milliseconds delay,
-                Clock::MonoTime now);
+                Clock::MonoTime answered);
   // The ledger was away: keep the configured pace here.
   void ReserveFailed(std::chrono::milliseconds min_delay, Clock::MonoTime now);
 

@@ -59,6 +59,23 @@ TEST(HostPaceTest, ADelayMakesEveryStartAReservedSlot) {
       << "one slot, one start";
 }
 
+TEST(HostPaceTest, AStartThatCameLateDoesNotBringTheNextOneForward) {
+  // The ledger spaces slots 300 ms apart; this process started its first one 120 ms late (a
+  // busy loop). Its next slot is due 180 ms after that start, but the gap holds here.
+  HostPace pace;
+  const auto t = Clock::MonoTime{} + std::chrono::hours(1);
+  ASSERT_EQ(pace.TryStart(milliseconds(300), t).kind, Kind::kReserve);
+  pace.Reserved(milliseconds(0), milliseconds(300), t);
+  const auto late = t + milliseconds(120);
+  ASSERT_EQ(pace.TryStart(milliseconds(300), late).kind, Kind::kGo);
+  ASSERT_EQ(pace.TryStart(milliseconds(300), late).kind, Kind::kReserve);
+  pace.Reserved(milliseconds(180), milliseconds(300), late);  // the slot at t + 300
+  const auto next = pace.TryStart(milliseconds(300), t + milliseconds(300));
+  EXPECT_EQ(next.kind, Kind::kWait);
+  EXPECT_EQ(next.until, late + milliseconds(300)) << "300 ms after the late start";
+  EXPECT_EQ(pace.TryStart(milliseconds(300), late + milliseconds(300)).kind, Kind::kGo);
+}
+
 TEST(HostPaceTest, WithoutTheLedgerTheConfiguredGapIsKeptHere) {
   HostPace pace;
   const auto t = Clock::MonoTime{} + std::chrono::hours(1);
