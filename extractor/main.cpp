@@ -24,6 +24,7 @@
 #include "extractor/engine/engine.hpp"
 #include "extractor/pipeline/extract_tasks.hpp"
 #include "extractor/pipeline/http_fetcher.hpp"
+#include "extractor/pipeline/settings.hpp"
 #include "schemas/schemas.hpp"
 #include "state/configs.hpp"
 #include "state/dead_letter_store.hpp"
@@ -80,14 +81,14 @@ http::ClientOptions HttpOptionsFrom(const Settings& s) {
 }
 
 int RunWorker(const std::optional<std::string>& config_path) {
-  auto settings = app::Start(config_path);
+  auto settings = app::Start<Settings>(config_path);
   if (!settings) {
     std::cerr << "extractor: " << settings.error().message() << "\n";
     return 2;
   }
   // Started while Postgres or RabbitMQ is down (an outage, a host booting), it waits for them
   // (app::WaitForService); SIGTERM meanwhile ends it with 0.
-  pg::Pool pool(app::PoolOptionsFrom(*settings, 2));
+  pg::Pool pool(settings->database.PoolOptionsFor(2));
   if (auto st = app::WaitForService("database", settings->database.url,
                                     [&] { return pool.Ping(); });
       !st) {
@@ -160,12 +161,12 @@ struct CrawlArgs {
 };
 
 int RunCrawl(const std::optional<std::string>& config_path, const CrawlArgs& args) {
-  auto settings = app::Start(config_path);
+  auto settings = app::Start<Settings>(config_path);
   if (!settings) {
     std::cerr << "extractor: " << settings.error().message() << "\n";
     return 2;
   }
-  pg::Pool pool(app::PoolOptionsFrom(*settings, 2));
+  pg::Pool pool(settings->database.PoolOptionsFor(2));
   int64_t config_id = args.crawl_config_id.value_or(0);
   if (!args.config_file.empty()) {
     std::ifstream in(args.config_file);
@@ -271,7 +272,7 @@ int main(int argc, char** argv) {
 
   auto* config = app.add_subcommand("config", "Show settings");
   config->require_subcommand(1);
-  app::AddConfigShow(*config, config_path, exit_code);
+  app::AddConfigShow<extractor::Settings>(*config, config_path, exit_code);
 
   auto* worker = app.add_subcommand(
       "worker", "Consume extractor.tasks.extract from extraction_queue and crawl");

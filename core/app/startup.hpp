@@ -1,6 +1,6 @@
 #pragma once
-// Start-up shared by every Celeriac binary: load settings (TOML file + environment) and set up
-// logging. Failures here are fatal: main() prints the message and exits non-zero.
+// Start-up shared by every Celeriac binary: load its settings (TOML file + environment) and set
+// up logging. Failures here are fatal: main() prints the message and exits non-zero.
 
 #include <functional>
 #include <optional>
@@ -8,17 +8,27 @@
 #include <string_view>
 
 #include "core/base/result.hpp"
-#include "core/config/settings.hpp"
-#include "core/pg/pool.hpp"
+#include "core/config/sections.hpp"
+#include "core/log/log_settings.hpp"
 
 namespace celeriac::app {
 
-// `config_path` from --config, else the CELERIAC_CONFIG environment variable, else none.
-Result<Settings> Start(std::optional<std::string> config_path);
+// The settings file: `config_path` (--config), else the CELERIAC_CONFIG environment variable,
+// else none.
+std::optional<std::string> ConfigPath(std::optional<std::string> config_path);
 
-// The [database] settings as pool options; `min_size` raises database.pool_size for a process
-// that needs that many connections at once (0 = as configured).
-pg::PoolOptions PoolOptionsFrom(const Settings& settings, size_t min_size = 0);
+// Sets up logging as [log] says.
+Status StartLogging(const log::LogSettings& settings);
+
+// The binary's settings S (config::Load, core/config/sections.hpp) from the settings file and
+// the environment, with logging set up from its `log` section.
+template <class S>
+Result<S> Start(std::optional<std::string> config_path) {
+  auto settings = config::Load<S>(ConfigPath(std::move(config_path)), config::ProcessEnv());
+  if (!settings) return settings.error();
+  if (auto st = StartLogging(settings->log); !st) return st.error();
+  return settings;
+}
 
 // A service the process needs at start (Postgres, RabbitMQ) may be down: the process was
 // (re)started during an outage. Calls `attempt` until it succeeds, logging each failure that

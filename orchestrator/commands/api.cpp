@@ -14,6 +14,7 @@
 #include "core/loop/loop.hpp"
 #include "orchestrator/api/admin_api.hpp"
 #include "orchestrator/commands/commands.hpp"
+#include "orchestrator/commands/settings.hpp"
 
 namespace celeriac::orchestrator {
 namespace {
@@ -24,7 +25,7 @@ struct ApiFlags {
 
 int RunApi(const CommonOptions& common, const ApiFlags& flags) {
   const char* me = "orchestrator api";
-  auto settings = app::Start(common.config_path);
+  auto settings = app::Start<Settings>(common.config_path);
   if (!settings) {
     std::cerr << me << ": " << settings.error().message() << "\n";
     return 2;
@@ -35,7 +36,7 @@ int RunApi(const CommonOptions& common, const ApiFlags& flags) {
     return 2;
   }
 
-  pg::Pool pool(app::PoolOptionsFrom(*settings));
+  pg::Pool pool(settings->database.PoolOptionsFor());
   if (auto st = pool.Ping(); !st) {
     spdlog::warn("admin API: database {} not reachable yet: {}",
                  MaskSecrets(settings->database.url),

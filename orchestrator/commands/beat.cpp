@@ -15,6 +15,7 @@
 #include "core/loop/loop.hpp"
 #include "orchestrator/beat/beat.hpp"
 #include "orchestrator/commands/commands.hpp"
+#include "orchestrator/commands/settings.hpp"
 
 namespace celeriac::orchestrator {
 namespace {
@@ -27,7 +28,7 @@ struct BeatFlags {
 };
 
 int RunBeat(const CommonOptions& common, const BeatFlags& flags) {
-  auto settings = app::Start(common.config_path);
+  auto settings = app::Start<Settings>(common.config_path);
   if (!settings) {
     std::cerr << "orchestrator beat: " << settings.error().message() << "\n";
     return 2;
@@ -66,7 +67,7 @@ int RunBeat(const CommonOptions& common, const BeatFlags& flags) {
   // backoff, so a beat (re)started during one fires as soon as they are back, as a Celery worker
   // waits for its broker. (Exiting instead made a supervisor restart it in a loop, and systemd
   // gives up after five starts in ten seconds.) An error retrying cannot fix stops it here.
-  pg::Pool pool(app::PoolOptionsFrom(*settings, 3));
+  pg::Pool pool(settings->database.PoolOptionsFor(3));
   if (auto st = pool.Ping(); !st) {
     if (!st.error().retryable()) {
       std::cerr << "orchestrator beat: database " << MaskSecrets(settings->database.url) << ": "

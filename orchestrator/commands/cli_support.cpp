@@ -26,7 +26,7 @@ size_t Width(const std::string& s) {
 }  // namespace
 
 Result<std::unique_ptr<pg::Pool>> OpenDatabase(const Settings& settings) {
-  auto options = app::PoolOptionsFrom(settings);
+  auto options = settings.database.PoolOptionsFor();
   options.size = 2;
   auto pool = std::make_unique<pg::Pool>(options);
   if (auto st = pool->Ping(); !st)
@@ -135,7 +135,7 @@ void PrintJson(const nlohmann::ordered_json& doc) {
 
 std::variant<Opened, int> OpenSettingsAndDatabase(const std::optional<std::string>& config_path,
                                                   const std::string& me) {
-  auto settings = app::Start(config_path);
+  auto settings = app::Start<Settings>(config_path);
   if (!settings) {
     std::cerr << me << ": " << settings.error().message() << "\n";
     return kExitUsage;

@@ -21,8 +21,8 @@
 #include <variant>
 
 #include "core/broker/broker.hpp"
-#include "core/config/settings.hpp"
 #include "core/pg/pool.hpp"
+#include "orchestrator/commands/settings.hpp"
 
 namespace celeriac::orchestrator::cli {
 

@@ -6,6 +6,7 @@
 
 #include "core/app/config_show.hpp"
 #include "orchestrator/commands/commands.hpp"
+#include "orchestrator/commands/settings.hpp"
 #include "schemas/schemas.hpp"
 
 namespace celeriac::orchestrator {
@@ -14,7 +15,7 @@ void RegisterConfig(CLI::App& app, const CommonOptions& common, int& exit_code) 
   auto* cmd = app.add_subcommand("config", "Show settings, or validate crawl configs");
   cmd->require_subcommand(1);
 
-  app::AddConfigShow(*cmd, common.config_path, exit_code);
+  app::AddConfigShow<Settings>(*cmd, common.config_path, exit_code);
 
   auto* validate =
       cmd->add_subcommand("validate", "Check crawl config JSON files against the schema");

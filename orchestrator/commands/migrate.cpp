@@ -6,10 +6,10 @@
 
 #include "core/app/startup.hpp"
 #include "core/base/secrets.hpp"
-#include "core/config/settings.hpp"
 #include "core/pg/migrations.hpp"
 #include "migrations/migrations.hpp"
 #include "orchestrator/commands/commands.hpp"
+#include "orchestrator/commands/settings.hpp"
 
 namespace celeriac::orchestrator {
 
@@ -19,7 +19,7 @@ void RegisterMigrate(CLI::App& app, const CommonOptions& common, int& exit_code)
   cmd->add_option("--dir", *dir, "Read migrations from this folder instead of the built-in ones")
       ->check(CLI::ExistingDirectory);
   cmd->callback([&common, &exit_code, dir] {
-    auto settings = app::Start(common.config_path);
+    auto settings = app::Start<Settings>(common.config_path);
     if (!settings) {
       std::cerr << "orchestrator migrate: " << settings.error().message() << "\n";
       exit_code = 2;
@@ -32,7 +32,7 @@ void RegisterMigrate(CLI::App& app, const CommonOptions& common, int& exit_code)
       exit_code = 2;
       return;
     }
-    auto options = app::PoolOptionsFrom(*settings);
+    auto options = settings->database.PoolOptionsFor();
     options.size = 1;
     pg::Pool pool(options);
     auto report = pg::Migrate(pool, *migrations);

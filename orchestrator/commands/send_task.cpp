@@ -14,6 +14,7 @@
 #include "core/broker/broker_factory.hpp"
 #include "core/celery/codec.hpp"
 #include "orchestrator/commands/commands.hpp"
+#include "orchestrator/commands/settings.hpp"
 
 namespace celeriac::orchestrator {
 namespace {
@@ -35,7 +36,7 @@ struct SendFlags {
 };
 
 int Send(const CommonOptions& common, const SendFlags& f) {
-  auto settings = app::Start(common.config_path);
+  auto settings = app::Start<Settings>(common.config_path);
   if (!settings) {
     std::cerr << "orchestrator send-task: " << settings.error().message() << "\n";
     return 2;

@@ -15,6 +15,7 @@
 #include "core/loop/loop.hpp"
 #include "core/worker/worker.hpp"
 #include "orchestrator/commands/commands.hpp"
+#include "orchestrator/commands/settings.hpp"
 #include "orchestrator/tasks/crawl_tasks.hpp"
 #include "schemas/schemas.hpp"
 #include "state/dead_letter_store.hpp"
@@ -31,7 +32,7 @@ struct WorkerFlags {
 };
 
 int RunWorker(const CommonOptions& common, const WorkerFlags& flags) {
-  auto settings = app::Start(common.config_path);
+  auto settings = app::Start<Settings>(common.config_path);
   if (!settings) {
     std::cerr << "orchestrator worker: " << settings.error().message() << "\n";
     return 2;
@@ -56,7 +57,7 @@ int RunWorker(const CommonOptions& common, const WorkerFlags& flags) {
 
   // Started while Postgres or RabbitMQ is down (an outage, a host booting), it waits for them
   // (app::WaitForService); SIGTERM meanwhile ends it with 0.
-  pg::Pool pool(app::PoolOptionsFrom(*settings));
+  pg::Pool pool(settings->database.PoolOptionsFor());
   if (auto st = app::WaitForService("database", settings->database.url,
                                     [&] { return pool.Ping(); });
       !st) {

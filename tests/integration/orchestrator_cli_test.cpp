@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -217,6 +219,58 @@ TEST(ExtractorCli, StartsAndShowsSettings) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("extractor.queue = \"extraction_queue\""), std::string::npos)
       << r.output;
+}
+
+// One settings file for every process (core/config/sections.hpp): each binary checks the
+// sections it reads and accepts the other's unread; a section neither reads stops both.
+TEST(ExtractorCli, OneSettingsFileServesBothBinaries) {
+  const std::string extractor = ShellQuote((BinDir() / "extractor").string());
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("celeriac-shared-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  auto write = [&](const std::string& name, const std::string& text) {
+    const auto file = dir / name;
+    std::ofstream(file) << text;
+    return ShellQuote(file.string());
+  };
+  // Every key that either binary shows, as it shows it.
+  std::map<std::string, std::set<std::string>> sections;
+  for (const auto& binary : {Orchestrator(), extractor}) {
+    auto shown = RunCommand(binary + " config show");
+    ASSERT_EQ(shown.exit_code, 0) << shown.output;
+    std::istringstream lines(shown.output);
+    for (std::string line; std::getline(lines, line);) {
+      const auto dot = line.find('.');
+      if (dot != std::string::npos && line.find(" = ") != std::string::npos)
+        sections[line.substr(0, dot)].insert(line.substr(dot + 1));
+    }
+  }
+  ASSERT_EQ(sections.size(), 9u);
+  std::string every_key;
+  for (const auto& [section, keys] : sections) {
+    every_key += "[" + section + "]\n";
+    for (const auto& key : keys) every_key += key + "\n";
+  }
+  const auto shared = write("celeriac.toml", every_key);
+  const auto theirs = write("theirs.toml", "[beat]\nbatch_size = 0\n[extractor]\nlease_ms = 5\n");
+  const auto typo = write("typo.toml", "[extractr]\nqueue = \"q\"\n");
+  std::map<std::string, testing::CommandResult> runs;
+  for (const auto& [name, binary] : {std::pair{"orchestrator", Orchestrator()},
+                                     std::pair{"extractor", extractor}}) {
+    auto ok = RunCommand(binary + " --config " + shared + " config show");
+    EXPECT_EQ(ok.exit_code, 0) << name << ": " << ok.output;
+    auto bad = RunCommand(binary + " --config " + typo + " config show");
+    EXPECT_EQ(bad.exit_code, 2) << name << ": " << bad.output;
+    EXPECT_NE(bad.output.find("unknown section [extractr]"), std::string::npos) << bad.output;
+    runs[name] = RunCommand(binary + " --config " + theirs + " config show");
+  }
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(runs["orchestrator"].exit_code, 2) << runs["orchestrator"].output;
+  EXPECT_NE(runs["orchestrator"].output.find("config key beat.batch_size"), std::string::npos)
+      << runs["orchestrator"].output;
+  EXPECT_EQ(runs["extractor"].exit_code, 2) << runs["extractor"].output;
+  EXPECT_NE(runs["extractor"].output.find("config key extractor.lease_ms"), std::string::npos)
+      << runs["extractor"].output;
 }
 
 }  // namespace

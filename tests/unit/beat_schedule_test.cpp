@@ -4,9 +4,10 @@
 #include <gtest/gtest.h>
 
 #include "core/base/ids.hpp"
-#include "core/config/settings.hpp"
+#include "core/config/sections.hpp"
 #include "orchestrator/beat/beat.hpp"
 #include "orchestrator/beat/schedule.hpp"
+#include "orchestrator/commands/settings.hpp"
 #include "tests/support/manual_clock.hpp"
 
 namespace celeriac::orchestrator::beat {
@@ -254,21 +255,22 @@ namespace celeriac {
 namespace {
 
 TEST(BeatSettings, DefaultsAndOverrides) {
-  auto d = Settings::Parse("", "test", [](const std::string&) { return std::nullopt; });
+  const auto parse = config::Parse<orchestrator::Settings>;
+  auto d = parse("", "test", [](const std::string&) { return std::nullopt; });
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->beat.catch_up_grace_s, 0);
   EXPECT_EQ(d->beat.batch_size, 1000);
   EXPECT_EQ(d->beat.max_sleep_s, 60);
-  auto s = Settings::Parse("[beat]\ncatch_up_grace_s = 600\n", "celeriac.toml",
-                           [](const std::string& name) -> std::optional<std::string> {
-                             if (name == "CELERIAC_BEAT_BATCH_SIZE") return "50";
-                             return std::nullopt;
-                           });
+  auto s = parse("[beat]\ncatch_up_grace_s = 600\n", "celeriac.toml",
+                 [](const std::string& name) -> std::optional<std::string> {
+                   if (name == "CELERIAC_BEAT_BATCH_SIZE") return "50";
+                   return std::nullopt;
+                 });
   ASSERT_TRUE(s.ok()) << s.error().message();
   EXPECT_EQ(s->beat.catch_up_grace_s, 600);
   EXPECT_EQ(s->beat.batch_size, 50);
-  auto bad = Settings::Parse("[beat]\nbatch_size = 0\n", "celeriac.toml",
-                             [](const std::string&) { return std::nullopt; });
+  auto bad = parse("[beat]\nbatch_size = 0\n", "celeriac.toml",
+                   [](const std::string&) { return std::nullopt; });
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().message().find("beat.batch_size"), std::string::npos)
       << bad.error().message();
