@@ -43,6 +43,9 @@ struct Worker::Job {
   bool tracked = false;  // in running_ / running_ids_ (TrackOrAdopt)
   bool prepared = false;  // decoded (and past its ETA); only the pool thread running it reads it
   uint64_t epoch = 0;     // Worker::epoch_ when it was delivered
+  // Time limits were set (by the pool thread running it, which alone reads this); the timers
+  // themselves are written and read on the loop thread.
+  bool timed = false;
   Loop::TimerId soft_timer = 0;
   Loop::TimerId hard_timer = 0;
   Loop::TimerId eta_timer = 0;
@@ -71,6 +74,7 @@ struct Worker::Job {
     tracked = false;
     prepared = false;
     epoch = 0;
+    timed = false;
     soft_timer = 0;
     hard_timer = 0;
     eta_timer = 0;
@@ -802,7 +806,7 @@ void Worker::Complete(const std::shared_ptr<Job>& job, TaskOutcome outcome) {
     // be gone. Touch nothing but what the job owns.
     return;
   }
-  if (job->soft_timer != 0 || job->hard_timer != 0) {
+  if (job->timed) {
     loop_.Post([this, job] {
       loop_.CancelTimer(job->soft_timer);
       loop_.CancelTimer(job->hard_timer);
@@ -821,6 +825,7 @@ void Worker::StartTimeLimits(const std::shared_ptr<Job>& job) {
   const auto hard = Seconds(job->msg.time_limit) ? Seconds(job->msg.time_limit)
                                                  : job->task->options.time_limit;
   if (!soft && !hard) return;
+  job->timed = true;
   if (hard) job->deadline = steady_clock::now() + *hard;
   // Timer ids are written on the loop thread and read there when cancelling.
   loop_.Post([this, job, soft, hard] {

@@ -199,6 +199,11 @@ Result<const date::time_zone*> FindZone(std::string_view name) {
   };
   if (name.empty()) return bad();
   try {
+    // The time zone database is built on first use, and date's own handover of it to other
+    // threads (an atomic in libdate-tz) is not one a thread sanitizer sees: build it once here,
+    // behind a function-local static, so that every thread that looks a zone up comes after.
+    static const bool tzdb_ready = (date::get_tzdb(), true);
+    (void)tzdb_ready;
     return date::locate_zone(name);
   } catch (const std::exception&) {
     return bad();
