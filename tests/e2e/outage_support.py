@@ -127,6 +127,7 @@ class ReplyCollector(threading.Thread):
         self.replies = {}
         self.seen = set()          # bytes of every reply recorded, to spot redeliveries
         self.redelivered_skipped = 0
+        self.republished_skipped = 0   # the same reply published twice (confirm lost)
         self.stopping = threading.Event()
         self.connected = threading.Event()
         self.reconnects = 0
@@ -139,12 +140,22 @@ class ReplyCollector(threading.Thread):
         body = msg.body if isinstance(msg.body, bytes) else msg.body.encode()
         key = (msg.properties.get("correlation_id"), body)
         redelivered = msg.delivery_info.get("redelivered", False)
+        data = json.loads(body)
+        terminal = data.get("status") in ("SUCCESS", "FAILURE", "REVOKED")
         with self.lock:
-            if redelivered and key in self.seen:
-                self.redelivered_skipped += 1
+            if key in self.seen and (redelivered or terminal):
+                # The same reply again (RETRY replies of successive attempts are alike and all
+                # kept): redelivered to us, or a terminal one published twice by a worker whose
+                # publisher lost the connection before RabbitMQ confirmed it (the first send may
+                # have reached the queue; unconfirmed messages are re-sent, at least once on the
+                # wire). One reply message, not a second terminal state; a task that ran twice
+                # shows at Discovery, where side effects are counted.
+                if redelivered:
+                    self.redelivered_skipped += 1
+                else:
+                    self.republished_skipped += 1
             else:
                 self.seen.add(key)
-                data = json.loads(body)
                 task_id = data.get("task_id") or msg.properties.get("correlation_id")
                 self.replies.setdefault(task_id, []).append(
                     (time.time(), data.get("status"), data.get("result")))

@@ -277,9 +277,10 @@ class RabbitRestartDuringTaskStream(OutageCase):
         terminals = {t: [s for _, s, _ in coll.terminal(t)] for t in tasks}
         states = self.task_states(tasks)
         log("%d tasks published (%d uncertain, %d not published while the broker was down); "
-            "%d POSTs to Discovery; replies redelivered to the collector and skipped: %d" % (
+            "%d POSTs to Discovery; replies seen twice and counted once: %d redelivered, %d "
+            "terminal ones sent again" % (
                 len(tasks), len(uncertain), len(skipped), len(discovery.posts),
-                coll.redelivered_skipped))
+                coll.redelivered_skipped, coll.republished_skipped))
 
         def describe(t):
             s, th, kind, _ = tasks.get(t) or uncertain[t]
