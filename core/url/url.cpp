@@ -82,7 +82,8 @@ Result<Handle> NewHandle() {
 // query; RFC 3986 keeps them, so those are joined here.
 Result<Url> ResolveReference(std::string_view base, std::string_view reference) {
   if (auto st = CheckText(base, "base URL"); !st.ok()) return st.error();
-  if (reference.size() > kMaxUrlBytes) return Invalid("URL reference longer than 64 KiB", reference);
+  if (reference.size() > kMaxUrlBytes)
+    return Invalid("URL reference longer than 64 KiB", reference);
   if (reference.find('\0') != std::string_view::npos)
     return Invalid("URL reference contains a NUL byte", reference);
   if (reference.empty() || reference.front() == '#') {

@@ -51,7 +51,8 @@ void CheckUrl(std::string_view text) {
     (void)parts->Origin();
     const std::string printed = parts->ToString();
     auto reparsed = url::Parse(printed, {.keep_dot_segments = keep_dot_segments});
-    FUZZ_CHECK(reparsed.ok() && reparsed->ToString() == printed, "URL does not reprint: " + printed);
+    FUZZ_CHECK(reparsed.ok() && reparsed->ToString() == printed,
+               "URL does not reprint: " + printed);
     (void)celeriac::extractor::parse::RegistrableDomain(parts->host);
     if (!parts->query.empty()) {
       const auto eq = parts->query.find('=');
