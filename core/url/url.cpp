@@ -22,7 +22,8 @@ using Handle = std::unique_ptr<CURLU, HandleDeleter>;
 
 // No CURLU_GUESS_SCHEME: "example.com/x" is a caller's bug, not a URL to guess at.
 unsigned Flags(ParseOptions options) {
-  return CURLU_NON_SUPPORT_SCHEME | (options.keep_dot_segments ? CURLU_PATH_AS_IS : 0u);
+  return CURLU_NON_SUPPORT_SCHEME | (options.keep_dot_segments ? CURLU_PATH_AS_IS : 0u) |
+         (options.allow_spaces ? CURLU_ALLOW_SPACE : 0u);
 }
 
 std::optional<std::string> Get(CURLU* u, CURLUPart part) {

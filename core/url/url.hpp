@@ -47,6 +47,9 @@ int DefaultPort(std::string_view scheme);
 struct ParseOptions {
   // The path as written, "/./" and "/../" included (the broker's vhost is a name, not a path).
   bool keep_dot_segments = false;
+  // Raw spaces outside the scheme and host kept as they are (kombu reads a broker URL with a
+  // space in its password or vhost); otherwise a raw space makes the URL malformed.
+  bool allow_spaces = false;
 };
 
 // An absolute URL with a host, any scheme ("scheme://host..."; no scheme guessed). Refused with
