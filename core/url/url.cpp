@@ -1,6 +1,7 @@
 #include "core/url/url.hpp"
 
 #include <curl/curl.h>
+#include <idn2.h>
 
 #include <algorithm>
 #include <memory>
@@ -48,6 +49,19 @@ Status CheckText(std::string_view text, std::string_view what) {
   return Ok();
 }
 
+// An internationalised host name as its ASCII form (punycode labels), the UTS #46
+// non-transitional mapping browsers use (case folded, NFC); nullopt when it is not a valid one.
+// ASCII names come back as they are.
+std::optional<std::string> AsciiHost(const std::string& host) {
+  if (std::all_of(host.begin(), host.end(), [](char c) { return (c & 0x80) == 0; })) return host;
+  char* ascii = nullptr;
+  if (idn2_to_ascii_8z(host.c_str(), &ascii, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL) != IDN2_OK)
+    return std::nullopt;
+  std::string out(ascii);
+  idn2_free(ascii);
+  return out;
+}
+
 Result<Url> Extract(CURLU* u, std::string_view original) {
   Url out;
   const auto scheme = Get(u, CURLUPART_SCHEME);
@@ -55,7 +69,10 @@ Result<Url> Extract(CURLU* u, std::string_view original) {
   out.scheme = AsciiLower(*scheme);
   const auto host = Get(u, CURLUPART_HOST);
   if (!host || host->empty()) return Invalid("URL has no host", original);
-  out.host = AsciiLower(*host);
+  // curl 7.88's CURLU_PUNYCODE does not convert; curl converts only when it connects.
+  const auto ascii_host = AsciiHost(*host);
+  if (!ascii_host) return Invalid("URL has an invalid internationalised host name", original);
+  out.host = AsciiLower(*ascii_host);
   // Url has no place for one, and no crawl or broker URL needs one.
   if (Get(u, CURLUPART_ZONEID)) return Invalid("URL has an IPv6 zone id", original);
   if (const auto port = Get(u, CURLUPART_PORT)) {

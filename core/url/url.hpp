@@ -13,8 +13,8 @@
 //    percent-encoding normalised, query arguments sorted, fragment dropped.
 //
 // Limits of libcurl 7.88 that show: an empty query or fragment ("x?", "x#") is dropped; IPv6
-// zone ids are refused; internationalised host names are refused by ResolveLink (curl's
-// CURLU_PUNYCODE does not convert them in this version).
+// zone ids are refused. Internationalised host names are converted here (libidn2, UTS #46 as
+// browsers do), as curl's CURLU_PUNYCODE does not in this version.
 //
 // Pure functions, no I/O; safe from any thread.
 
@@ -30,7 +30,8 @@ namespace celeriac::url {
 struct Url {
   std::string scheme;    // lower case, without "://"
   std::string userinfo;  // "user[:password]" percent-encoded as written; "" when absent
-  std::string host;      // lower case, %XX decoded (curl's rule); an IPv6 literal keeps brackets
+  std::string host;      // lower case, %XX decoded (curl's rule), an internationalised name in
+                         // punycode ("xn--"); an IPv6 literal keeps its brackets
   int port = 0;          // as written; 0 when the URL names none
   std::string path;      // percent-encoded as written; at least "/"
   std::string query;     // without '?'; "" when absent or empty
@@ -54,7 +55,8 @@ struct ParseOptions {
 
 // An absolute URL with a host, any scheme ("scheme://host..."; no scheme guessed). Refused with
 // kInvalidArgument (not retryable): empty, over 64 KiB, a NUL byte, anything curl will not
-// parse, no host, port 0, an IPv6 zone id. Messages quote at most 200 bytes of the URL.
+// parse, no host, a non-ASCII host that is no valid internationalised name, port 0, an IPv6
+// zone id. Messages quote at most 200 bytes of the URL.
 Result<Url> Parse(std::string_view text, ParseOptions options = {});
 
 // Parse, and only http:// and https:// pass: what the downloader may fetch.
@@ -72,7 +74,7 @@ Result<std::string> ResolveRedirect(std::string_view base, std::string_view loca
 // the bytes that may not appear raw (controls, space, non-ASCII, "<>`{}|\^, a '%' that starts
 // no escape; '@' in the userinfo) percent-encoded. Existing escapes are kept as written. The
 // fragment is removed when `strip_fragment`. nullopt unless the result is an http(s) URL the
-// downloader takes, with an ASCII host name or an IPv6 literal.
+// downloader takes, with a host name (punycode for an internationalised one) or an IPv6 literal.
 std::optional<std::string> ResolveLink(std::string_view base, std::string_view reference,
                                        bool strip_fragment);
 

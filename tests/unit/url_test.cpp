@@ -100,6 +100,7 @@ TEST(Url, CanonicalFormDropsWhatDoesNotNameAnotherResource) {
   EXPECT_EQ(Canonicalize("http://h/a b/\xC3\xA9?q=x y"), "http://h/a%20b/%C3%A9?q=x%20y");
   EXPECT_EQ(Canonicalize("http://h/?b=1&a=2&a=1"), "http://h/?a=1&a=2&b=1");
   EXPECT_EQ(Canonicalize("http://h/?q=%7e&q=~"), "http://h/?q=~&q=~");
+  EXPECT_EQ(Canonicalize("http://B\xC3\x9C" "CHER.de/"), "http://xn--bcher-kva.de/");
   // Not w3lib's: "a" and "a=" stay two arguments, '+' and "%20" two spellings.
   EXPECT_EQ(Canonicalize("http://h/?a=&a"), "http://h/?a&a=");
   EXPECT_EQ(Canonicalize("http://h/?q=a+b&r=a%20b"), "http://h/?q=a+b&r=a%20b");
@@ -218,9 +219,15 @@ TEST(UrlLink, WhereCurlDecides) {
   EXPECT_EQ(ResolveLink("http://a/", "http://%41.example/", true), "http://a.example/");
   EXPECT_EQ(ResolveLink("http://a/", "http://2130706433/x", true), "http://127.0.0.1/x");
   EXPECT_EQ(ResolveLink("http://a/", "http://[2001:DB8:0::7]/", true), "http://[2001:db8::7]/");
-  // Not followed: a scheme without "//" and a host, an internationalised host, a zone id.
+  // Internationalised names in punycode (UTS #46, as browsers and w3lib's safe_url_string).
+  EXPECT_EQ(ResolveLink("http://a/", "https://\xE6\x97\xA5\xE6\x9C\xAC.jp/", true),
+            "https://xn--wgv71a.jp/");
+  EXPECT_EQ(ResolveLink("http://a/", "https://B\xC3\x9C" "CHER.de/x", true),
+            "https://xn--bcher-kva.de/x");
+  EXPECT_EQ(ResolveLink("http://a/", "https://b%C3%BCcher.de/", true), "https://xn--bcher-kva.de/");
+  EXPECT_EQ(ResolveLink("http://a/", "https://\xFF.de/", true), std::nullopt);  // not UTF-8
+  // Not followed: a scheme without "//" and a host, a zone id.
   EXPECT_EQ(ResolveLink("http://a/", "http:/h/x", true), std::nullopt);
-  EXPECT_EQ(ResolveLink("http://a/", "https://\xE6\x97\xA5\xE6\x9C\xAC.jp/", true), std::nullopt);
   EXPECT_EQ(ResolveLink("http://a/", "http://[fe80::1%25eth0]/", true), std::nullopt);
   // The base is escaped as a link is, so a page URL with a raw space still resolves.
   EXPECT_EQ(ResolveLink("http://h/a b/c", "d", true), "http://h/a%20b/d");
