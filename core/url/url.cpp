@@ -72,6 +72,12 @@ Result<Url> Extract(CURLU* u, std::string_view original) {
   // curl 7.88's CURLU_PUNYCODE does not convert; curl converts only when it connects.
   const auto ascii_host = AsciiHost(*host);
   if (!ascii_host) return Invalid("URL has an invalid internationalised host name", original);
+  // curl decodes escapes in a name and then lets '%', DEL and controls through ("a%25b" is
+  // "a%b"); such a host prints as another URL, and no DNS name holds one.
+  if (std::any_of(ascii_host->begin(), ascii_host->end(), [](char c) {
+        return c == '%' || static_cast<unsigned char>(c) <= 0x20 || c == 0x7F;
+      }))
+    return Invalid("URL has a host that no name can be", original);
   out.host = AsciiLower(*ascii_host);
   // Url has no place for one, and no crawl or broker URL needs one.
   if (Get(u, CURLUPART_ZONEID)) return Invalid("URL has an IPv6 zone id", original);

@@ -55,8 +55,8 @@ struct ParseOptions {
 
 // An absolute URL with a host, any scheme ("scheme://host..."; no scheme guessed). Refused with
 // kInvalidArgument (not retryable): empty, over 64 KiB, a NUL byte, anything curl will not
-// parse, no host, a non-ASCII host that is no valid internationalised name, port 0, an IPv6
-// zone id. Messages quote at most 200 bytes of the URL.
+// parse, no host, a non-ASCII host that is no valid internationalised name, a host with '%' or
+// a control in it once curl has decoded it, port 0, an IPv6 zone id. Messages quote at most 200 bytes of the URL.
 Result<Url> Parse(std::string_view text, ParseOptions options = {});
 
 // Parse, and only http:// and https:// pass: what the downloader may fetch.

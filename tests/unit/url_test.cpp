@@ -56,7 +56,8 @@ TEST(Url, AnySchemeAndDotSegmentsKeptOnRequest) {
 TEST(Url, RefusesWhatIsNoAbsoluteUrlWithAHost) {
   for (const char* bad : {"", "example.com/x", "/relative", "mailto:x@y", "http://", "http://h:0/",
                           "http://h:65536/", "http:// bad/", "http://[fe80::1%25eth0]/",
-                          "http://[:10]/"}) {
+                          "http://[:10]/", "redis://lo%25calhost/", "http://a%7Fb/",
+                          "http://a%00b/"}) {
     auto r = Parse(bad);
     EXPECT_FALSE(r.ok()) << bad;
     if (!r.ok()) {
