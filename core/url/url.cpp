@@ -62,6 +62,17 @@ std::optional<std::string> AsciiHost(const std::string& host) {
   return out;
 }
 
+// curl writes an IPv4 address given as one number, in hex or octal ("2130706433", "0x7f.1") as
+// a dotted quad, but before it decodes escapes: "%30x7f.1" comes out "0x7f.1", which the next
+// parse makes "127.0.0.1". A decoded host that could be such a number is read once more.
+std::string NumericHostAgain(std::string host) {
+  if (host.find_first_not_of("0123456789abcdefxABCDEFX.") != std::string::npos) return host;
+  Handle u(curl_url());
+  const std::string text = "http://" + host + "/";
+  if (!u || curl_url_set(u.get(), CURLUPART_URL, text.c_str(), 0) != CURLUE_OK) return host;
+  return Get(u.get(), CURLUPART_HOST).value_or(host);
+}
+
 Result<Url> Extract(CURLU* u, std::string_view original) {
   Url out;
   const auto scheme = Get(u, CURLUPART_SCHEME);
@@ -78,7 +89,7 @@ Result<Url> Extract(CURLU* u, std::string_view original) {
         return c == '%' || static_cast<unsigned char>(c) <= 0x20 || c == 0x7F;
       }))
     return Invalid("URL has a host that no name can be", original);
-  out.host = AsciiLower(*ascii_host);
+  out.host = NumericHostAgain(AsciiLower(*ascii_host));
   // Url has no place for one, and no crawl or broker URL needs one.
   if (Get(u, CURLUPART_ZONEID)) return Invalid("URL has an IPv6 zone id", original);
   if (const auto port = Get(u, CURLUPART_PORT)) {

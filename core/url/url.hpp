@@ -31,7 +31,8 @@ struct Url {
   std::string scheme;    // lower case, without "://"
   std::string userinfo;  // "user[:password]" percent-encoded as written; "" when absent
   std::string host;      // lower case, %XX decoded (curl's rule), an internationalised name in
-                         // punycode ("xn--"); an IPv6 literal keeps its brackets
+                         // punycode ("xn--"), an IPv4 address as a dotted quad (however it
+                         // was written); an IPv6 literal keeps its brackets
   int port = 0;          // as written; 0 when the URL names none
   std::string path;      // percent-encoded as written; at least "/"
   std::string query;     // without '?'; "" when absent or empty
@@ -56,7 +57,8 @@ struct ParseOptions {
 // An absolute URL with a host, any scheme ("scheme://host..."; no scheme guessed). Refused with
 // kInvalidArgument (not retryable): empty, over 64 KiB, a NUL byte, anything curl will not
 // parse, no host, a non-ASCII host that is no valid internationalised name, a host with '%' or
-// a control in it once curl has decoded it, port 0, an IPv6 zone id. Messages quote at most 200 bytes of the URL.
+// a control in it once curl has decoded it, port 0, an IPv6 zone id. Messages quote at most 200
+// bytes of the URL.
 Result<Url> Parse(std::string_view text, ParseOptions options = {});
 
 // Parse, and only http:// and https:// pass: what the downloader may fetch.

@@ -219,6 +219,9 @@ TEST(UrlLink, WhereCurlDecides) {
   // Hosts as curl connects to them: escapes decoded, IPv4 in any notation a dotted quad.
   EXPECT_EQ(ResolveLink("http://a/", "http://%41.example/", true), "http://a.example/");
   EXPECT_EQ(ResolveLink("http://a/", "http://2130706433/x", true), "http://127.0.0.1/x");
+  EXPECT_EQ(ResolveLink("http://a/", "http://%30x7f.1/x", true), "http://127.0.0.1/x");
+  EXPECT_EQ(ResolveLink("http://a/", "http://%33333333/", true), "http://0.50.220.213/");
+  EXPECT_EQ(ResolveLink("http://a/", "http://%63afe.example/", true), "http://cafe.example/");
   EXPECT_EQ(ResolveLink("http://a/", "http://[2001:DB8:0::7]/", true), "http://[2001:db8::7]/");
   // Internationalised names in punycode (UTS #46, as browsers and w3lib's safe_url_string).
   EXPECT_EQ(ResolveLink("http://a/", "https://\xE6\x97\xA5\xE6\x9C\xAC.jp/", true),
