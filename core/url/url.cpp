@@ -15,6 +15,7 @@ namespace celeriac::url {
 namespace {
 
 constexpr size_t kMaxUrlBytes = 64 * 1024;
+constexpr size_t kMaxSchemeLength = 40;  // curl's MAX_SCHEME_LEN
 
 struct HandleDeleter {
   void operator()(CURLU* u) const { curl_url_cleanup(u); }
@@ -202,6 +203,9 @@ std::optional<std::string> EscapeLink(std::string_view ref) {
   size_t authority = std::string_view::npos;
   const size_t delimiter = ref.find_first_of(":/?#");
   if (delimiter != std::string_view::npos && ref[delimiter] == ':' && delimiter > 0) {
+    // curl reads a longer "scheme" as the start of a relative path, browsers as a scheme (and
+    // then not as http): no link either way.
+    if (delimiter > kMaxSchemeLength) return std::nullopt;
     if (!IsAsciiAlpha(ref[0])) return std::nullopt;
     for (size_t i = 1; i < delimiter; ++i) {
       const char c = ref[i];

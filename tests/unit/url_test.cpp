@@ -232,6 +232,7 @@ TEST(UrlLink, WhereCurlDecides) {
   EXPECT_EQ(ResolveLink("http://a/", "https://\xFF.de/", true), std::nullopt);  // not UTF-8
   // Not followed: a scheme without "//" and a host, a zone id.
   EXPECT_EQ(ResolveLink("http://a/", "http:/h/x", true), std::nullopt);
+  EXPECT_EQ(ResolveLink("http://a/", std::string(41, 'h') + "://h/", true), std::nullopt);
   EXPECT_EQ(ResolveLink("http://a/", "http://[fe80::1%25eth0]/", true), std::nullopt);
   // The base is escaped as a link is, so a page URL with a raw space still resolves.
   EXPECT_EQ(ResolveLink("http://h/a b/c", "d", true), "http://h/a%20b/d");
