@@ -60,6 +60,13 @@ std::optional<std::string> AsciiHost(const std::string& host) {
     return std::nullopt;
   std::string out(ascii);
   idn2_free(ascii);
+  // UTS #46 maps some symbols to ASCII punctuation ("\u2048" is "?!"); a name made of labels
+  // has none (what browsers call forbidden host code points).
+  const bool name = std::all_of(out.begin(), out.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '.' || c == '_';
+  });
+  if (!name || out.empty()) return std::nullopt;  // "\u00AD" alone maps to nothing
   return out;
 }
 

@@ -230,6 +230,8 @@ TEST(UrlLink, WhereCurlDecides) {
             "https://xn--bcher-kva.de/x");
   EXPECT_EQ(ResolveLink("http://a/", "https://b%C3%BCcher.de/", true), "https://xn--bcher-kva.de/");
   EXPECT_EQ(ResolveLink("http://a/", "https://\xFF.de/", true), std::nullopt);  // not UTF-8
+  EXPECT_FALSE(Parse("https://a\xE2\x81\x88.jp/").ok());  // U+2048 maps to "?!"
+  EXPECT_FALSE(Parse("https://\xC2\xAD/").ok());  // U+00AD maps to nothing
   // Not followed: a scheme without "//" and a host, a zone id.
   EXPECT_EQ(ResolveLink("http://a/", "http:/h/x", true), std::nullopt);
   EXPECT_EQ(ResolveLink("http://a/", std::string(41, 'h') + "://h/", true), std::nullopt);
