@@ -7,7 +7,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
 
 FROM debian:12
 RUN apt-get update && apt-get install -y --no-install-recommends \
-      ca-certificates libuv1 libpqxx-6.4 librabbitmq4 librdkafka1 libcurl4 libxml2 \
+      ca-certificates libuv1 libpqxx-6.4 librabbitmq4 librdkafka1 libcurl4 libidn2-0 libxml2 \
       libspdlog1.10 libfmt9 libtomlplusplus3 libdate-tz3 libcpp-httplib0.11 \
       libprometheus-cpp-core1.0 \
  && rm -rf /var/lib/apt/lists/*

@@ -18,6 +18,7 @@ celeriac_pkg(curl libcurl)
 celeriac_pkg(xml2 libxml-2.0)
 celeriac_pkg(pcre2 libpcre2-8)
 celeriac_pkg(psl libpsl)
+celeriac_pkg(idn2 libidn2)  # core/url: internationalised host names
 celeriac_pkg(jemalloc jemalloc)
 celeriac_pkg(crypto libcrypto)
 celeriac_pkg(uuid uuid)

@@ -7,6 +7,7 @@
 
 #include "core/base/text.hpp"
 #include "core/json/untrusted_json.hpp"
+#include "core/url/url.hpp"
 
 namespace celeriac::discovery {
 namespace {
@@ -26,11 +27,16 @@ std::string Snippet(const std::string& body) {
 HttpDiscoveryClient::HttpDiscoveryClient(HttpDiscoveryOptions options)
     : options_(std::move(options)) {
   // Split "http://host:port/prefix" into the part httplib connects to and the path prefix.
-  const auto scheme_end = options_.base_url.find("://");
-  const auto path_start = options_.base_url.find(
-      '/', scheme_end == std::string::npos ? 0 : scheme_end + 3);
-  scheme_host_port_ = options_.base_url.substr(0, path_start);
-  if (path_start != std::string::npos) path_prefix_ = options_.base_url.substr(path_start);
+  // Without a scheme it is http, as httplib reads "host:port". What does not parse is handed on
+  // whole: httplib refuses it, and Discover says so.
+  scheme_host_port_ = options_.base_url;
+  auto u = url::ParseHttpUrl(options_.base_url);
+  if (!u.ok() && options_.base_url.find("://") == std::string::npos)
+    u = url::ParseHttpUrl("http://" + options_.base_url);
+  if (u.ok()) {
+    scheme_host_port_ = u->Origin();
+    path_prefix_ = u->path;
+  }
   while (!path_prefix_.empty() && path_prefix_.back() == '/') path_prefix_.pop_back();
 }
 

@@ -13,6 +13,7 @@
 #include "core/base/text.hpp"
 #include "core/celery/codec.hpp"
 #include "core/json/untrusted_json.hpp"
+#include "core/url/url.hpp"
 #include "state/commit_plan.hpp"
 #include "state/dead_letter_rows.hpp"
 #include "state/dead_letter_store.hpp"
@@ -360,54 +361,8 @@ void WriteRefetchLetter(pqxx::transaction_base& tx, const std::string& queue,
 
 }  // namespace
 
-std::string CanonicalUrl(const std::string& url) {
-  // scheme://authority/path?query#fragment; lower-case scheme and host, default port dropped,
-  // empty path "/", fragment dropped, query parameters sorted (stable) as Scrapy's
-  // canonicalize_url does.
-  const auto scheme_end = url.find("://");
-  if (scheme_end == std::string::npos) return url;
-  const std::string scheme = AsciiLower(url.substr(0, scheme_end));
-  const size_t auth_begin = scheme_end + 3;
-  size_t auth_end = url.find_first_of("/?#", auth_begin);
-  if (auth_end == std::string::npos) auth_end = url.size();
-  std::string authority = url.substr(auth_begin, auth_end - auth_begin);
-  const auto at = authority.rfind('@');
-  std::string userinfo = at == std::string::npos ? "" : authority.substr(0, at + 1);
-  std::string hostport = at == std::string::npos ? authority : authority.substr(at + 1);
-  hostport = AsciiLower(hostport);
-  if ((scheme == "http" && hostport.ends_with(":80")) ||
-      (scheme == "https" && hostport.ends_with(":443")))
-    hostport.resize(hostport.rfind(':'));
-  std::string rest = url.substr(auth_end);
-  if (const auto hash = rest.find('#'); hash != std::string::npos) rest.resize(hash);
-  std::string path = rest, query;
-  if (const auto q = rest.find('?'); q != std::string::npos) {
-    path = rest.substr(0, q);
-    query = rest.substr(q + 1);
-  }
-  if (path.empty()) path = "/";
-  std::string out = scheme + "://" + userinfo + hostport + path;
-  if (!query.empty()) {
-    std::vector<std::string> params;
-    size_t start = 0;
-    while (start <= query.size()) {
-      const auto amp = query.find('&', start);
-      const auto part = query.substr(start, amp == std::string::npos ? std::string::npos
-                                                                      : amp - start);
-      if (!part.empty()) params.push_back(part);
-      if (amp == std::string::npos) break;
-      start = amp + 1;
-    }
-    std::stable_sort(params.begin(), params.end(), [](const std::string& a, const std::string& b) {
-      return a.substr(0, a.find('=')) < b.substr(0, b.find('='));
-    });
-    for (size_t i = 0; i < params.size(); ++i) out += (i == 0 ? "?" : "&") + params[i];
-  }
-  return out;
-}
-
 std::string Fingerprint(const RequestSpec& spec) {
-  const std::string canonical = spec.method + ' ' + CanonicalUrl(spec.url) + '\n' + spec.body;
+  const std::string canonical = spec.method + ' ' + url::Canonicalize(spec.url) + '\n' + spec.body;
   std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
   unsigned int len = 0;
   EVP_Digest(canonical.data(), canonical.size(), digest.data(), &len, EVP_sha256(), nullptr);

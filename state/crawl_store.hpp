@@ -107,8 +107,8 @@ class CrawlStore final : public Frontier, public HostLedger {
 
 inline constexpr const char* kRefetchTask = "extractor.tasks.refetch";
 
-// Canonical URL + method + body, hashed: one request per fingerprint per job.
-std::string CanonicalUrl(const std::string& url);
+// Method + canonical URL (url::Canonicalize, core/url/url.hpp) + body, hashed: one request per
+// fingerprint per job.
 std::string Fingerprint(const RequestSpec& spec);
 
 }  // namespace celeriac::state

@@ -1,50 +1,77 @@
 #include "core/broker/amqp_url.hpp"
 
-#include <amqp.h>
-
-#include <cctype>
+#include <algorithm>
 #include <cstdlib>
+#include <optional>
 #include <string>
-#include <vector>
 
 #include "core/base/secrets.hpp"
 #include "core/base/text.hpp"
+#include "core/url/query.hpp"
+#include "core/url/url.hpp"
 
 namespace celeriac::broker {
+namespace {
+
+constexpr const char* kExpected = "expected amqp://user:password@host:port/vhost";
+
+// kombu reads an empty host ("amqp://", "amqp:///vhost", "amqp://user:pw@:5672/") as localhost;
+// curl's parser wants one, so it is written in. This only finds where the host would start
+// (after the last '@' of the authority); the URL is split by curl.
+std::string WithHost(const std::string& url, size_t authority) {
+  const size_t end = std::min(url.find_first_of("/?#", authority), url.size());
+  const size_t at = url.rfind('@', end - 1);  // end >= authority > 0
+  const size_t host = at != std::string::npos && at >= authority ? at + 1 : authority;
+  if (host < end && url[host] != ':') return url;
+  std::string out = url;
+  out.insert(host, "localhost");
+  return out;
+}
+
+}  // namespace
+
 Result<AmqpUrl> ParseAmqpUrl(const std::string& url) {
   AmqpUrl out;
-  std::string scheme;
+  size_t authority = 0;
   if (url.rfind("amqp://", 0) == 0) {
-    scheme = "amqp://";
+    authority = 7;
   } else if (url.rfind("amqps://", 0) == 0) {
-    scheme = "amqps://";
+    authority = 8;
     out.tls = true;
   } else {
     // Never the URL itself: whatever it holds may include a password.
     return Error(ErrorCode::kInvalidArgument,
-                 "not an AMQP URL (" + DescribeUrlScheme(url) +
-                     "): expected amqp://user:password@host:port/vhost");
+                 "not an AMQP URL (" + DescribeUrlScheme(url) + "): " + kExpected);
   }
-  const std::string rest = url.substr(scheme.size());
-  const size_t authority_end = rest.find_first_of("/?#");
-  const std::string authority = rest.substr(0, authority_end);
-  std::string path;
-  std::string query;
-  if (authority_end != std::string::npos) {
-    std::string tail = rest.substr(authority_end);
-    const size_t hash = tail.find('#');
-    if (hash != std::string::npos) tail.resize(hash);
-    const size_t q = tail.find('?');
-    if (q != std::string::npos) {
-      query = tail.substr(q + 1);
-      tail.resize(q);
-    }
-    path = tail;
+  // The vhost is a name: "/a/../b" is not "/b".
+  auto parts =
+      url::Parse(WithHost(url, authority), {.keep_dot_segments = true, .allow_spaces = true});
+  if (!parts.ok())
+    return Error(ErrorCode::kInvalidArgument, std::string("bad AMQP URL: ") + kExpected);
+  out.host = parts->host;
+  if (out.host.front() == '[') out.host = out.host.substr(1, out.host.size() - 2);  // IPv6
+  out.port = parts->EffectivePort();
+
+  // user and password, percent-decoded; guest for what the URL leaves out (kombu's defaults).
+  out.user = "guest";
+  out.password = "guest";
+  if (!parts->userinfo.empty()) {
+    const size_t colon = parts->userinfo.find(':');
+    auto user = PercentDecodeStrict(parts->userinfo.substr(0, colon));
+    std::optional<std::string> password;
+    if (colon != std::string::npos)
+      password = PercentDecodeStrict(parts->userinfo.substr(colon + 1));
+    if (!user || (colon != std::string::npos && !password))
+      return Error(ErrorCode::kInvalidArgument,
+                   std::string("bad percent-encoding in the credentials of an AMQP URL: ") +
+                       kExpected);
+    out.user = std::move(*user);
+    if (password) out.password = std::move(*password);
   }
+
   // kombu: the path minus its leading '/' is the vhost, percent-decoded; empty means "/".
   // So "//" and "/%2F" are "/", and "/" or no path at all are "/" too.
-  std::string vhost_raw = path.empty() ? "" : path.substr(1);
-  auto vhost = PercentDecodeStrict(vhost_raw);
+  auto vhost = PercentDecodeStrict(std::string_view(parts->path).substr(1));
   if (!vhost) {
     return Error(ErrorCode::kInvalidArgument,
                  "bad percent-encoding in the vhost of " + MaskSecrets(url));
@@ -52,32 +79,13 @@ Result<AmqpUrl> ParseAmqpUrl(const std::string& url) {
   out.vhost = std::move(*vhost);
   if (out.vhost.empty()) out.vhost = "/";
 
-  // rabbitmq-c parses (and percent-decodes) user, password, host and port in place.
-  std::string head = scheme + authority;
-  std::vector<char> buffer(head.begin(), head.end());
-  buffer.push_back('\0');
-  amqp_connection_info info;
-  if (amqp_parse_url(buffer.data(), &info) != AMQP_STATUS_OK) {
-    return Error(ErrorCode::kInvalidArgument,
-                 "bad AMQP URL: expected amqp://user:password@host:port/vhost");
-  }
-  out.host = info.host;
-  out.port = info.port;
-  out.user = info.user;
-  out.password = info.password;
-
   // Query parameters: heartbeat is honoured; the others kombu knows are transport options we do
   // not implement, so they are refused rather than silently ignored.
-  size_t start = 0;
-  while (start < query.size()) {
-    size_t end = query.find('&', start);
-    if (end == std::string::npos) end = query.size();
-    const std::string pair = query.substr(start, end - start);
-    start = end + 1;
-    if (pair.empty()) continue;
-    const size_t eq = pair.find('=');
-    const std::string key = pair.substr(0, eq);
-    const std::string value = eq == std::string::npos ? "" : pair.substr(eq + 1);
+  for (const std::string_view argument : url::SplitQuery(parts->query)) {
+    const size_t eq = argument.find('=');
+    const std::string key(argument.substr(0, eq));
+    const std::string value(eq == std::string_view::npos ? std::string_view()
+                                                         : argument.substr(eq + 1));
     if (key == "heartbeat") {
       char* endp = nullptr;
       const long v = std::strtol(value.c_str(), &endp, 10);

@@ -4,7 +4,9 @@
 //
 //  * vhost: the path minus its leading '/', percent-decoded; empty means "/". So Celery's "//",
 //    "/%2F", "/" and no path at all all name vhost "/".
-//  * user, password, host and port: percent-decoded (rabbitmq-c's parser); port 5672 by default.
+//  * user, password, host and port: read by core/url (curl's parser) and percent-decoded; an
+//    empty host is localhost, a missing user or password "guest", the port 5672 by default
+//    (amqps: 5671).
 //  * query: heartbeat=<seconds> (0..65535) is honoured; every other parameter kombu knows is a
 //    transport option we do not implement, so it is refused rather than silently ignored.
 //

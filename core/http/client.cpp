@@ -16,8 +16,9 @@
 
 #include "core/base/text.hpp"
 #include "core/http/address.hpp"
-#include "core/http/url.hpp"
+#include "core/http/redirect.hpp"
 #include "core/loop/loop.hpp"
+#include "core/url/url.hpp"
 
 namespace celeriac::http {
 
@@ -721,7 +722,7 @@ bool Client::Impl::SetupHop(Transfer* t) {
     t->header_list = nullptr;
   }
   const bool other_host = !t->response.redirects.empty() && [&] {
-    auto first = ParseHttpUrl(r.url);
+    auto first = url::ParseHttpUrl(r.url);
     return !first.ok() || !EqualsIgnoreCase(first->host, t->host);
   }();
   std::string line;
@@ -878,7 +879,7 @@ void Client::Impl::OnHopDone(Transfer* t, CURLcode rc) {
                ShortUrl(t->url));
       return;
     }
-    auto next = ResolveRedirect(t->url, *location);
+    auto next = url::ResolveRedirect(t->url, *location);
     if (!next.ok()) {
       Fail(t, FailureKind::kInvalidUrl,
            "redirect from " + ShortUrl(t->url) + ": " + next.error().message());
@@ -893,7 +894,7 @@ void Client::Impl::OnHopDone(Transfer* t, CURLcode rc) {
                std::to_string(t->response.redirects.size() + 1) + " hops");
       return;
     }
-    auto parts = ParseHttpUrl(*next);
+    auto parts = url::ParseHttpUrl(*next);
     if (!parts.ok()) {
       Fail(t, FailureKind::kInvalidUrl, "redirect to " + parts.error().message());
       return;
@@ -906,7 +907,7 @@ void Client::Impl::OnHopDone(Transfer* t, CURLcode rc) {
     }
     t->response.redirects.push_back({std::move(t->url), static_cast<int>(status)});
     if (!RedirectKeepsMethod(static_cast<int>(status), t->method)) t->method = "GET";
-    t->url = std::move(parts->url);
+    t->url = parts->ToString();
     t->host = std::move(parts->host);
     if (!SetupHop(t)) {
       Fail(t, FailureKind::kInternal, "out of memory");
@@ -1021,7 +1022,7 @@ Client::Id Client::Start(Request request, Done done) {
     impl.Defer(t, FailureKind::kCancelled, "the HTTP client is shutting down");
     return id;
   }
-  auto parts = ParseHttpUrl(t->request.url);
+  auto parts = url::ParseHttpUrl(t->request.url);
   if (!parts.ok()) {
     impl.Defer(t, FailureKind::kInvalidUrl, parts.error().message());
     return id;
@@ -1043,7 +1044,7 @@ Client::Id Client::Start(Request request, Done done) {
       return id;
     }
   }
-  t->url = std::move(parts->url);
+  t->url = parts->ToString();
   t->host = std::move(parts->host);
   t->method = UpperAscii(t->request.method.empty() ? "GET" : t->request.method);
   if (t->method.find_first_of(" \t\r\n") != std::string::npos) {
@@ -1111,7 +1112,7 @@ struct JarHandle {
 }  // namespace
 
 bool CookieJar::Add(std::string_view url, std::string_view set_cookie) {
-  auto parts = ParseHttpUrl(url);
+  auto parts = url::ParseHttpUrl(url);
   if (!parts.ok() || set_cookie.find_first_of("\r\n") != std::string_view::npos) return false;
   std::string line = "Set-Cookie: ";
   line += set_cookie;

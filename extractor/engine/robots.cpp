@@ -6,6 +6,7 @@
 #include <unordered_set>
 
 #include "core/base/text.hpp"
+#include "core/url/url.hpp"
 
 namespace celeriac::extractor {
 namespace {
@@ -18,37 +19,11 @@ constexpr std::string_view kWhitespace = " \t\v\f";
 bool IsAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
-bool IsUnreserved(unsigned char c) {
-  return IsAlpha(static_cast<char>(c)) || IsDigit(static_cast<char>(c)) || c == '-' ||
-         c == '.' || c == '_' || c == '~';
-}
-
-// RFC 9309 2.2.2: compare paths and patterns in one canonical encoding. Escaped unreserved
-// characters are decoded, other escapes get upper-case hex, and octets that may not appear
-// raw in a URI (controls, space, non-ASCII) are escaped. `*` and `$` pass through unchanged.
+// RFC 9309 2.2.2: paths and patterns are compared in one canonical encoding (escaped unreserved
+// characters decoded, other escapes in upper-case hex, octets that may not appear raw escaped;
+// `*` and `$` pass through), the one request fingerprints use too.
 void AppendNormalised(std::string& out, std::string_view in) {
-  for (size_t i = 0; i < in.size(); ++i) {
-    const auto c = static_cast<unsigned char>(in[i]);
-    if (c == '%' && i + 2 < in.size()) {
-      const int hi = HexDigitValue(in[i + 1]);
-      const int lo = HexDigitValue(in[i + 2]);
-      if (hi >= 0 && lo >= 0) {
-        const auto decoded = static_cast<unsigned char>(hi * 16 + lo);
-        if (IsUnreserved(decoded)) {
-          out += static_cast<char>(decoded);
-        } else {
-          AppendPercentEncoded(out, decoded);
-        }
-        i += 2;
-        continue;
-      }
-    }
-    if (c == '%' || c <= 0x20 || c >= 0x7F) {  // a '%' that starts no escape is a literal
-      AppendPercentEncoded(out, c);
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
+  url::AppendNormalizedPercentEncoding(out, in);
 }
 
 // `pattern` (normalised, `*` = any run of octets) against the start of `path`; with

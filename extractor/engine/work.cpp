@@ -1,18 +1,12 @@
 #include "extractor/engine/work.hpp"
 
-#include "core/base/text.hpp"
+#include "core/url/url.hpp"
 
 namespace celeriac::extractor {
 
 std::string OriginOf(const std::string& url) {
-  const auto s = url.find("://");
-  if (s == std::string::npos) return {};
-  const size_t begin = s + 3;
-  size_t end = url.find_first_of("/?#", begin);
-  if (end == std::string::npos) end = url.size();
-  std::string host = url.substr(begin, end - begin);
-  if (const auto at = host.rfind('@'); at != std::string::npos) host = host.substr(at + 1);
-  return AsciiLower(url.substr(0, s + 3) + host);
+  auto parts = url::Parse(url);
+  return parts.ok() ? parts->Origin() : std::string();
 }
 
 std::string HostKey(int64_t run_id, const std::string& url) {

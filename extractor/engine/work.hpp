@@ -47,7 +47,8 @@ struct Work {
   std::string host;  // HostKey of its run and URL: the queue it waits in
 };
 
-// scheme://host[:port], lower case: what robots.txt and politeness apply to.
+// scheme://host[:port] (url::Url::Origin: lower case, the port only when not the scheme's
+// default; "" when the URL does not parse): what robots.txt and politeness apply to.
 std::string OriginOf(const std::string& url);
 // One host (origin) of one run: "run_id origin".
 std::string HostKey(int64_t run_id, const std::string& url);

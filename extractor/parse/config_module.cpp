@@ -8,6 +8,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "core/url/query.hpp"
+#include "core/url/url.hpp"
 #include "extractor/parse/css_match.hpp"
 #include "extractor/parse/css_xpath.hpp"
 #include "extractor/parse/jsonpath.hpp"
@@ -15,7 +17,7 @@
 #include "extractor/parse/processors.hpp"
 #include "extractor/parse/regex.hpp"
 #include "extractor/parse/text.hpp"
-#include "extractor/parse/url.hpp"
+#include "extractor/parse/registrable_domain.hpp"
 #include "schemas/schemas.hpp"
 
 namespace celeriac::extractor::parse {
@@ -470,7 +472,7 @@ Result<std::shared_ptr<const ConfigModule>> CompileConfig(const json& config) {
       const std::string url = start_urls[i].get<std::string>();
       // The schema only asks for "http(s)://" and a host; a host or port no request can reach
       // ("http://h:1--8/") would fail each fetch of every job instead of being named here.
-      if (!ResolveHttpUrl(url, url, false))
+      if (!url::ResolveLink(url, url, false))
         return At(Ptr("/start_urls", i), "not an http(s) URL that can be fetched: " + url);
       compiled->start_urls.push_back(url);
     }
@@ -549,7 +551,8 @@ class PageParser {
         markup_ = MarkupDocument::ParseHtml(page_.body, encoding_);
       }
     }
-    page_url_ = ParseUrlReference(page_.url);
+    page_url_.reset();
+    if (auto parsed = url::Parse(page_.url); parsed.ok()) page_url_ = std::move(*parsed);
 
     ParseOutcome out;
     if (spec_.item) Items(*spec_.item, &out);
@@ -610,7 +613,7 @@ class PageParser {
         if (!r.nodes.empty()) {
           auto href = markup_->NodeAttribute(r.nodes.front(), "href");
           if (href) {
-            if (auto resolved = ResolveHttpUrl(page_.url, *href, true)) base_url_ = *resolved;
+            if (auto resolved = url::ResolveLink(page_.url, *href, true)) base_url_ = *resolved;
           }
         }
       }
@@ -691,7 +694,7 @@ class PageParser {
 
   std::optional<std::string> UrlValue(const FieldSpec& f) {
     if (!page_url_) return std::nullopt;
-    const UrlParts& u = *page_url_;
+    const url::Url& u = *page_url_;
     switch (f.url_part) {
       case UrlPart::kFull: return page_.url;
       case UrlPart::kOrigin: return u.Origin();
@@ -703,11 +706,11 @@ class PageParser {
       }
       case UrlPart::kPath: return u.path;
       case UrlPart::kQuery:
-        return u.has_query ? std::optional<std::string>(u.query) : std::nullopt;
+        return !u.query.empty() ? std::optional<std::string>(u.query) : std::nullopt;
       case UrlPart::kFragment:
-        return u.has_fragment ? std::optional<std::string>(u.fragment) : std::nullopt;
+        return !u.fragment.empty() ? std::optional<std::string>(u.fragment) : std::nullopt;
       case UrlPart::kParam:
-        return u.has_query ? QueryParam(u.query, f.url_param) : std::nullopt;
+        return url::QueryParam(u.query, f.url_param);
     }
     return std::nullopt;
   }
@@ -824,7 +827,7 @@ class PageParser {
     return out;
   }
 
-  bool InScope(Scope scope, const UrlParts& target) const {
+  bool InScope(Scope scope, const url::Url& target) const {
     if (scope == Scope::kAny) return true;
     if (!page_url_) return false;
     switch (scope) {
@@ -870,7 +873,7 @@ class PageParser {
     for (const auto& rule : spec_.links) {
       if (rule.max_depth && page_.depth > *rule.max_depth) continue;
       for (const auto& raw : SelectUrls(rule.selector, rule.attr, false)) {
-        auto url = ResolveHttpUrl(BaseUrl(), raw, true);
+        auto url = url::ResolveLink(BaseUrl(), raw, true);
         if (!url) continue;
         if (!rule.allow.empty()) {
           bool allowed = false;
@@ -891,8 +894,8 @@ class PageParser {
         }
         if (denied) continue;
         if (rule.scope != Scope::kAny) {
-          auto target = ParseUrlReference(*url);
-          if (!target || !InScope(rule.scope, *target)) continue;
+          auto target = url::Parse(*url);
+          if (!target.ok() || !InScope(rule.scope, *target)) continue;
         }
         std::string page_type = Route(rule, *url);
         if (page_type.empty()) continue;
@@ -911,13 +914,13 @@ class PageParser {
     std::optional<std::string> next;
     if (!p.by_param) {
       for (const auto& raw : SelectUrls(p.next, p.attr, false)) {
-        next = ResolveHttpUrl(BaseUrl(), raw, true);
+        next = url::ResolveLink(BaseUrl(), raw, true);
         if (next) break;
       }
     } else {
       int64_t current = p.start + static_cast<int64_t>(page_.pagination_index) * p.step;
-      if (page_url_ && page_url_->has_query) {
-        if (auto v = QueryParam(page_url_->query, p.param)) {
+      if (page_url_) {
+        if (auto v = url::QueryParam(page_url_->query, p.param)) {
           int64_t parsed = 0;
           auto [ptr, ec] = std::from_chars(v->data(), v->data() + v->size(), parsed);
           if (ec == std::errc() && ptr == v->data() + v->size()) current = parsed;
@@ -925,7 +928,7 @@ class PageParser {
       }
       const int64_t value = current + p.step;
       if (p.max && value > *p.max) return;
-      next = SetQueryParam(page_.url, p.param, std::to_string(value));
+      next = url::SetQueryParam(page_.url, p.param, std::to_string(value));
     }
     if (!next || *next == page_.url) return;
     RequestSpec r = MakeRequest(std::move(*next), spec_.name);
@@ -943,7 +946,7 @@ class PageParser {
   std::unique_ptr<MarkupDocument> markup_;
   json json_;
   bool has_json_ = false;
-  std::optional<UrlParts> page_url_;
+  std::optional<url::Url> page_url_;
   std::optional<std::string> base_url_;
   std::optional<std::string_view> body_text_;
   std::string body_utf8_;

@@ -8,8 +8,8 @@
 #include <set>
 #include <sstream>
 
+#include "core/url/url.hpp"
 #include "extractor/parse/text.hpp"
-#include "extractor/parse/url.hpp"
 
 namespace celeriac::extractor::parse {
 namespace {
@@ -362,7 +362,7 @@ void RunPipeline(const std::vector<Processor>& pipeline, std::string_view base_u
           break;
         }
         case Kind::kUrlJoin: {
-          auto resolved = ResolveHttpUrl(base_url, *text, false);
+          auto resolved = url::ResolveLink(base_url, *text, false);
           if (resolved) next.emplace_back(std::move(*resolved));
           break;
         }

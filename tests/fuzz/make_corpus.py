@@ -265,7 +265,12 @@ URLS = {
                       "https://api.shop.example.com/v2/products?page=2&page=3&per_page=100\n"
                       "https://api.shop.example.com/v2/products?pa%67e=4&a+b=c%20d\n",
     "amqp": "amqp://guest:guest@127.0.0.1:16672//\namqps://u:p%40ss@rabbit.example:5671/vh%2Fost?heartbeat=30\n"
-            "amqp://\namqp://h/?heartbeat=x&frame_max=1\namqp://[::1]:5672/%2F\nredis://localhost\n",
+            "amqp://\namqp://h/?heartbeat=x&frame_max=1\namqp://[::1]:5672/%2F\nredis://localhost\n"
+            "amqp:///vh\namqp://u:p w@:5673/a/../b\n",
+    # Spellings one fingerprint should cover (url::Canonicalize) and hosts curl rewrites.
+    "canonical": "HTTP://B\u00dcCHER.example:80/a/./%7euser/%2e%2E/b?z=2&a=%41&a=1#f\n"
+                 "http://b%C3%BCcher.example/~user/b?a=1&a=A&z=2\nhttp://2130706433/x?\n"
+                 "http://[2001:DB8:0::7]:80/\nhttp://%41.example/%zz%2f%C3%A9\n",
 }
 
 

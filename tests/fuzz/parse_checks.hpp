@@ -7,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/http/url.hpp"
+#include "core/url/url.hpp"
 #include "extractor/parse/config_module.hpp"
 #include "tests/fuzz/fuzz_support.hpp"
 
@@ -16,7 +16,7 @@ namespace celeriac::fuzz {
 // Requests the pipeline will fetch: absolute http(s) URLs the downloader accepts, routed to a
 // page type the module has.
 inline void CheckRequest(const extractor::RequestSpec& r, const std::set<std::string>& page_types) {
-  FUZZ_CHECK(http::ParseHttpUrl(r.url).ok(), "request URL the downloader refuses: " + r.url);
+  FUZZ_CHECK(url::ParseHttpUrl(r.url).ok(), "request URL the downloader refuses: " + r.url);
   FUZZ_CHECK(page_types.contains(r.page_type), "request routed to no page type: " + r.page_type);
   FUZZ_CHECK(r.depth >= 0 && r.pagination_index >= 0, "negative depth or pagination index");
   FUZZ_CHECK(r.method == "GET" || r.method == "POST", "method " + r.method);

@@ -40,6 +40,39 @@ TEST(AmqpUrl, NamedVhostAndDefaults) {
   EXPECT_EQ(Parse("amqp://broker/a%2Fb").vhost, "a/b");
 }
 
+TEST(AmqpUrl, AnEmptyHostIsLocalhostAsKombuReadsIt) {
+  // Celery's own examples say broker='amqp://'.
+  AmqpUrl bare = Parse("amqp://");
+  EXPECT_EQ(bare.host, "localhost");
+  EXPECT_EQ(bare.port, 5672);
+  EXPECT_EQ(bare.user, "guest");
+  EXPECT_EQ(bare.password, "guest");
+  EXPECT_EQ(bare.vhost, "/");
+  EXPECT_EQ(Parse("amqp:///prod").host, "localhost");
+  EXPECT_EQ(Parse("amqp:///prod").vhost, "prod");
+  AmqpUrl port_only = Parse("amqp://u:p@:5673//?heartbeat=5");
+  EXPECT_EQ(port_only.host, "localhost");
+  EXPECT_EQ(port_only.port, 5673);
+  EXPECT_EQ(port_only.user, "u");
+  EXPECT_EQ(port_only.password, "p");
+  EXPECT_EQ(port_only.heartbeat.count(), 5);
+  EXPECT_EQ(Parse("amqp://?heartbeat=7").heartbeat.count(), 7);
+}
+
+TEST(AmqpUrl, HostsCredentialsAndVhostsAsWritten) {
+  AmqpUrl v6 = Parse("amqps://[::1]/");
+  EXPECT_EQ(v6.host, "::1");  // what the socket connects to, without brackets
+  EXPECT_EQ(v6.port, 5671);
+  EXPECT_EQ(Parse("amqp://u@h").password, "guest");
+  EXPECT_EQ(Parse("amqp://u:@h").password, "");
+  EXPECT_EQ(Parse("amqp://u:my pass@h/my vhost").password, "my pass");
+  EXPECT_EQ(Parse("amqp://u:my pass@h/my vhost").vhost, "my vhost");
+  EXPECT_EQ(Parse("amqp://h/a/../b").vhost, "a/../b");  // a name, not a path
+  EXPECT_FALSE(ParseAmqpUrl("amqp://h:0/").ok());
+  EXPECT_FALSE(ParseAmqpUrl("amqp://u%zz@h/").ok());
+  EXPECT_FALSE(ParseAmqpUrl("amqp://a@b@h/").ok());
+}
+
 TEST(AmqpUrl, PercentEncodedCredentials) {
   AmqpUrl u = Parse("amqp://us%40er:p%2Fw%3Ad@h:1//");
   EXPECT_EQ(u.user, "us@er");

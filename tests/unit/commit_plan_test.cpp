@@ -4,6 +4,8 @@
 
 #include "state/commit_plan.hpp"
 
+#include "state/crawl_store.hpp"
+
 #include <gtest/gtest.h>
 
 namespace celeriac::state {
@@ -390,6 +392,29 @@ TEST(CommitPlanTest, AtMaxPagesWithNothingLeftToSkipTheReasonStaysEmpty) {
   plan.Skipped(j, end, {});
   EXPECT_EQ(j.reason, "");
   EXPECT_EQ(j.status, "running");
+}
+
+TEST(Fingerprint, StableForTheUrlsTheCrawlStores) {
+  // sha256("GET https://books.example.com/catalogue/page-2.html\n"), the first 128 bits: what
+  // the hand-written CanonicalUrl gave, and url::Canonicalize keeps, for a link in normal form.
+  RequestSpec page;
+  page.url = "https://books.example.com/catalogue/page-2.html";
+  EXPECT_EQ(Fingerprint(page), "a3d5519ec0a4993e7048598f80130241");
+  RequestSpec sorted;
+  sorted.url = "HTTP://Example.COM:80/a?b=2&a=1#top";  // canonical: http://example.com/a?a=1&b=2
+  EXPECT_EQ(Fingerprint(sorted), "9c6c3ceac9a69ef07957cff2546bbec5");
+  RequestSpec post;
+  post.method = "POST";
+  post.url = "http://127.0.0.1:8080/search?q=x&page=2";
+  post.body = "q=1";
+  EXPECT_EQ(Fingerprint(post), "49a3ffe71ba84278e53b609039f0f90d");
+  // Spellings of one URL share a fingerprint; the method and body tell requests apart.
+  RequestSpec spelled = page;
+  spelled.url = "https://books.example.com/catalogue/./%70age-2.html";
+  EXPECT_EQ(Fingerprint(spelled), Fingerprint(page));
+  RequestSpec head = page;
+  head.method = "HEAD";
+  EXPECT_NE(Fingerprint(head), Fingerprint(page));
 }
 
 }  // namespace

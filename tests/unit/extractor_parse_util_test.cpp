@@ -1,5 +1,4 @@
-// extractor/parse building blocks: URL resolution (RFC 3986 section 5.4 examples), query
-// parameters, registrable domains, regexes, text helpers and the casts.
+// extractor/parse building blocks: registrable domains, regexes, text helpers and the casts.
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -8,125 +7,12 @@
 #include "extractor/parse/processors.hpp"
 #include "extractor/parse/regex.hpp"
 #include "extractor/parse/text.hpp"
-#include "extractor/parse/url.hpp"
+#include "extractor/parse/registrable_domain.hpp"
 
 namespace celeriac::extractor::parse {
 namespace {
 
 using nlohmann::json;
-
-std::string Resolve(const std::string& ref, bool strip = false) {
-  return ResolveHttpUrl("http://a/b/c/d;p?q", ref, strip).value_or("<none>");
-}
-
-TEST(ParseUrl, Rfc3986NormalExamples) {
-  EXPECT_EQ(Resolve("g"), "http://a/b/c/g");
-  EXPECT_EQ(Resolve("./g"), "http://a/b/c/g");
-  EXPECT_EQ(Resolve("g/"), "http://a/b/c/g/");
-  EXPECT_EQ(Resolve("/g"), "http://a/g");
-  EXPECT_EQ(Resolve("//g"), "http://g/");
-  EXPECT_EQ(Resolve("?y"), "http://a/b/c/d;p?y");
-  EXPECT_EQ(Resolve("g?y"), "http://a/b/c/g?y");
-  EXPECT_EQ(Resolve("#s"), "http://a/b/c/d;p?q#s");
-  EXPECT_EQ(Resolve("g?y#s"), "http://a/b/c/g?y#s");
-  EXPECT_EQ(Resolve(";x"), "http://a/b/c/;x");
-  EXPECT_EQ(Resolve(""), "http://a/b/c/d;p?q");
-  EXPECT_EQ(Resolve("."), "http://a/b/c/");
-  EXPECT_EQ(Resolve("./"), "http://a/b/c/");
-  EXPECT_EQ(Resolve(".."), "http://a/b/");
-  EXPECT_EQ(Resolve("../g"), "http://a/b/g");
-  EXPECT_EQ(Resolve("../.."), "http://a/");
-  EXPECT_EQ(Resolve("../../g"), "http://a/g");
-}
-
-TEST(ParseUrl, Rfc3986AbnormalExamples) {
-  EXPECT_EQ(Resolve("../../../g"), "http://a/g");
-  EXPECT_EQ(Resolve("/./g"), "http://a/g");
-  EXPECT_EQ(Resolve("/../g"), "http://a/g");
-  EXPECT_EQ(Resolve("g."), "http://a/b/c/g.");
-  EXPECT_EQ(Resolve("..g"), "http://a/b/c/..g");
-  EXPECT_EQ(Resolve("./../g"), "http://a/b/g");
-  EXPECT_EQ(Resolve("g/./h"), "http://a/b/c/g/h");
-  EXPECT_EQ(Resolve("g/../h"), "http://a/b/c/h");
-  EXPECT_EQ(Resolve("g;x=1/../y"), "http://a/b/c/y");
-  EXPECT_EQ(Resolve("g?y/./x"), "http://a/b/c/g?y/./x");
-  EXPECT_EQ(Resolve("g#s/../x"), "http://a/b/c/g#s/../x");
-}
-
-TEST(ParseUrl, CleansAndNormalisesLikeABrowser) {
-  EXPECT_EQ(Resolve("  /p a\tth/?q=a b#frag  ", true), "http://a/p%20ath/?q=a%20b");
-  EXPECT_EQ(Resolve("HTTP://Example.COM:80/x"), "http://example.com/x");
-  EXPECT_EQ(Resolve("https://h:443"), "https://h/");
-  EXPECT_EQ(Resolve("https://h:8443/x"), "https://h:8443/x");
-  EXPECT_EQ(Resolve("\\\\other\\path"), "http://other/path");
-  EXPECT_EQ(Resolve("/caf\xC3\xA9"), "http://a/caf%C3%A9");
-  EXPECT_EQ(Resolve("/100%"), "http://a/100%25");
-  EXPECT_EQ(Resolve("/a%20b"), "http://a/a%20b");
-  EXPECT_EQ(Resolve("javascript:alert(1)"), "<none>");
-  EXPECT_EQ(Resolve("mailto:x@y"), "<none>");
-  EXPECT_EQ(Resolve("ftp://h/x"), "<none>");
-  EXPECT_EQ(Resolve("http://bad host/"), "<none>");
-  EXPECT_EQ(Resolve("http://h:99999/"), "<none>");
-  EXPECT_EQ(Resolve("http:///x"), "<none>");
-}
-
-TEST(ParseUrl, ALinkResolvesTheSameHoweverTheBaseIsWritten) {
-  // A query-only or empty reference keeps the base's path: dot segments go from it too, so the
-  // link is the one "/a/b" gives and dedups with it (found by tests/fuzz url).
-  for (const char* base : {"http://h/a/./b", "http://h/a/c/../b", "http://h/a/b"}) {
-    EXPECT_EQ(ResolveHttpUrl(base, "?page=3", true), "http://h/a/b?page=3") << base;
-    EXPECT_EQ(ResolveHttpUrl(base, "", true), "http://h/a/b") << base;
-  }
-  EXPECT_EQ(ResolveHttpUrl("http://h/x/index.html./.", "?p=1", true), "http://h/x/index.html./?p=1");
-}
-
-TEST(ParseUrl, UserinfoIsEscapedLikeThePath) {
-  // Controls and a NUL in an href's userinfo reached the downloader raw (tests/fuzz url).
-  EXPECT_EQ(ResolveHttpUrl("http://a/", std::string("https://\x19u\0 :p w@h/x", 20), true),
-            "https://%19u%00%20:p%20w@h/x");
-  EXPECT_EQ(ResolveHttpUrl("http://a/", "https://me@home:pw@h/", true), "https://me%40home:pw@h/");
-  EXPECT_EQ(ResolveHttpUrl("http://a/", "https://user:pw@h/", true), "https://user:pw@h/");
-}
-
-TEST(ParseUrl, AnAuthorityIsHostThenPort) {
-  // Not "h:80.example" with port "00": that would print back as another URL (tests/fuzz url).
-  EXPECT_FALSE(ParseUrlReference("http://a:80.example:00/x").has_value());
-  EXPECT_FALSE(ParseUrlReference("//u:p@h:1:2/").has_value());
-  EXPECT_EQ(ParseUrlReference("//u:p@h:8080/")->port, "8080");
-  EXPECT_EQ(ParseUrlReference("http://[::1]:8080/")->host, "[::1]");
-  EXPECT_EQ(ParseUrlReference("http://h:/x")->ToString(), "http://h/x");
-  EXPECT_FALSE(ParseUrlReference("amqp://[::1]:http:/x").has_value());
-  EXPECT_FALSE(ParseUrlReference("http://[::1/").has_value());
-  EXPECT_FALSE(ParseUrlReference("http://[::1]x/").has_value());
-  EXPECT_EQ(ParseUrlReference("http://[::1]:/")->ToString(), "http://[::1]/");
-  // Only real IPv6 literals make links (tests/fuzz url: the downloader refused "[:10]").
-  EXPECT_EQ(ResolveHttpUrl("http://a/", "http://[:10]:8080/v", true), std::nullopt);
-  EXPECT_EQ(ResolveHttpUrl("http://a/", "http://[1:2:3:4:5:6:7:8:9]/", true), std::nullopt);
-  EXPECT_EQ(ResolveHttpUrl("http://a/", std::string("http://[::1\0]/", 14), true), std::nullopt);
-  EXPECT_EQ(ResolveHttpUrl("http://a/", "http://[2001:db8::7]:8080/v", true),
-            "http://[2001:db8::7]:8080/v");
-  EXPECT_EQ(ResolveHttpUrl("http://a/", "http://[::ffff:192.0.2.1]/", true),
-            "http://[::ffff:192.0.2.1]/");
-}
-
-TEST(ParseUrl, PartsAndQueryParameters) {
-  auto u = ParseUrlReference("https://User@Shop.Example.com:8443/a/b?page=2&q=a+b%21#top");
-  ASSERT_TRUE(u.has_value());
-  EXPECT_EQ(u->scheme, "https");
-  EXPECT_EQ(u->host, "shop.example.com");
-  EXPECT_EQ(u->EffectivePort(), 8443);
-  EXPECT_EQ(u->Origin(), "https://shop.example.com:8443");
-  EXPECT_EQ(u->path, "/a/b");
-  EXPECT_EQ(u->fragment, "top");
-  EXPECT_EQ(QueryParam(u->query, "q").value_or("-"), "a b!");
-  EXPECT_EQ(QueryParam(u->query, "page").value_or("-"), "2");
-  EXPECT_FALSE(QueryParam(u->query, "nope").has_value());
-  EXPECT_EQ(SetQueryParam("http://h/p?page=1&x=2&page=9", "page", "2").value_or(""),
-            "http://h/p?page=2&x=2");
-  EXPECT_EQ(SetQueryParam("http://h/p", "page", "2").value_or(""), "http://h/p?page=2");
-  EXPECT_EQ(SetQueryParam("http://h/p?a=1#f", "p g", "x&y").value_or(""),
-            "http://h/p?a=1&p%20g=x%26y#f");
-}
 
 TEST(ParseUrl, RegistrableDomainUsesThePublicSuffixList) {
   EXPECT_EQ(RegistrableDomain("www.example.co.uk"), "example.co.uk");

@@ -5,10 +5,14 @@
 
 #include "core/http/address.hpp"
 #include "core/http/client.hpp"
-#include "core/http/url.hpp"
+#include "core/http/redirect.hpp"
+#include "core/url/url.hpp"
 
 namespace celeriac::http {
 namespace {
+
+using url::ParseHttpUrl;
+using url::ResolveRedirect;
 
 AddressClass Of(const char* text) {
   auto c = ClassifyAddressText(text);
@@ -86,7 +90,8 @@ TEST(HttpUrl, ParsesOnlyAbsoluteHttpUrls) {
   auto u = ParseHttpUrl("HTTPS://Example.COM/a?b=1#frag");
   ASSERT_TRUE(u.ok()) << u.error().ToString();
   EXPECT_EQ(u->scheme, "https");
-  EXPECT_EQ(u->port, 443);
+  EXPECT_EQ(u->port, 0);  // as written
+  EXPECT_EQ(u->EffectivePort(), 443);
   auto v6 = ParseHttpUrl("http://[::1]:8080/");
   ASSERT_TRUE(v6.ok());
   EXPECT_EQ(v6->host, "[::1]");
