@@ -433,7 +433,10 @@ class CountdownBacklog(OutageCase):
 
         normal = {}   # task id -> countdown tasks published before it
         t0 = time.time()
-        with connect(STACK.broker_url) as conn:
+        # A flood of 100k publishes: RabbitMQ's flow control may hold this connection's writes
+        # for seconds on a loaded machine (CI once timed out at 5 s); the test is about the
+        # worker, not the publisher's latency.
+        with connect(STACK.broker_url, timeout=120) as conn:
             ch = conn.channel()
             declare_celery_queue(ch, queue)
             for i in range(1, self.COUNTDOWNS + 1):
