@@ -1,6 +1,6 @@
 // celery.backend_cleanup without Postgres: [retention] read and checked in both binaries, its
 // ages handed to retention, the task's result (checked against its schema), cancellation and
-// failure.
+// failure; and beat's pure planning of a due row, for the built-in daily 04:00 entry.
 
 #include <atomic>
 #include <map>
@@ -10,6 +10,7 @@
 #include "core/celery/codec.hpp"
 #include "core/config/sections.hpp"
 #include "extractor/pipeline/settings.hpp"
+#include "orchestrator/beat/beat.hpp"
 #include "orchestrator/commands/settings.hpp"
 #include "orchestrator/tasks/backend_cleanup.hpp"
 #include "schemas/schemas.hpp"
@@ -27,6 +28,8 @@ config::EnvLookup Env(std::map<std::string, std::string> vars) {
     return it->second;
   };
 }
+
+Clock::WallTime T(const char* iso) { return *ParseIso8601(iso); }
 
 TEST(RetentionSettings, DefaultsAsCeleryAndTheIssueSay) {
   auto s = config::Parse<Settings>("", "test", Env({}));
@@ -159,6 +162,53 @@ TEST(RetentionCounts, JsonNamesEveryTable) {
             R"({"deleted":{"crawl_requests":0,"crawl_hosts":0,"task_results":0,)"
             R"("dead_letters":2},"complete":false})");
   EXPECT_EQ(c.total(), 2);
+}
+
+// Beat's decision for one due row, as for the built-in entry celery.backend_cleanup
+// ("0 4 * * *" in UTC, migrations/0007).
+TEST(BeatPlanDue, TheDailyCleanupFiresAtFourAndMovesToTomorrow) {
+  using beat::DuePlan;
+  const auto on_time = beat::PlanDue("0 4 * * *", "UTC", T("2026-05-02T04:00:00Z"),
+                                     T("2026-05-02T04:00:00.300Z"), 0s);
+  EXPECT_EQ(on_time.kind, DuePlan::Kind::kFire);
+  EXPECT_EQ(FormatIso8601(on_time.due_at), "2026-05-02T04:00:00.000000+00:00");
+  EXPECT_FALSE(on_time.missed_since.has_value());
+  ASSERT_TRUE(on_time.next.has_value());
+  EXPECT_EQ(FormatIso8601(*on_time.next), "2026-05-03T04:00:00.000000+00:00");
+
+  // Three days without a beat: one run, for the latest day, as Celery beat does.
+  const auto late = beat::PlanDue("0 4 * * *", "UTC", T("2026-05-02T04:00:00Z"),
+                                  T("2026-05-05T09:30:00Z"), 0s);
+  EXPECT_EQ(late.kind, DuePlan::Kind::kFire);
+  EXPECT_EQ(FormatIso8601(late.due_at), "2026-05-05T04:00:00.000000+00:00");
+  ASSERT_TRUE(late.missed_since.has_value());
+  EXPECT_EQ(FormatIso8601(*late.missed_since), "2026-05-02T04:00:00.000000+00:00");
+  EXPECT_EQ(FormatIso8601(*late.next), "2026-05-06T04:00:00.000000+00:00");
+
+  // Older than the catch-up grace: skipped, next at tomorrow's time.
+  const auto skipped = beat::PlanDue("0 4 * * *", "UTC", T("2026-05-02T04:00:00Z"),
+                                     T("2026-05-02T05:00:00Z"), 600s);
+  EXPECT_EQ(skipped.kind, DuePlan::Kind::kSkip);
+  EXPECT_EQ(FormatIso8601(*skipped.next), "2026-05-03T04:00:00.000000+00:00");
+
+  // In a zone of the admin's choice (changed with SQL): 04:00 Berlin summer time is 02:00 UTC.
+  const auto berlin = beat::PlanDue("0 4 * * *", "Europe/Berlin", T("2026-05-02T02:00:00Z"),
+                                    T("2026-05-02T02:00:01Z"), 0s);
+  EXPECT_EQ(berlin.kind, DuePlan::Kind::kFire);
+  EXPECT_EQ(FormatIso8601(*berlin.next), "2026-05-03T02:00:00.000000+00:00");
+
+  const auto bad = beat::PlanDue("0 4 * * *", "Mars/Olympus", T("2026-05-02T04:00:00Z"),
+                                 T("2026-05-02T04:00:00Z"), 0s);
+  EXPECT_EQ(bad.kind, DuePlan::Kind::kBad);
+  EXPECT_NE(bad.why.find("Mars/Olympus"), std::string::npos) << bad.why;
+  EXPECT_FALSE(bad.next.has_value());
+}
+
+TEST(BeatPlanDue, EntryTaskIdsAreTheSameInEveryBeatAndDifferPerDueTime) {
+  const auto a = beat::EntryTaskId("celery.backend_cleanup", T("2026-05-02T04:00:00Z"));
+  EXPECT_EQ(a, beat::EntryTaskId("celery.backend_cleanup", T("2026-05-02T04:00:00Z")));
+  EXPECT_NE(a, beat::EntryTaskId("celery.backend_cleanup", T("2026-05-03T04:00:00Z")));
+  EXPECT_NE(a, beat::FireTaskId(1, T("2026-05-02T04:00:00Z")));
 }
 
 }  // namespace
