@@ -212,7 +212,7 @@ int64_t EnsureRun(pqxx::transaction_base& tx, const NewRun& run) {
 }
 
 std::optional<int64_t> EnsureJob(pqxx::transaction_base& tx, const NewJob& job) {
-  tx.exec_params(
+  const auto inserted = tx.exec_params(
       "INSERT INTO extraction_jobs (run_id, crawl_config_id, config_version, data_source_id, "
       " celery_task_id, published_at, status, started_at, last_progress_at, watchdog_ms) "
       "VALUES ($1, $2, $3, $4, $5, CASE WHEN $6 THEN now() END, "
@@ -221,6 +221,14 @@ std::optional<int64_t> EnsureJob(pqxx::transaction_base& tx, const NewJob& job) 
       "ON CONFLICT DO NOTHING",
       job.run_id, job.crawl_config_id, job.config_version, job.data_source_id,
       job.celery_task_id, job.published, job.running, OptInt(job.watchdog_ms));
+  // A job added to a run whose requests or hosts retention deleted (an extract message naming
+  // an old run): the run is looked at again once it ends (state/retention.hpp). Retention holds
+  // the run row locked while it marks it, so this waits for its commit and then clears the mark.
+  if (inserted.affected_rows() > 0)
+    tx.exec_params(
+        "UPDATE crawl_runs SET requests_pruned_at = NULL, hosts_pruned_at = NULL "
+        "WHERE id = $1 AND (requests_pruned_at IS NOT NULL OR hosts_pruned_at IS NOT NULL)",
+        job.run_id);
   const auto row = tx.exec_params(
       "SELECT id FROM extraction_jobs WHERE run_id = $1 AND crawl_config_id = $2", job.run_id,
       job.crawl_config_id);

@@ -142,8 +142,12 @@ Result<int64_t> SetFirstDue(pg::Pool& pool, const std::vector<FirstDue>& rows) {
 Result<std::optional<Clock::WallTime>> EarliestDue(pg::Pool& pool) {
   return pool.Transact<std::optional<Clock::WallTime>>(
       [&](pqxx::transaction_base& tx) -> Result<std::optional<Clock::WallTime>> {
-        const auto r = tx.exec("SELECT " + MicrosOf("min(next_run_at)") +
-                               " FROM crawl_tasks WHERE enabled AND schedule IS NOT NULL");
+        // least() ignores NULLs.
+        const auto r = tx.exec(
+            "SELECT " +
+            MicrosOf("least((SELECT min(next_run_at) FROM crawl_tasks "
+                     "WHERE enabled AND schedule IS NOT NULL), "
+                     "(SELECT min(next_run_at) FROM beat_entries WHERE enabled))"));
         if (r.empty() || r[0][0].is_null()) return std::optional<Clock::WallTime>();
         return std::optional<Clock::WallTime>(sql::FromMicros(r[0][0].as<int64_t>()));
       });
@@ -151,11 +155,15 @@ Result<std::optional<Clock::WallTime>> EarliestDue(pg::Pool& pool) {
 
 Result<int64_t> DeleteFiresBefore(pg::Pool& pool, Clock::WallTime before) {
   return pool.Transact<int64_t>([&](pqxx::transaction_base& tx) -> Result<int64_t> {
-    const auto r = tx.exec_params(
-        "DELETE FROM beat_fires WHERE ctid = ANY(ARRAY(SELECT ctid FROM beat_fires "
-        "WHERE due_at < " + Ts("$1") + " LIMIT 10000))",
-        Micros(before));
-    return static_cast<int64_t>(r.affected_rows());
+    int64_t n = 0;
+    for (const char* table : {"beat_fires", "beat_entry_fires"}) {
+      const auto r = tx.exec_params(
+          std::string("DELETE FROM ") + table + " WHERE ctid = ANY(ARRAY(SELECT ctid FROM " +
+              table + " WHERE due_at < " + Ts("$1") + " LIMIT 10000))",
+          Micros(before));
+      n += static_cast<int64_t>(r.affected_rows());
+    }
+    return n;
   });
 }
 
@@ -189,6 +197,94 @@ Result<FiringResult> FireDue(pg::Pool& pool, Clock::WallTime now, int64_t batch,
     AdvanceRows(tx, p.advance, now);
     return out;
   });
+}
+
+// ---- beat entries ----------------------------------------------------------------------------
+
+Result<std::vector<UnscheduledEntry>> ListUnscheduledEntries(
+    pg::Pool& pool, const std::vector<std::string>& excluded) {
+  return pool.Transact<std::vector<UnscheduledEntry>>(
+      [&](pqxx::transaction_base& tx) -> Result<std::vector<UnscheduledEntry>> {
+        const std::set<std::string> bad(excluded.begin(), excluded.end());
+        std::vector<UnscheduledEntry> out;
+        for (const auto& r : tx.exec("SELECT name, schedule, timezone, " +
+                                     MicrosOf("updated_at") +
+                                     " FROM beat_entries WHERE enabled AND next_run_at IS NULL "
+                                     "ORDER BY name")) {
+          auto name = r[0].as<std::string>();
+          if (bad.count(name)) continue;
+          out.push_back({std::move(name), r[1].as<std::string>(), r[2].as<std::string>(),
+                         sql::FromMicros(r[3].as<int64_t>())});
+        }
+        return out;
+      });
+}
+
+Result<int64_t> SetEntriesFirstDue(pg::Pool& pool, const std::vector<EntryFirstDue>& rows) {
+  if (rows.empty()) return int64_t{0};
+  return pool.Transact<int64_t>([&](pqxx::transaction_base& tx) -> Result<int64_t> {
+    MarkBeat(tx);
+    int64_t n = 0;
+    for (const auto& row : rows)
+      n += static_cast<int64_t>(
+          tx.exec_params("UPDATE beat_entries SET next_run_at = " + Ts("$2") +
+                             " WHERE name = $1 AND next_run_at IS NULL AND " +
+                             MicrosOf("updated_at") + " = $3",
+                         row.name, Micros(row.next_run_at), Micros(row.updated_at))
+              .affected_rows());
+    return n;
+  });
+}
+
+Result<EntryFiringResult> FireDueEntries(
+    pg::Pool& pool, Clock::WallTime now, const std::string& beat_name,
+    const std::function<EntryFiringPlan(const std::vector<DueEntry>&)>& plan,
+    const std::function<Status(const std::vector<EntryFiring>&)>& publish,
+    const std::function<Clock::WallTime()>& confirmed) {
+  return pool.Transact<EntryFiringResult>(
+      [&](pqxx::transaction_base& tx) -> Result<EntryFiringResult> {
+        EntryFiringResult out;
+        MarkBeat(tx);
+        tx.exec("SET LOCAL idle_in_transaction_session_timeout = '60s'");
+        std::vector<DueEntry> due;
+        for (const auto& r : tx.exec_params(
+                 "SELECT name, task, args::text, kwargs::text, schedule, timezone, " +
+                     MicrosOf("next_run_at") +
+                     " FROM beat_entries WHERE enabled AND next_run_at <= " + Ts("$1") +
+                     " ORDER BY next_run_at LIMIT 100 FOR UPDATE SKIP LOCKED",
+                 Micros(now)))
+          due.push_back({r[0].as<std::string>(), r[1].as<std::string>(), r[2].as<std::string>(),
+                         r[3].as<std::string>(), r[4].as<std::string>(), r[5].as<std::string>(),
+                         sql::FromMicros(r[6].as<int64_t>())});
+        out.claimed = static_cast<int64_t>(due.size());
+        if (due.empty()) return out;
+        EntryFiringPlan p = plan(due);
+        // Due times already fired (next_run_at set back by hand) are not fired again.
+        for (auto& f : p.fire) {
+          const bool done =
+              !tx.exec_params("SELECT 1 FROM beat_entry_fires WHERE celery_task_id = $1",
+                              f.celery_task_id)
+                   .empty();
+          (done ? out.already_fired : out.fired).push_back(std::move(f));
+        }
+        if (!out.fired.empty()) {
+          if (auto st = publish(out.fired); !st) return st.error();
+          const auto at = confirmed();
+          for (const auto& f : out.fired)
+            tx.exec_params(
+                "INSERT INTO beat_entry_fires (entry, due_at, celery_task_id, missed_since, "
+                " fired_at, published_at, beat) VALUES ($1, " + Ts("$2") + ", $3, " + Ts("$4") +
+                    ", " + Ts("$5") + ", " + Ts("$6") + ", $7)",
+                f.entry.name, Micros(f.due_at), f.celery_task_id,
+                sql::OptInt(OptMicros(f.missed_since)), Micros(now), Micros(at), beat_name);
+        }
+        for (const auto& a : p.advance)
+          tx.exec_params("UPDATE beat_entries SET next_run_at = " + Ts("$2") +
+                             ", last_run_at = CASE WHEN $3 THEN " + Ts("$4") +
+                             " ELSE last_run_at END WHERE name = $1",
+                         a.name, sql::OptInt(OptMicros(a.next_run_at)), a.fired, Micros(now));
+        return out;
+      });
 }
 
 }  // namespace celeriac::state

@@ -47,14 +47,4 @@ Result<std::optional<worker::StoredTaskState>> PgTaskStateStore::Lookup(const st
   });
 }
 
-Status PgTaskStateStore::Cleanup(std::chrono::seconds max_age) {
-  return pool_.Execute([&](pqxx::transaction_base& tx) -> Status {
-    tx.exec_params(
-        "DELETE FROM task_results WHERE date_done IS NOT NULL "
-        "AND date_done < now() - make_interval(secs => $1)",
-        static_cast<double>(max_age.count()));
-    return Ok();
-  });
-}
-
 }  // namespace celeriac::state

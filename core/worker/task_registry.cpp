@@ -63,7 +63,7 @@ std::vector<std::string> TaskRegistry::Names() const {
   return out;
 }
 
-void RegisterBuiltinTasks(TaskRegistry& registry, std::function<Status()> cleanup) {
+void RegisterBuiltinTasks(TaskRegistry& registry, TaskFunction backend_cleanup) {
   registry.Register("celeriac.ping", [](TaskContext&) -> TaskOutcome { return Json("pong"); });
   registry.Register("celeriac.echo", [](TaskContext& ctx) -> TaskOutcome {
     return Json::array({ctx.args(), ctx.kwargs()});
@@ -107,14 +107,10 @@ void RegisterBuiltinTasks(TaskRegistry& registry, std::function<Status()> cleanu
     }
     return Json(seconds);
   });
+  if (!backend_cleanup)
+    backend_cleanup = [](TaskContext&) -> TaskOutcome { return Json(nullptr); };
   registry.Register(
-      "celery.backend_cleanup",
-      [cleanup = std::move(cleanup)](TaskContext&) -> TaskOutcome {
-        if (cleanup) {
-          if (auto st = cleanup(); !st) return TaskError::FromError(st.error());
-        }
-        return Json(nullptr);
-      },
+      kBackendCleanupTask, std::move(backend_cleanup),
       [] {
         TaskOptions o;
         o.max_retries = 0;

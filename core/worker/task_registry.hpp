@@ -119,10 +119,14 @@ class TaskRegistry {
   std::map<std::string, std::shared_ptr<RegisteredTask>> tasks_;
 };
 
+inline constexpr const char* kBackendCleanupTask = "celery.backend_cleanup";
+
 // celeriac.ping -> "pong", celeriac.echo -> [args, kwargs], celeriac.noop -> null (health
 // checks, benchmarks); celeriac.fail(message) fails, celeriac.flaky(n) retries n times then
 // succeeds, celeriac.sleep(seconds) sleeps (diagnostics of failure, retry and time limits); and
-// Celery's celery.backend_cleanup (django-celery-beat schedules it daily), which runs `cleanup`.
-void RegisterBuiltinTasks(TaskRegistry& registry, std::function<Status()> cleanup);
+// Celery's celery.backend_cleanup (Celery beat's default entry, daily at 04:00), which runs
+// `backend_cleanup` (the binary's retention; none: it returns null). It is never retried: the
+// next day's run does what a failed one left.
+void RegisterBuiltinTasks(TaskRegistry& registry, TaskFunction backend_cleanup);
 
 }  // namespace celeriac::worker

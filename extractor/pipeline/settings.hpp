@@ -9,10 +9,10 @@
 //                orchestrator's worker, checked here too)
 //   [extractor]  extractor/pipeline/extractor_settings.hpp
 //
-// It checks every key of these. The orchestrator's sections, [api] [discovery] [tasks] [beat],
-// are accepted unread (the orchestrator checks them); any other section is refused. A section
-// added to the orchestrator is named here too, or the shared file stops loading here
-// (tests/unit/config_test.cpp: OneFileServesBothBinaries).
+// It checks every key of these. The orchestrator's sections, [api] [discovery] [tasks] [beat]
+// [retention], are accepted unread (the orchestrator checks them); any other section is
+// refused. A section added to the orchestrator is named here too, or the shared file stops
+// loading here (tests/unit/config_test.cpp: OneFileServesBothBinaries).
 
 #include "core/broker/broker_settings.hpp"
 #include "core/config/sections.hpp"
@@ -39,7 +39,8 @@ struct Settings {
         .Ignore("api")
         .Ignore("discovery")
         .Ignore("tasks")
-        .Ignore("beat");
+        .Ignore("beat")
+        .Ignore("retention");
   }
 };
 

@@ -32,6 +32,30 @@ std::string FireTaskId(int64_t crawl_task_id, Clock::WallTime due_at) {
                    fmt::format("crawl_task:{}@{}", crawl_task_id, FormatIso8601(due_at)));
 }
 
+std::string EntryTaskId(const std::string& entry, Clock::WallTime due_at) {
+  return NameUuid5(kFireNamespace, fmt::format("entry:{}@{}", entry, FormatIso8601(due_at)));
+}
+
+DuePlan PlanDue(const std::string& schedule_text, const std::string& timezone,
+                Clock::WallTime next_run_at, Clock::WallTime now,
+                std::chrono::seconds catch_up_grace) {
+  DuePlan plan;
+  auto schedule = Schedule::Make(schedule_text, timezone);
+  if (!schedule) {
+    plan.kind = DuePlan::Kind::kBad;
+    plan.why = schedule.error().message();
+    return plan;
+  }
+  // Due times missed while no beat ran fold into the latest one.
+  const auto latest = schedule->LatestIn(next_run_at, now);
+  plan.due_at = latest.value_or(next_run_at);
+  if (latest) plan.missed_since = next_run_at;
+  plan.next = schedule->NextAfter(now);
+  if (catch_up_grace.count() > 0 && now - plan.due_at > catch_up_grace)
+    plan.kind = DuePlan::Kind::kSkip;
+  return plan;
+}
+
 Clock::WallTime ScaledClock::Now() const {
   const auto real = std::chrono::system_clock::now() - origin_;
   return origin_ + duration_cast<Clock::WallTime::duration>(real * scale_);
@@ -132,30 +156,27 @@ state::FiringPlan Beat::PlanFirings(const std::vector<state::DueTask>& due, Cloc
                                      std::vector<std::pair<int64_t, std::string>>& bad) const {
   state::FiringPlan plan;
   for (const auto& row : due) {
-    auto schedule = Schedule::Make(row.schedule, row.timezone);
-    if (!schedule) {
-      // Cleared, so it is not claimed again; fixing the row announces it.
-      bad.emplace_back(row.id, schedule.error().message());
-      plan.advance.push_back({row.id, std::nullopt, false});
-      continue;
+    const DuePlan p =
+        PlanDue(row.schedule, row.timezone, row.next_run_at, now, options_.catch_up_grace);
+    switch (p.kind) {
+      case DuePlan::Kind::kBad:
+        // Cleared, so it is not claimed again; fixing the row announces it.
+        bad.emplace_back(row.id, p.why);
+        plan.advance.push_back({row.id, std::nullopt, false});
+        break;
+      case DuePlan::Kind::kSkip:
+        spdlog::warn("beat: crawl task {} missed its run due at {} (older than the catch-up "
+                     "grace of {} s); next at {}",
+                     row.id, FormatIso8601(p.due_at), options_.catch_up_grace.count(),
+                     p.next ? FormatIso8601(*p.next) : std::string("never"));
+        ++skipped;
+        plan.advance.push_back({row.id, p.next, false});
+        break;
+      case DuePlan::Kind::kFire:
+        plan.fire.push_back({row.id, p.due_at, p.missed_since, FireTaskId(row.id, p.due_at)});
+        plan.advance.push_back({row.id, p.next, true});
+        break;
     }
-    // Due times missed while no beat ran fold into the latest one.
-    const auto latest = schedule->LatestIn(row.next_run_at, now);
-    state::Firing f{row.id, latest.value_or(row.next_run_at), std::nullopt, ""};
-    if (latest) f.missed_since = row.next_run_at;
-    const auto next = schedule->NextAfter(now);
-    if (options_.catch_up_grace.count() > 0 && now - f.due_at > options_.catch_up_grace) {
-      spdlog::warn("beat: crawl task {} missed its run due at {} (older than the catch-up "
-                   "grace of {} s); next at {}",
-                   row.id, FormatIso8601(f.due_at), options_.catch_up_grace.count(),
-                   next ? FormatIso8601(*next) : std::string("never"));
-      ++skipped;
-      plan.advance.push_back({row.id, next, false});
-      continue;
-    }
-    f.celery_task_id = FireTaskId(row.id, f.due_at);
-    plan.fire.push_back(std::move(f));
-    plan.advance.push_back({row.id, next, true});
   }
   return plan;
 }
@@ -175,24 +196,141 @@ Status Beat::Publish(const std::vector<state::Firing>& fired,
     m.custom_headers[kScheduledForHeader] = FormatIso8601(f.due_at);
     messages.push_back(celery::EncodeTask(m, options_.queue, now));
   }
+  return PublishAll(messages, "execute_crawl_task");
+}
+
+Status Beat::PublishEntries(const std::vector<state::EntryFiring>& fired, Clock::WallTime now) {
+  std::vector<broker::OutgoingMessage> messages;
+  messages.reserve(fired.size());
+  for (const auto& f : fired) {
+    // The row's CHECKs make args an array and kwargs an object.
+    auto args = Json::parse(f.entry.args, nullptr, false);
+    auto kwargs = Json::parse(f.entry.kwargs, nullptr, false);
+    if (!args.is_array()) args = Json::array();
+    if (!kwargs.is_object()) kwargs = Json::object();
+    auto m = celery::NewTask(f.entry.task, std::move(args), std::move(kwargs));
+    m.id = m.root_id = m.correlation_id = f.celery_task_id;
+    m.origin = options_.name;
+    m.custom_headers["periodic_task_name"] = f.entry.name;
+    messages.push_back(celery::EncodeTask(m, options_.queue, now));
+  }
+  return PublishAll(messages, "beat entry");
+}
+
+Status Beat::PublishAll(const std::vector<broker::OutgoingMessage>& messages, const char* what) {
   if (auto st = broker_.PublishBatch(messages); !st) {
     // The queue vanished since it was declared: declare it again on the next attempt.
     if (st.error().code() == ErrorCode::kNotFound) declared_ = false;
     return Error(st.error().code(),
-                 fmt::format("publishing {} execute_crawl_task message(s) to queue {}: {}",
-                             messages.size(), options_.queue, st.error().message()),
+                 fmt::format("publishing {} {} message(s) to queue {}: {}", messages.size(), what,
+                             options_.queue, st.error().message()),
                  st.error().retryable());
   }
   return Ok();
 }
 
-Result<FireReport> Beat::FireBatch(Clock::WallTime now) {
-  if (!declared_) {
-    broker::QueueSpec spec;
-    spec.name = spec.exchange = spec.routing_key = options_.queue;
-    if (auto st = broker_.Declare(spec); !st) return st.error();
-    declared_ = true;
+Status Beat::DeclareQueue() {
+  if (declared_) return Ok();
+  broker::QueueSpec spec;
+  spec.name = spec.exchange = spec.routing_key = options_.queue;
+  if (auto st = broker_.Declare(spec); !st) return st.error();
+  declared_ = true;
+  return Ok();
+}
+
+Result<int64_t> Beat::ScheduleEntries() {
+  const auto base_floor = clock_.Now() - FirstSightLookback();
+  std::vector<std::string> bad_names;
+  for (const auto& [name, why] : bad_entries_) bad_names.push_back(name);
+  auto rows = state::ListUnscheduledEntries(pool_, bad_names);
+  if (!rows) return rows.error();
+  std::vector<state::EntryFirstDue> first;
+  for (const auto& row : *rows) {
+    auto schedule = Schedule::Make(row.schedule, row.timezone);
+    std::optional<Clock::WallTime> next;
+    std::string why;
+    if (!schedule) {
+      why = schedule.error().message();
+    } else if (next = schedule->NextAfter(std::max(row.updated_at, base_floor)); !next) {
+      why = fmt::format("schedule \"{}\" has no due time in the next {} years", row.schedule,
+                        Schedule::kHorizonYears);
+    }
+    if (!why.empty()) {
+      spdlog::error("beat: entry {} left unscheduled: {} (fix the row; beat notices)", row.name,
+                    why);
+      bad_entries_[row.name] = why;
+      std::lock_guard lock(stats_mutex_);
+      ++stats_.bad;
+      continue;
+    }
+    first.push_back({row.name, *next, row.updated_at});
   }
+  auto n = state::SetEntriesFirstDue(pool_, first);
+  if (!n) return n.error();
+  if (*n > 0) {
+    std::lock_guard lock(stats_mutex_);
+    stats_.entries_scheduled += *n;
+  }
+  return *n;
+}
+
+Result<FireReport> Beat::FireDueEntries() {
+  if (auto st = DeclareQueue(); !st) return st.error();
+  const auto now = clock_.Now();
+  int64_t skipped = 0;
+  std::vector<std::pair<std::string, std::string>> bad;
+  auto result = state::FireDueEntries(
+      pool_, now, options_.name,
+      [&](const std::vector<state::DueEntry>& due) {
+        skipped = 0;  // the transaction may run again: start over
+        bad.clear();
+        state::EntryFiringPlan plan;
+        for (const auto& row : due) {
+          const DuePlan p =
+              PlanDue(row.schedule, row.timezone, row.next_run_at, now, options_.catch_up_grace);
+          if (p.kind == DuePlan::Kind::kBad) {
+            bad.emplace_back(row.name, p.why);
+            plan.advance.push_back({row.name, std::nullopt, false});
+          } else if (p.kind == DuePlan::Kind::kSkip) {
+            spdlog::warn("beat: entry {} missed its run due at {} (older than the catch-up "
+                         "grace of {} s); next at {}",
+                         row.name, FormatIso8601(p.due_at), options_.catch_up_grace.count(),
+                         p.next ? FormatIso8601(*p.next) : std::string("never"));
+            ++skipped;
+            plan.advance.push_back({row.name, p.next, false});
+          } else {
+            plan.fire.push_back({row, p.due_at, p.missed_since, EntryTaskId(row.name, p.due_at)});
+            plan.advance.push_back({row.name, p.next, true});
+          }
+        }
+        return plan;
+      },
+      [&](const std::vector<state::EntryFiring>& fired) { return PublishEntries(fired, now); },
+      [&] { return clock_.Now(); });
+  if (!result) return result.error();
+  for (const auto& [name, why] : bad) {
+    spdlog::error("beat: entry {} left unscheduled: {} (fix the row; beat notices)", name, why);
+    bad_entries_[name] = why;
+  }
+  for (const auto& f : result->already_fired)
+    spdlog::info("beat: entry {} due at {} was already fired; not again", f.entry.name,
+                 FormatIso8601(f.due_at));
+  for (const auto& f : result->fired)
+    spdlog::info("beat: fired entry {} ({}) due at {} to queue {}", f.entry.name, f.entry.task,
+                 FormatIso8601(f.due_at), options_.queue);
+  FireReport report;
+  report.claimed = result->claimed;
+  report.fired = static_cast<int64_t>(result->fired.size());
+  std::lock_guard lock(stats_mutex_);
+  stats_.entries_fired += report.fired;
+  stats_.skipped += skipped;
+  stats_.already += static_cast<int64_t>(result->already_fired.size());
+  stats_.bad += static_cast<int64_t>(bad.size());
+  return report;
+}
+
+Result<FireReport> Beat::FireBatch(Clock::WallTime now) {
+  if (auto st = DeclareQueue(); !st) return st.error();
   int64_t skipped = 0;
   std::vector<std::pair<int64_t, std::string>> bad;
   std::map<int64_t, std::string> names;
@@ -262,15 +400,18 @@ Status Beat::Run() {
     }
     if (rescan) {
       if (auto n = ScheduleUnscheduled(); !n) return n.error();
+      if (auto n = ScheduleEntries(); !n) return n.error();
       rescan = false;
     }
     auto fired = FireDue();
     if (!fired) return fired.error();
+    auto entries = FireDueEntries();
+    if (!entries) return entries.error();
     if (clock_.Monotonic() >= next_cleanup) {
       if (auto n = DeleteOldFires(); !n) {
-        spdlog::warn("beat: deleting old beat_fires rows: {}", n.error().message());
+        spdlog::warn("beat: deleting old fire records: {}", n.error().message());
       } else if (*n > 0) {
-        spdlog::info("beat: deleted {} beat_fires row(s) older than {} days", *n,
+        spdlog::info("beat: deleted {} fire record(s) older than {} days", *n,
                      std::chrono::duration_cast<std::chrono::hours>(options_.fires_retention)
                              .count() / 24);
       }
@@ -283,7 +424,7 @@ Status Beat::Run() {
     if (**earliest <= now) {
       // Due rows this beat could not claim: another beat is firing them (or died holding
       // them); look again shortly so that nothing waits for the next due time.
-      return fired->claimed > 0 ? milliseconds(0) : options_.busy_retry;
+      return fired->claimed + entries->claimed > 0 ? milliseconds(0) : options_.busy_retry;
     }
     return std::min(options_.max_sleep, RealDelay(**earliest - now));
   };
@@ -314,8 +455,14 @@ Status Beat::Run() {
     }
     if (!got->empty()) {
       for (const auto& payload : *got) {
+        // A bad row that changed gets another look: crawl tasks announce their id, beat
+        // entries "entry:<name>".
+        if (payload.rfind("entry:", 0) == 0) {
+          bad_entries_.erase(payload.substr(6));
+          continue;
+        }
         try {
-          bad_.erase(std::stoll(payload));  // a bad row that changed gets another look
+          bad_.erase(std::stoll(payload));
         } catch (const std::exception&) {
         }
       }

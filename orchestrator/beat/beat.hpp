@@ -1,6 +1,9 @@
 #pragma once
 // Beat: fires each crawl task's schedule (crawl_tasks.schedule in crawl_tasks.timezone) by
 // publishing orchestrator.tasks.execute_crawl_task, with any number of beats running at once.
+// It fires beat entries too (beat_entries, migrations/0007): Celery tasks on a cron schedule,
+// as Celery beat's beat_schedule, with the same guarantee, recorded in beat_entry_fires. The
+// built-in one is Celery beat's own default, celery.backend_cleanup daily at 04:00 UTC.
 //
 // Postgres is the coordinator; beats never talk to each other.
 //   - Due times live in crawl_tasks.next_run_at. Beat computes it (schedule.hpp) for rows that
@@ -72,6 +75,26 @@ inline constexpr const char* kChannel = "celeriac_beat";
 
 // The Celery task id of the message for (crawl task, due time): the same in every beat.
 std::string FireTaskId(int64_t crawl_task_id, Clock::WallTime due_at);
+// The same for (beat entry, due time). A beat entry's message is its task with its args and
+// kwargs, plus header periodic_task_name=<entry name>, as django-celery-beat sends.
+std::string EntryTaskId(const std::string& entry, Clock::WallTime due_at);
+
+// What becomes of one claimed due row at `now` (pure; the same for crawl tasks and entries).
+struct DuePlan {
+  enum class Kind { kFire, kSkip, kBad };
+  Kind kind = Kind::kFire;
+  Clock::WallTime due_at{};                     // the due time that fires (or was skipped): the
+                                                // latest one missed
+  std::optional<Clock::WallTime> missed_since;  // earlier due times folded into it
+  std::optional<Clock::WallTime> next;          // where the row goes next (kBad: unscheduled)
+  std::string why;                              // kBad: what is wrong with schedule or zone
+};
+// A row due at `next_run_at`: due times missed up to `now` fold into the latest one, which
+// fires unless older than `catch_up_grace` (0 = no limit: kSkip then); a schedule or zone this
+// process cannot use is kBad.
+DuePlan PlanDue(const std::string& schedule, const std::string& timezone,
+                Clock::WallTime next_run_at, Clock::WallTime now,
+                std::chrono::seconds catch_up_grace);
 
 struct BeatOptions {
   std::string queue = "celery";                 // the orchestrator worker's queue
@@ -94,6 +117,8 @@ struct BeatStats {
   int64_t bad = 0;          // rows left alone for a schedule or zone this beat cannot use
   int64_t wakeups = 0;
   int64_t notifications = 0;
+  int64_t entries_fired = 0;      // beat entries' messages published and committed
+  int64_t entries_scheduled = 0;  // their next_run_at computed
 };
 
 struct FireReport {
@@ -112,7 +137,12 @@ class Beat {
   // The earliest next_run_at of an enabled scheduled row (nullopt: none).
   Result<std::optional<Clock::WallTime>> EarliestDue();
 
-  // Deletes beat_fires rows older than fires_retention (up to 10,000 a call).
+  // The same for beat entries: next_run_at of enabled entries without one; fire those due.
+  Result<int64_t> ScheduleEntries();
+  Result<FireReport> FireDueEntries();
+
+  // Deletes beat_fires and beat_entry_fires rows older than fires_retention (up to 10,000 each
+  // a call).
   Result<int64_t> DeleteOldFires();
 
   // LISTEN, then schedule, fire and sleep until Stop(). Outages of Postgres or the broker are
@@ -131,6 +161,9 @@ class Beat {
   // Publishes the firings' messages and waits for the broker's confirms.
   Status Publish(const std::vector<state::Firing>& fired,
                  const std::map<int64_t, std::string>& names, Clock::WallTime now);
+  Status PublishEntries(const std::vector<state::EntryFiring>& fired, Clock::WallTime now);
+  Status PublishAll(const std::vector<broker::OutgoingMessage>& messages, const char* what);
+  Status DeclareQueue();
   std::chrono::milliseconds RealDelay(Clock::WallTime::duration d) const;
   Clock::WallTime::duration FirstSightLookback() const;
 
@@ -143,6 +176,7 @@ class Beat {
   bool declared_ = false;
   // Rows with a schedule or zone this process cannot use, by id, with what was bad (logged once).
   std::map<int64_t, std::string> bad_;
+  std::map<std::string, std::string> bad_entries_;  // the same for beat entries, by name
   mutable std::mutex stats_mutex_;
   BeatStats stats_;
 };

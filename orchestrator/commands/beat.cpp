@@ -1,5 +1,5 @@
-// `orchestrator beat`: fires crawl task schedules (see orchestrator/beat/beat.hpp). Run as many
-// as you like; each due time is fired once.
+// `orchestrator beat`: fires crawl task schedules and beat entries (celery.backend_cleanup daily;
+// see orchestrator/beat/beat.hpp). Run as many as you like; each due time is fired once.
 
 #include <unistd.h>
 
@@ -108,9 +108,9 @@ int RunBeat(const CommonOptions& common, const BeatFlags& flags) {
   runner.join();
   (*broker)->Close();
   const auto s = beat.stats();
-  spdlog::info("beat stopped: {} fired, {} skipped (older than the grace period), {} scheduled, "
-               "{} bad rows",
-               s.fired, s.skipped, s.scheduled, s.bad);
+  spdlog::info("beat stopped: {} fired, {} beat entries fired, {} skipped (older than the grace "
+               "period), {} scheduled, {} bad rows",
+               s.fired, s.entries_fired, s.skipped, s.scheduled, s.bad);
   if (!result) {
     std::cerr << "orchestrator beat: " << result.error().message() << "\n";
     return 1;
@@ -122,10 +122,12 @@ int RunBeat(const CommonOptions& common, const BeatFlags& flags) {
 
 void RegisterBeat(CLI::App& app, const CommonOptions& common, int& exit_code) {
   auto* cmd = app.add_subcommand(
-      "beat", "Fire crawl task schedules (many beats may run; each due time fires once)");
+      "beat",
+      "Fire crawl task schedules and beat entries (many beats may run; each due time fires once)");
   auto flags = std::make_shared<BeatFlags>();
   cmd->add_option("-Q,--queue", flags->queue,
-                  "Queue to publish execute_crawl_task to (default: worker.queue)");
+                  "Queue to publish execute_crawl_task and beat entries to "
+                  "(default: worker.queue)");
   cmd->add_option("-n,--name", flags->name, "Name recorded with each firing (default: host:pid)");
   cmd->add_option("--clock-scale", flags->clock_scale,
                   "Tests only: run beat's clock this many times faster than real time");

@@ -12,6 +12,7 @@
 //   [extractor]  queue only (orchestrator/tasks/task_settings.hpp)
 //   [tasks]      orchestrator/tasks/task_settings.hpp
 //   [beat]       orchestrator/beat/beat_settings.hpp
+//   [retention]  orchestrator/tasks/retention_settings.hpp
 //
 // The orchestrator checks every key of these sections except [extractor]'s other keys, which
 // are the extractor's to check (extractor/pipeline/settings.hpp); any other section is
@@ -26,6 +27,7 @@
 #include "discovery-client/discovery_settings.hpp"
 #include "orchestrator/api/api_settings.hpp"
 #include "orchestrator/beat/beat_settings.hpp"
+#include "orchestrator/tasks/retention_settings.hpp"
 #include "orchestrator/tasks/task_settings.hpp"
 
 namespace celeriac::orchestrator {
@@ -40,6 +42,7 @@ struct Settings {
   ExtractionQueueSettings extractor;
   TaskSettings tasks;
   beat::BeatSettings beat;
+  RetentionSettings retention;
 
   void Declare(config::Sections& sections) {
     sections.Add(database.Keys())
@@ -50,7 +53,8 @@ struct Settings {
         .Add(worker.Keys())
         .Add(extractor.Keys())
         .Add(tasks.Keys())
-        .Add(beat.Keys());
+        .Add(beat.Keys())
+        .Add(retention.Keys());
   }
 };
 

@@ -16,6 +16,7 @@
 #include "core/worker/worker.hpp"
 #include "orchestrator/commands/commands.hpp"
 #include "orchestrator/commands/settings.hpp"
+#include "orchestrator/tasks/backend_cleanup.hpp"
 #include "orchestrator/tasks/crawl_tasks.hpp"
 #include "schemas/schemas.hpp"
 #include "state/dead_letter_store.hpp"
@@ -85,7 +86,9 @@ int RunWorker(const CommonOptions& common, const WorkerFlags& flags) {
   }
 
   TaskRegistry registry;
-  worker::RegisterBuiltinTasks(registry, [&states] { return states.Cleanup(std::chrono::hours(24)); });
+  // celery.backend_cleanup: retention with the ages of [retention] (beat fires it daily).
+  worker::RegisterBuiltinTasks(
+      registry, MakeBackendCleanup(settings->retention, pool, SystemClock::Instance()));
   discovery::HttpDiscoveryClient discovery(
       {settings->discovery.url, std::chrono::milliseconds(settings->discovery.timeout_ms),
        std::chrono::milliseconds(std::min<int64_t>(settings->discovery.timeout_ms, 5000))});

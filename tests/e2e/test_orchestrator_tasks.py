@@ -1,6 +1,7 @@
 """The BFF's calls, as the README shows them, against the C++ worker over real RabbitMQ:
 execute_crawl_task on the demo rows, and trigger_site_analysis through a Discovery service that
-fails, recovers, refuses and stays down (issue 4, points 1, 3 and 7).
+fails, recovers, refuses and stays down (issue 4, points 1, 3 and 7); and Celery's
+celery.backend_cleanup as a Python beat sends it (issue 17, point 2).
 """
 import http.server
 import json
@@ -113,6 +114,25 @@ class OrchestratorTasks(InteropCase):
                     "SELECT trigger || ' ' || status || ' ' || configs_dispatched FROM crawl_runs "
                     "WHERE id = %d" % summary["run_id"])
         self.assertEqual(runs, "bff running 2")
+
+    def test_backend_cleanup_sent_as_celery_beat_sends_it(self):
+        # Celery beat's default entry (and `celery call celery.backend_cleanup`): no arguments;
+        # the C++ worker runs retention and returns what it deleted.
+        url = self.env["CELERIAC_DATABASE_URL"]
+        psql(url, "INSERT INTO task_results (task_id, task_name, status, date_done) VALUES "
+                  "('e2e-old-result', 'celeriac.ping', 'SUCCESS', now() - interval '2 days');"
+                  "INSERT INTO dead_letters (task_id, queue, task_name, body, error_class, "
+                  "error_message, purged_at) VALUES ('e2e-old-letter', 'q', 't', '\\x5b5d', "
+                  "'E', 'm', now() - interval '31 days')")
+        result = self.app.send_task("celery.backend_cleanup", queue=self.queue).get(timeout=30)
+        self.assertEqual(result["deleted"], {"crawl_requests": 0, "crawl_hosts": 0,
+                                             "task_results": 1, "dead_letters": 1})
+        self.assertTrue(result["complete"])
+        self.assertEqual(result["max_age_s"]["task_results"], 86400)
+        self.assertEqual(psql(url, "SELECT count(*) FROM task_results "
+                                   "WHERE task_id = 'e2e-old-result'"), "0")
+        self.assertEqual(psql(url, "SELECT count(*) FROM dead_letters "
+                                   "WHERE task_id = 'e2e-old-letter'"), "0")
 
     def test_unknown_crawl_task_fails_clearly(self):
         r = self.app.send_task("orchestrator.tasks.execute_crawl_task", args=[999],

@@ -101,6 +101,9 @@ TEST_F(BeatProcessesTest, ThreeBeatsKilledAtRandomFireEveryDueTimeExactlyOnce) {
       {4, "*/2 * * * *"}, {5, "1-59/2 * * * *"}, {6, "*/3 * * * *"}};
   std::map<int64_t, Schedule> schedules;
   Exec("INSERT INTO data_sources (id, name) VALUES (1, 'shop')");
+  // This test counts crawl task firings only; the built-in daily celery.backend_cleanup would
+  // add a message of its own when the scaled clock passes 04:00 UTC (beat_test.cpp tests it).
+  Exec("UPDATE beat_entries SET enabled = false");
   for (const auto& [id, expr] : tasks) {
     schedules.emplace(id, *Schedule::Make(expr, "UTC"));
     const auto next = *schedules.at(id).NextAfter(first_due - 1s);

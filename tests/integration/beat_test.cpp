@@ -1,7 +1,8 @@
 // Beat against a real Postgres, on a manual clock, with the in-memory broker: schedules refused
 // where they are written, one message per due time (what a BFF sends plus beat's headers, run by
 // the real worker task as trigger 'beat'), live changes made with plain SQL, missed times folded
-// into one run, the grace period, DST, bad rows, and two beats sharing one burst.
+// into one run, the grace period, DST, bad rows, two beats sharing one burst, and the built-in
+// beat entry celery.backend_cleanup fired daily at 04:00, once across beats.
 
 #include <atomic>
 #include <set>
@@ -13,6 +14,7 @@
 #include "core/celery/codec.hpp"
 #include "core/pg/listener.hpp"
 #include "orchestrator/beat/beat.hpp"
+#include "orchestrator/tasks/backend_cleanup.hpp"
 #include "orchestrator/tasks/crawl_tasks.hpp"
 #include "tests/support/manual_clock.hpp"
 #include "tests/support/pg_test.hpp"
@@ -107,6 +109,16 @@ class BeatTest : public testing::PgTest {
     auto r = beat.ScheduleUnscheduled();
     EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message());
     return r.ok() ? *r : -1;
+  }
+  int64_t ScheduleEntries(Beat& beat) {
+    auto r = beat.ScheduleEntries();
+    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message());
+    return r.ok() ? *r : -1;
+  }
+  FireReport FireEntries(Beat& beat) {
+    auto r = beat.FireDueEntries();
+    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message());
+    return r.ok() ? *r : FireReport{};
   }
 
   broker::MemoryBroker broker_;
@@ -367,6 +379,97 @@ TEST_F(BeatTest, TwoBeatsShareABurstAndFireEachDueTimeOnce) {
   EXPECT_EQ(Count("SELECT count(*) FROM beat_fires"), 300);
   EXPECT_EQ(Count("SELECT count(*) FROM crawl_tasks WHERE next_run_at = '2026-05-01T10:10:00Z'"),
             300);
+}
+
+TEST_F(BeatTest, TheBuiltInBackendCleanupFiresDailyAtFourOnceAcrossBeats) {
+  // The entry migrations/0007 created, as Celery beat's default; the time its schedule counts
+  // from pinned to this test's clock.
+  EXPECT_EQ(Text("SELECT concat_ws(' | ', task, schedule, timezone, args::text, kwargs::text, "
+                 "enabled::text) FROM beat_entries WHERE name = 'celery.backend_cleanup'"),
+            "celery.backend_cleanup | 0 4 * * * | UTC | [] | {} | true");
+  Exec("ALTER TABLE beat_entries DISABLE TRIGGER beat_entries_touch");
+  Exec("UPDATE beat_entries SET updated_at = '2026-05-01T10:00:00Z'");
+  auto a = MakeBeat();
+  BeatOptions other;
+  other.name = "other-beat";
+  auto b = MakeBeat(other);
+  EXPECT_EQ(ScheduleEntries(*a), 1);
+  EXPECT_EQ(ScheduleEntries(*b), 0) << "the first beat's value stands";
+  EXPECT_EQ(When("next_run_at", "beat_entries"), "2026-05-02T04:00:00Z");
+  auto earliest = a->EarliestDue();
+  ASSERT_TRUE(earliest.ok() && earliest->has_value());
+  EXPECT_EQ(FormatIso8601(**earliest), "2026-05-02T04:00:00.000000+00:00");
+
+  clock_.Set(T("2026-05-02T03:59:59.999Z"));
+  EXPECT_EQ(FireEntries(*a).fired, 0);
+  EXPECT_EQ(Fire(*a).fired, 0) << "crawl task firing leaves entries alone";
+  clock_.Set(T("2026-05-02T04:00:00.500Z"));
+  FireReport ra, rb;
+  std::thread ta([&] { ra = FireEntries(*a); });
+  std::thread tb([&] { rb = FireEntries(*b); });
+  ta.join();
+  tb.join();
+  EXPECT_EQ(ra.fired + rb.fired, 1) << "two beats, one firing";
+  EXPECT_EQ(FireEntries(*a).fired, 0) << "a due time fires once";
+  EXPECT_EQ(When("next_run_at", "beat_entries"), "2026-05-03T04:00:00Z");
+  EXPECT_EQ(When("last_run_at", "beat_entries"), "2026-05-02T04:00:00Z");
+  EXPECT_EQ(Count("SELECT count(*) FROM beat_entry_fires WHERE entry = 'celery.backend_cleanup' "
+                  "AND due_at = '2026-05-02T04:00:00Z' AND missed_since IS NULL"),
+            1);
+
+  // The message is Celery's own task, as a Python beat sends it.
+  auto messages = Messages();
+  ASSERT_EQ(messages.size(), 1u);
+  const auto& m = messages[0];
+  EXPECT_EQ(m.task, "celery.backend_cleanup");
+  EXPECT_EQ(m.args, json::array());
+  EXPECT_EQ(m.kwargs, json::object());
+  EXPECT_EQ(m.id, EntryTaskId("celery.backend_cleanup", T("2026-05-02T04:00:00Z")));
+  EXPECT_EQ(m.custom_headers["periodic_task_name"], "celery.backend_cleanup");
+  EXPECT_EQ(Text("SELECT celery_task_id FROM beat_entry_fires"), m.id);
+  // The worker's task runs retention on it.
+  worker::TaskRegistry registry;
+  worker::RegisterBuiltinTasks(registry, MakeBackendCleanup(RetentionSettings{}, pool(), clock_));
+  std::atomic<bool> cancelled{false};
+  TaskContext ctx(m, cancelled);
+  const auto outcome = registry.Find(m.task)->fn(ctx);
+  ASSERT_TRUE(std::holds_alternative<Json>(outcome));
+  EXPECT_EQ(std::get<Json>(outcome)["complete"], true);
+  EXPECT_EQ(std::get<Json>(outcome)["deleted"]["task_results"], 0);
+
+  // Set back by hand: already fired, not again. Missed days fold into one run.
+  Exec("UPDATE beat_entries SET next_run_at = '2026-05-02T04:00:00Z'");
+  EXPECT_EQ(FireEntries(*a).fired, 0);
+  EXPECT_EQ(a->stats().already, 1);
+  clock_.Set(T("2026-05-06T09:00:00Z"));
+  EXPECT_EQ(FireEntries(*a).fired, 1);
+  EXPECT_EQ(When("max(due_at)", "beat_entry_fires"), "2026-05-06T04:00:00Z");
+  EXPECT_EQ(When("max(missed_since)", "beat_entry_fires"), "2026-05-03T04:00:00Z");
+  EXPECT_EQ(Messages().size(), 1u);
+
+  // Changed with plain SQL: announced, refused when invalid, next due time computed again.
+  pg::Listener listener(pool());
+  ASSERT_TRUE(listener.Listen(kChannel).ok());
+  EXPECT_NE(Refusal("UPDATE beat_entries SET schedule = '0 25 * * *'")
+                .find("beat_entries.schedule: invalid cron expression \"0 25 * * *\""),
+            std::string::npos);
+  EXPECT_NE(Refusal("UPDATE beat_entries SET timezone = 'Mars/Olympus'")
+                .find("unknown time zone \"Mars/Olympus\""),
+            std::string::npos);
+  Exec("UPDATE beat_entries SET schedule = '30 3 * * *', timezone = 'Europe/Berlin', "
+       "updated_at = '2026-05-06T09:00:00Z'");
+  auto heard = listener.Wait(500ms);
+  ASSERT_TRUE(heard.ok());
+  EXPECT_EQ(*heard, std::vector<std::string>{"entry:celery.backend_cleanup"});
+  EXPECT_EQ(When("next_run_at", "beat_entries"), "null");
+  EXPECT_EQ(ScheduleEntries(*a), 1);
+  EXPECT_EQ(When("next_run_at", "beat_entries"), "2026-05-07T01:30:00Z") << "03:30 CEST";
+  // Disabled: never fired.
+  Exec("UPDATE beat_entries SET enabled = false");
+  clock_.Set(T("2026-05-08T00:00:00Z"));
+  EXPECT_EQ(ScheduleEntries(*a), 0);
+  EXPECT_EQ(FireEntries(*a).fired, 0);
+  EXPECT_EQ(Messages().size(), 0u);
 }
 
 }  // namespace

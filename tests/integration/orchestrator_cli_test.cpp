@@ -245,7 +245,7 @@ TEST(ExtractorCli, OneSettingsFileServesBothBinaries) {
         sections[line.substr(0, dot)].insert(line.substr(dot + 1));
     }
   }
-  ASSERT_EQ(sections.size(), 9u);
+  ASSERT_EQ(sections.size(), 10u);
   std::string every_key;
   for (const auto& [section, keys] : sections) {
     every_key += "[" + section + "]\n";

@@ -178,7 +178,7 @@ std::string SharedFileWithEveryKey() {
 TEST(Settings, OneFileServesBothBinaries) {
   const std::string file = SharedFileWithEveryKey();
   for (const char* section : {"[api]", "[beat]", "[discovery]", "[tasks]", "[extractor]",
-                              "concurrency = 256", "[worker]", "[database]"})
+                              "concurrency = 256", "[worker]", "[database]", "[retention]"})
     ASSERT_NE(file.find(section), std::string::npos) << file;
   auto orchestrator = config::Parse<OrchestratorSettings>(file, "celeriac.toml", Env({}));
   EXPECT_TRUE(orchestrator.ok()) << orchestrator.error().message() << "\n" << file;
